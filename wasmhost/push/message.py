@@ -1,0 +1,131 @@
+"""The provider-neutral push message, and the one parser every entry point shares.
+
+Guests, the CLI and the HTTP API all hand us JSON; parsing it in one place means a field means the
+same thing everywhere and the limits hold everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["MAX_MESSAGE_BYTES", "MessageError", "MessageTooBig", "PushMessage", "parse_message"]
+
+#: Largest message JSON accepted from any caller, checked on the raw bytes before parsing.
+MAX_MESSAGE_BYTES = 16 * 1024
+#: APNs refuses collapse ids over 64 bytes; we refuse them at the door instead of truncating silently.
+MAX_MESSAGE_ID_BYTES = 64
+MAX_TTL_SECONDS = 28 * 24 * 3600
+
+_FIELDS = {
+    "title", "body", "data", "badge", "sound", "channel", "priority", "ttl_seconds", "message_id",
+    "content_available", "target_provider", "exclude_provider",
+}
+
+
+class MessageError(ValueError):
+    """The message is not valid JSON of the documented shape (ABI code INVAL, HTTP 400)."""
+
+
+class MessageTooBig(MessageError):
+    """The raw message is over `MAX_MESSAGE_BYTES` (ABI code TOO_BIG, HTTP 413)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushMessage:
+    title: str = ""
+    body: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    badge: int | None = None
+    sound: str = ""
+    channel: str = ""
+    priority: str = "normal"
+    ttl_seconds: int | None = None
+    message_id: str = ""
+    content_available: bool = False
+    target_provider: str = ""
+    exclude_provider: str = ""
+
+    def has_visible_content(self) -> bool:
+        """Whether an alert push would show anything; Apple silently drops alerts that would not."""
+        return bool(self.title or self.body or self.sound or (self.badge or 0) > 0 or self.content_available)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as JSON-ready fields, leaving out what is unset."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value in ("", None, {}, False) or (key == "priority" and value == "normal"):
+                continue
+            out[key] = value
+        return out
+
+
+def _string(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MessageError(f"{key} must be a string")
+    return value
+
+
+def _optional_int(doc: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"{key} must be an integer")
+    if not low <= value <= high:
+        raise MessageError(f"{key} must be between {low} and {high}")
+    return value
+
+
+def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
+    """Parse and validate a message; raise `MessageError` (or `MessageTooBig`) naming the problem."""
+    if isinstance(raw, dict):
+        doc = raw
+    else:
+        data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise MessageTooBig(f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        if not data.strip():
+            raise MessageError("message is empty")
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise MessageError("message is not valid UTF-8") from exc
+        except json.JSONDecodeError as exc:
+            raise MessageError(f"message is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(doc, dict):
+        raise MessageError("message must be a JSON object")
+    unknown = sorted(set(doc) - _FIELDS)
+    if unknown:
+        raise MessageError(f"unknown message field(s): {', '.join(unknown)}")
+
+    data_field = doc.get("data") or {}
+    if not isinstance(data_field, dict):
+        raise MessageError("data must be an object")
+    priority = _string(doc, "priority") or "normal"
+    if priority not in ("high", "normal"):
+        raise MessageError('priority must be "high" or "normal"')
+    message_id = _string(doc, "message_id")
+    if len(message_id.encode("utf-8")) > MAX_MESSAGE_ID_BYTES:
+        raise MessageError(f"message_id must be at most {MAX_MESSAGE_ID_BYTES} bytes")
+    content_available = doc.get("content_available", False)
+    if not isinstance(content_available, bool):
+        raise MessageError("content_available must be true or false")
+    return PushMessage(
+        title=_string(doc, "title"),
+        body=_string(doc, "body"),
+        data=data_field,
+        badge=_optional_int(doc, "badge", 0, 1_000_000),
+        sound=_string(doc, "sound"),
+        channel=_string(doc, "channel"),
+        priority=priority,
+        ttl_seconds=_optional_int(doc, "ttl_seconds", 0, MAX_TTL_SECONDS),
+        message_id=message_id,
+        content_available=content_available,
+        target_provider=_string(doc, "target_provider"),
+        exclude_provider=_string(doc, "exclude_provider"),
+    )

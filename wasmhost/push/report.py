@@ -1,0 +1,63 @@
+"""Per-device results and the aggregate report that guests, the CLI and the HTTP API all see."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DeviceResult", "SendReport"]
+
+
+@dataclass(slots=True)
+class DeviceResult:
+    device_id: str
+    provider: str
+    success: bool
+    status: int = 0
+    reason: str = ""
+    message: str = ""
+    unregistered: bool = False
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "provider": self.provider,
+            "success": self.success,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "unregistered": self.unregistered,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(slots=True)
+class SendReport:
+    """What happened to one send. `ok` means every attempted device succeeded (vacuously with none)."""
+
+    results: list[DeviceResult] = field(default_factory=list)
+
+    @property
+    def devices_attempted(self) -> int:
+        return len(self.results)
+
+    @property
+    def devices_succeeded(self) -> int:
+        return sum(1 for r in self.results if r.success)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.success for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "devices_attempted": self.devices_attempted,
+            "devices_succeeded": self.devices_succeeded,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)

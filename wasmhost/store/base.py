@@ -1,0 +1,177 @@
+"""Store interfaces. Backends (SQLite, PostgreSQL) implement all of them; callers depend on the
+small protocol they need, the way httpx callers depend only on a transport."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "CredentialStore",
+    "Device",
+    "DeviceStore",
+    "FunctionRecord",
+    "FunctionStore",
+    "NamespaceStore",
+    "NotFound",
+    "OutboxRecord",
+    "OutboxStore",
+    "PushConfig",
+    "PushConfigStore",
+    "Store",
+    "StoreError",
+]
+
+
+class StoreError(Exception):
+    """The store failed (I/O, corrupt row, bad key). Text is safe to show: no secrets."""
+
+
+class NotFound(StoreError):
+    """The object does not exist in this namespace (another namespace's object is also NotFound)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushConfig:
+    """The seed's flat per-namespace fields; secrets decrypted. Empty string = unset."""
+
+    namespace: str
+    ntfy_base_url: str = ""
+    ntfy_auth_token: str = ""
+    expo_access_token: str = ""
+    updated_at: float = 0.0
+
+    def is_empty(self) -> bool:
+        return not (self.ntfy_base_url or self.expo_access_token)
+
+    def redacted(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "ntfy_base_url": self.ntfy_base_url,
+            "has_ntfy_auth_token": bool(self.ntfy_auth_token),
+            "has_expo_access_token": bool(self.expo_access_token),
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A registered device. `token` is filled only by `list_user_devices(with_tokens=True)`."""
+
+    id: str
+    namespace: str
+    user_id: str
+    device_id: str
+    provider: str
+    platform: str
+    app_version: str
+    created_at: float
+    updated_at: float
+    token: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """The listing shape: never the token."""
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "user_id": self.user_id,
+            "provider": self.provider,
+            "platform": self.platform,
+            "app_version": self.app_version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    id: int
+    namespace: str
+    user_id: str
+    device_id: str
+    message: dict[str, Any]
+    delivered_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "user": self.user_id,
+            "device_id": self.device_id,
+            "message": self.message,
+            "time": self.delivered_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRecord:
+    namespace: str
+    name: str
+    sha256: str
+    size: int
+    limits: dict[str, Any]
+    created_at: float
+    updated_at: float
+    module: bytes = b""
+
+
+class NamespaceStore(Protocol):
+    async def create_namespace(self, name: str) -> None: ...
+    async def namespace_exists(self, name: str) -> bool: ...
+    async def list_namespaces(self) -> list[str]: ...
+
+
+class PushConfigStore(Protocol):
+    async def get_push_config(self, namespace: str) -> PushConfig | None: ...
+    async def put_push_config(self, config: PushConfig) -> PushConfig: ...
+    async def delete_push_config(self, namespace: str) -> None: ...
+
+
+class CredentialStore(Protocol):
+    async def get_credentials(self, namespace: str, provider: str) -> dict[str, Any] | None: ...
+    async def all_credentials(self, namespace: str) -> Mapping[str, dict[str, Any]]: ...
+    async def put_credentials(self, namespace: str, provider: str, document: Mapping[str, Any]) -> None: ...
+    async def delete_credentials(self, namespace: str, provider: str) -> None: ...
+
+
+class DeviceStore(Protocol):
+    async def register_device(
+        self,
+        namespace: str,
+        user_id: str,
+        device_id: str,
+        provider: str,
+        token: str,
+        platform: str = "",
+        app_version: str = "",
+    ) -> Device:
+        """Upsert on (namespace, user, device_id); the token then belongs to this row alone."""
+        ...
+
+    async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]: ...
+    async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
+        """Delete one device; `NotFound` unless it is in `namespace` (and owned by `user_id`, if given)."""
+        ...
+
+    async def prune_device(self, namespace: str, device_row_id: str, registered_before: float | None) -> bool:
+        """Remove a dead device unless it was re-registered at or after `registered_before`."""
+        ...
+
+
+class OutboxStore(Protocol):
+    async def record_delivery(self, namespace: str, user_id: str, device_id: str, message: dict[str, Any]) -> None: ...
+    async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]: ...
+
+
+class FunctionStore(Protocol):
+    async def put_function(self, namespace: str, name: str, module: bytes, limits: Mapping[str, Any]) -> FunctionRecord: ...
+    async def get_function(self, namespace: str, name: str, with_module: bool = True) -> FunctionRecord: ...
+    async def list_functions(self, namespace: str) -> list[FunctionRecord]: ...
+    async def delete_function(self, namespace: str, name: str) -> None: ...
+
+
+class Store(NamespaceStore, PushConfigStore, CredentialStore, DeviceStore, OutboxStore, FunctionStore, Protocol):
+    """Everything a backend provides, plus its lifecycle."""
+
+    async def ping(self) -> None: ...
+    async def aclose(self) -> None: ...
