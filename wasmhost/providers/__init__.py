@@ -1,0 +1,6 @@
+"""Push providers, one module each, and the factory that builds them per namespace."""
+
+from .factory import ProviderFactoryImpl
+from .outbox import OutboxProvider, OutboxSpec
+
+__all__ = ["OutboxProvider", "OutboxSpec", "ProviderFactoryImpl"]

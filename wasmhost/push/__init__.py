@@ -1,0 +1,40 @@
+"""Push: the manager, dispatcher, message and report types, and the provider protocol."""
+
+from .credentials import CredentialsError, ProviderSpec, document_digest
+from .dispatcher import Dispatcher, RetryPolicy
+from .errors import PushError, PushNotConfigured, PushUnavailable
+from .manager import Defaults, Manager
+from .message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, PushMessage, parse_message
+from .observer import PushObserver
+from .provider import BaseProvider, Delivery, FailureKind, Outcome, Provider, ProviderFactory, ResolvedConfig
+from .redact import redact
+from .report import DeviceResult, SendReport
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "BaseProvider",
+    "CredentialsError",
+    "Defaults",
+    "Delivery",
+    "DeviceResult",
+    "Dispatcher",
+    "FailureKind",
+    "Manager",
+    "MessageError",
+    "MessageTooBig",
+    "Outcome",
+    "Provider",
+    "ProviderFactory",
+    "ProviderSpec",
+    "PushError",
+    "PushMessage",
+    "PushNotConfigured",
+    "PushObserver",
+    "PushUnavailable",
+    "ResolvedConfig",
+    "RetryPolicy",
+    "SendReport",
+    "document_digest",
+    "parse_message",
+    "redact",
+]

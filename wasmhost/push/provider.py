@@ -127,6 +127,8 @@ class ResolvedConfig:
     ntfy_base_url_tenant: bool = False
     expo_access_token: str = ""
     credentials: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Providers whose document is the operator's default, not the tenant's: their URLs are trusted.
+    operator_providers: frozenset[str] = frozenset()
 
 
 class ProviderFactory(Protocol):

@@ -1,0 +1,169 @@
+"""Store contract on the embedded SQLite backend: sealing, token exclusivity, isolation."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from wasmhost.store import KeyRing, NotFound, PushConfig, SQLiteStore, StoreError
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _ns(store: SQLiteStore, *names: str) -> None:
+    for name in names:
+        await store.create_namespace(name)
+
+
+async def test_namespaces(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "b", "a")
+    assert await sqlite_store.list_namespaces() == ["a", "b"]
+    assert await sqlite_store.namespace_exists("a")
+    assert not await sqlite_store.namespace_exists("zzz")
+    with pytest.raises(StoreError, match="already exists"):
+        await sqlite_store.create_namespace("a")
+
+
+async def test_device_token_is_sealed_and_never_listed(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    await _ns(sqlite_store, "acme")
+    dev = await sqlite_store.register_device("acme", "alice", "phone", "outbox", "secret-token-123", "ios", "1.0")
+    public = await sqlite_store.list_user_devices("acme", "alice")
+    assert [d.id for d in public] == [dev.id] and public[0].token == ""
+    assert "secret-token-123" not in str(public[0].public())
+    with_tokens = await sqlite_store.list_user_devices("acme", "alice", with_tokens=True)
+    assert with_tokens[0].token == "secret-token-123"
+    raw = sqlite3.connect(tmp_path / "wasmhost.db").execute("SELECT token_sealed, token_fp FROM devices").fetchone()
+    assert "secret-token-123" not in raw[0] and "secret-token-123" not in raw[1]
+    assert raw[0].startswith("wh1:1:")
+
+
+async def test_reregistration_keeps_row_id_and_created_at(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme")
+    first = await sqlite_store.register_device("acme", "alice", "phone", "outbox", "t1")
+    second = await sqlite_store.register_device("acme", "alice", "phone", "outbox", "t2")
+    assert second.id == first.id and second.created_at == first.created_at
+    devices = await sqlite_store.list_user_devices("acme", "alice", with_tokens=True)
+    assert [d.token for d in devices] == ["t2"]
+
+
+async def test_one_token_one_owner_per_namespace_last_wins(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme", "other")
+    await sqlite_store.register_device("acme", "alice", "phone", "outbox", "shared")
+    await sqlite_store.register_device("acme", "bob", "phone", "outbox", "shared")
+    assert await sqlite_store.list_user_devices("acme", "alice") == []
+    assert len(await sqlite_store.list_user_devices("acme", "bob")) == 1
+    # switching back reclaims it
+    await sqlite_store.register_device("acme", "alice", "phone", "outbox", "shared")
+    assert await sqlite_store.list_user_devices("acme", "bob") == []
+    # another namespace keeps its own registration of the same token
+    await sqlite_store.register_device("other", "carol", "phone", "outbox", "shared")
+    assert len(await sqlite_store.list_user_devices("acme", "alice")) == 1
+    assert len(await sqlite_store.list_user_devices("other", "carol")) == 1
+
+
+async def test_alert_and_voip_tokens_coexist(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme")
+    await sqlite_store.register_device("acme", "alice", "phone", "apns", "aa11")
+    await sqlite_store.register_device("acme", "alice", "phone-voip", "apns_voip", "bb22")
+    assert len(await sqlite_store.list_user_devices("acme", "alice")) == 2
+
+
+async def test_register_validation_and_unknown_namespace(sqlite_store: SQLiteStore) -> None:
+    for args in (("", "d", "p", "t"), ("u", "", "p", "t"), ("u", "d", "", "t"), ("u", "d", "p", "")):
+        with pytest.raises(ValueError):
+            await sqlite_store.register_device("acme", *args)
+    with pytest.raises(NotFound, match="namespace"):
+        await sqlite_store.register_device("nope", "u", "d", "outbox", "t")
+
+
+async def test_delete_device_is_scoped(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme", "other")
+    dev = await sqlite_store.register_device("acme", "alice", "phone", "outbox", "t1")
+    with pytest.raises(NotFound):
+        await sqlite_store.delete_device("other", dev.id)
+    with pytest.raises(NotFound):
+        await sqlite_store.delete_device("acme", dev.id, user_id="bob")
+    await sqlite_store.delete_device("acme", dev.id, user_id="alice")
+    with pytest.raises(NotFound):
+        await sqlite_store.delete_device("acme", dev.id)
+
+
+async def test_prune_respects_reregistration_time(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme")
+    dev = await sqlite_store.register_device("acme", "alice", "phone", "outbox", "t1")
+    assert not await sqlite_store.prune_device("acme", dev.id, registered_before=dev.updated_at - 10)
+    assert await sqlite_store.prune_device("acme", dev.id, registered_before=dev.updated_at + 10)
+    dev2 = await sqlite_store.register_device("acme", "alice", "tablet", "outbox", "t2")
+    assert await sqlite_store.prune_device("acme", dev2.id, registered_before=None)
+
+
+async def test_credentials_sealed_and_bound_to_their_row(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    await _ns(sqlite_store, "acme", "other")
+    await sqlite_store.put_credentials("acme", "ntfy", {"base_url": "https://ntfy.example", "auth_token": "tk_secret"})
+    assert await sqlite_store.get_credentials("acme", "ntfy") == {
+        "base_url": "https://ntfy.example", "auth_token": "tk_secret"}
+    assert await sqlite_store.get_credentials("other", "ntfy") is None
+    db = sqlite3.connect(tmp_path / "wasmhost.db")
+    sealed = db.execute("SELECT document_sealed FROM push_credentials").fetchone()[0]
+    assert "tk_secret" not in sealed
+    # a sealed document copied into another namespace's row does not open there
+    await sqlite_store.put_credentials("other", "ntfy", {"base_url": "https://x.example"})
+    db.execute("UPDATE push_credentials SET document_sealed = ? WHERE namespace = 'other'", (sealed,))
+    db.commit()
+    with pytest.raises(StoreError, match="does not open"):
+        await sqlite_store.get_credentials("other", "ntfy")
+    await sqlite_store.delete_credentials("acme", "ntfy")
+    await sqlite_store.delete_credentials("acme", "ntfy")  # idempotent
+    assert await sqlite_store.all_credentials("acme") == {}
+
+
+async def test_push_config_roundtrip_and_redaction(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme")
+    saved = await sqlite_store.put_push_config(PushConfig("acme", "https://ntfy.example", "tok", "expo-secret"))
+    got = await sqlite_store.get_push_config("acme")
+    assert got is not None and got.expo_access_token == "expo-secret" and got.updated_at == saved.updated_at
+    red = got.redacted()
+    assert red["has_expo_access_token"] is True and "expo-secret" not in str(red)
+    await sqlite_store.delete_push_config("acme")
+    assert await sqlite_store.get_push_config("acme") is None
+    with pytest.raises(NotFound):
+        await sqlite_store.put_push_config(PushConfig("nope", "https://x.example"))
+
+
+async def test_wrong_master_key_is_a_clear_error(tmp_path: Path, keyring: KeyRing) -> None:
+    store = await SQLiteStore(tmp_path / "w.db", keyring).open()
+    await store.aclose()
+    with pytest.raises(StoreError, match="right master key"):
+        await SQLiteStore(tmp_path / "w.db", KeyRing({1: b"\x01" * 32})).open()
+
+
+async def test_rotation_keeps_old_values_readable_and_fingerprints_stable(tmp_path: Path, keyring: KeyRing) -> None:
+    store = await SQLiteStore(tmp_path / "w.db", keyring).open()
+    await store.create_namespace("acme")
+    await store.register_device("acme", "alice", "phone", "outbox", "shared")
+    await store.aclose()
+    rotated = KeyRing({1: bytes(range(32)), 2: b"\x02" * 32})
+    store = await SQLiteStore(tmp_path / "w.db", rotated).open()
+    assert (await store.list_user_devices("acme", "alice", with_tokens=True))[0].token == "shared"
+    await store.register_device("acme", "bob", "phone", "outbox", "shared")  # exclusivity still matches
+    assert await store.list_user_devices("acme", "alice") == []
+    await store.aclose()
+
+
+async def test_outbox_and_functions(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme", "other")
+    await sqlite_store.record_delivery("acme", "alice", "phone", {"title": "hi ✓"})
+    [rec] = await sqlite_store.list_deliveries("acme")
+    assert rec.to_dict()["message"] == {"title": "hi ✓"} and rec.user_id == "alice"
+    assert await sqlite_store.list_deliveries("other") == []
+    meta = await sqlite_store.put_function("acme", "f", b"\0asm", {"fuel": 5})
+    assert meta.size == 4 and meta.module == b""
+    assert (await sqlite_store.get_function("acme", "f")).module == b"\0asm"
+    with pytest.raises(NotFound):
+        await sqlite_store.get_function("other", "f")
+    assert [f.name for f in await sqlite_store.list_functions("acme")] == ["f"]
+    await sqlite_store.delete_function("acme", "f")
+    with pytest.raises(NotFound):
+        await sqlite_store.delete_function("acme", "f")

@@ -1,0 +1,66 @@
+"""The outbox: a local sink that records each delivery in the store.
+
+It is the embedded default for demos and tests: what a device "received" can be read back exactly
+(`wasmhost outbox`), with no network and no accounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..push.credentials import CredentialsError
+from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
+from ..store.base import OutboxStore, StoreError
+
+__all__ = ["OutboxProvider", "OutboxSpec"]
+
+MAX_TOKEN_BYTES = 512
+
+
+class OutboxProvider(BaseProvider):
+    name = "outbox"
+
+    def __init__(self, store: OutboxStore) -> None:
+        super().__init__()
+        self.store = store
+
+    async def send_one(self, delivery: Delivery) -> Outcome:
+        try:
+            await self.store.record_delivery(
+                delivery.namespace, delivery.user_id, delivery.device_id, delivery.message.to_dict()
+            )
+        except StoreError as exc:
+            return Outcome.failed(FailureKind.TRANSIENT, "StoreError", str(exc))
+        return Outcome.ok()
+
+
+class OutboxSpec:
+    """Credentials are ``{}``: turning the outbox on is saving an empty document."""
+
+    name = "outbox"
+
+    def __init__(self, store: OutboxStore) -> None:
+        self.store = store
+
+    def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        if document:
+            raise CredentialsError(f"outbox takes no settings; unexpected field(s): {', '.join(sorted(document))}")
+        return {}
+
+    def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def validate_token(self, token: str, document: Mapping[str, Any] | None) -> str:
+        token = token.strip()
+        if not token:
+            raise CredentialsError("token is required")
+        if len(token.encode()) > MAX_TOKEN_BYTES:
+            raise CredentialsError(f"token is longer than {MAX_TOKEN_BYTES} bytes")
+        return token
+
+    def document_for(self, config: ResolvedConfig) -> Mapping[str, Any] | None:
+        return config.credentials.get(self.name)
+
+    def build(self, config: ResolvedConfig, document: Mapping[str, Any]) -> OutboxProvider:
+        return OutboxProvider(self.store)

@@ -1,0 +1,50 @@
+"""How a provider's credentials are checked at save, shown redacted, and turned into a provider.
+
+Each provider ships one `ProviderSpec`. The wiring layer (CLI, gateway) hands the specs it supports to
+the factory and to the HTTP handlers; there is no global registry to mutate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .provider import Provider, ResolvedConfig
+
+__all__ = ["CredentialsError", "ProviderSpec", "document_digest"]
+
+
+class CredentialsError(ValueError):
+    """The document is invalid; the text names the field and never echoes a secret (HTTP 400)."""
+
+
+class ProviderSpec(Protocol):
+    #: Provider name, as devices and credentials routes spell it (``apns``, ``outbox`` …).
+    name: str
+
+    def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a tenant's document at save; return the normalised document or raise `CredentialsError`."""
+        ...
+
+    def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """The document as a tenant may see it again: secrets become ``has_<field>: true``."""
+        ...
+
+    def validate_token(self, token: str, document: Mapping[str, Any] | None) -> str:
+        """Check a device token at registration; return it normalised or raise `CredentialsError`."""
+        ...
+
+    def document_for(self, config: ResolvedConfig) -> Mapping[str, Any] | None:
+        """This provider's effective document for the namespace, or None when it is not configured."""
+        ...
+
+    def build(self, config: ResolvedConfig, document: Mapping[str, Any]) -> Provider:
+        """A provider bound to `document`. May hold connections: it is reused while the document is unchanged."""
+        ...
+
+
+def document_digest(document: Mapping[str, Any]) -> str:
+    """Stable identity of a credentials document, to tell whether a built provider is still current."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

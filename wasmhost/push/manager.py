@@ -1,0 +1,179 @@
+"""The one entry point for sending: per-namespace config over operator defaults, cached dispatchers.
+
+Every send path (guest host function, CLI, HTTP) goes through `Manager.send_to_user`. The first send
+of a namespace builds its dispatcher (config + credentials read, providers built); later sends reuse
+it from an LRU with a TTL bound. Changes invalidate at once (`invalidate`); the TTL is the safety net
+for changes this process was not told about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cachetools import TTLCache
+
+from ..store.base import CredentialStore, DeviceStore, PushConfigStore, StoreError
+from .dispatcher import Dispatcher, RetryPolicy
+from .errors import PushNotConfigured, PushUnavailable
+from .message import PushMessage
+from .observer import PushObserver
+from .provider import ProviderFactory, ResolvedConfig
+from .report import SendReport
+
+__all__ = ["DEFAULT_CACHE_SIZE", "DEFAULT_CACHE_TTL", "Defaults", "Manager", "PushStore"]
+
+LOG = logging.getLogger("wasmhost.push")
+
+DEFAULT_CACHE_SIZE = 256
+DEFAULT_CACHE_TTL = 30.0
+
+
+class PushStore(PushConfigStore, CredentialStore, DeviceStore, Protocol):
+    """What the manager reads: flat config, credentials and devices."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Operator defaults, used where a namespace has not set its own. Operator URLs are trusted."""
+
+    ntfy_base_url: str = ""
+    ntfy_auth_token: str = ""
+    expo_access_token: str = ""
+    #: Default credentials documents by provider (e.g. ``{"outbox": {}}`` for a demo fleet).
+    credentials: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.ntfy_base_url or self.expo_access_token or self.credentials)
+
+
+class Manager:
+    """Safe for concurrent use from one event loop."""
+
+    def __init__(
+        self,
+        store: PushStore,
+        factory: ProviderFactory,
+        defaults: Defaults | None = None,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        ttl: float = DEFAULT_CACHE_TTL,
+        timer: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy | None = None,
+        observer: PushObserver | None = None,
+    ) -> None:
+        if cache_size < 1 or ttl <= 0:
+            raise ValueError("cache_size must be at least 1 and ttl positive")
+        self.store = store
+        self.factory = factory
+        self.defaults = defaults or Defaults()
+        self.retry = retry or RetryPolicy()
+        self.observer = observer or PushObserver()
+        self._timer = timer
+        self._cache: TTLCache[str, Dispatcher] = TTLCache(maxsize=cache_size, ttl=ttl, timer=timer)
+        self._building: dict[str, asyncio.Task[Dispatcher]] = {}
+
+    @property
+    def device_store(self) -> DeviceStore:
+        return self.store
+
+    @property
+    def ttl(self) -> float:
+        return float(self._cache.ttl)
+
+    def set_cache_ttl(self, ttl: float) -> None:
+        """Change the staleness bound; entries already cached keep the bound they were built under."""
+        if ttl > 0:
+            old = self._cache
+            self._cache = TTLCache(maxsize=old.maxsize, ttl=ttl, timer=self._timer)
+
+    async def send_to_user(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> SendReport:
+        """Send to every device of the user in `namespace`; raise `PushNotConfigured` / `PushUnavailable`."""
+        dispatcher = await self.dispatcher_for(namespace)
+        return await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
+
+    async def is_configured(self, namespace: str) -> bool:
+        """Whether a send would find a provider: defaults, flat config or credentials all count."""
+        try:
+            await self.dispatcher_for(namespace)
+        except PushNotConfigured:
+            return False
+        return True
+
+    def invalidate(self, namespace: str) -> None:
+        """Drop the namespace's dispatcher (and any build under way) so the next send reads fresh config."""
+        self._cache.pop(namespace, None)
+        self._building.pop(namespace, None)
+
+    def invalidate_all(self) -> None:
+        self._cache.clear()
+        self._building.clear()
+
+    def cached_namespaces(self) -> list[str]:
+        return list(self._cache.keys())
+
+    async def dispatcher_for(self, namespace: str) -> Dispatcher:
+        dispatcher = self._cache.get(namespace)
+        if dispatcher is not None:
+            self.observer.dispatcher_cache(namespace, "hit")
+            return dispatcher
+        self.observer.dispatcher_cache(namespace, "miss")
+        task = self._building.get(namespace)
+        if task is None:
+            # Concurrent misses share one build. It runs as its own task so a cancelled caller does
+            # not cancel it for the others.
+            task = asyncio.ensure_future(self._build(namespace))
+            self._building[namespace] = task
+            task.add_done_callback(lambda t: self._settle(namespace, t))
+        return await asyncio.shield(task)
+
+    def _settle(self, namespace: str, task: asyncio.Task[Dispatcher]) -> None:
+        # Only the build that is still current may be cached: an invalidate during the build
+        # removed it from `_building`, and its (possibly stale) result must not outlive that.
+        if self._building.get(namespace) is not task:
+            return
+        del self._building[namespace]
+        if not task.cancelled() and task.exception() is None:
+            self._cache[namespace] = task.result()
+
+    async def resolve(self, namespace: str) -> ResolvedConfig:
+        """The namespace's effective config: defaults, then its own flat fields, then its credentials."""
+        d = self.defaults
+        try:
+            own = await self.store.get_push_config(namespace)
+            credentials = dict(await self.store.all_credentials(namespace))
+        except StoreError as exc:
+            LOG.error("push: reading config for namespace %s failed: %s", namespace, exc)
+            raise PushUnavailable("reading the namespace's push configuration failed") from None
+        merged: dict[str, Mapping[str, Any]] = {**d.credentials, **credentials}
+        tenant_url = bool(own and own.ntfy_base_url)
+        return ResolvedConfig(
+            namespace=namespace,
+            ntfy_base_url=own.ntfy_base_url if tenant_url and own else d.ntfy_base_url,
+            ntfy_auth_token=(own.ntfy_auth_token if own and own.ntfy_auth_token else d.ntfy_auth_token),
+            ntfy_base_url_tenant=tenant_url,
+            expo_access_token=(own.expo_access_token if own and own.expo_access_token else d.expo_access_token),
+            credentials=merged,
+            operator_providers=frozenset(p for p in d.credentials if p not in credentials),
+        )
+
+    async def _build(self, namespace: str) -> Dispatcher:
+        self.observer.dispatcher_cache(namespace, "build")
+        config = await self.resolve(namespace)
+        providers = await self.factory.build(config)
+        if not providers:
+            raise PushNotConfigured(namespace)
+        return Dispatcher(self.store, providers, retry=self.retry, observer=self.observer)
+
+    async def aclose(self) -> None:
+        """Close the providers' long-lived clients; the manager is unusable afterwards."""
+        for task in list(self._building.values()):
+            task.cancel()
+        self.invalidate_all()
+        await self.factory.aclose()

@@ -1,0 +1,93 @@
+"""Versioned schema migrations, one list for every backend.
+
+Each migration is SQL with a few dialect placeholders (`{blob}`, `{real}`, `{serial_pk}`), so SQLite
+and PostgreSQL share one history and one version number. Append only: never edit a released step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "Migration", "render"]
+
+DIALECTS = {
+    "sqlite": {"blob": "BLOB", "real": "REAL", "serial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial_pk": "BIGSERIAL PRIMARY KEY"},
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "namespaces, push config, credentials, devices, outbox, functions", (
+        """CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        """CREATE TABLE namespaces (
+            name TEXT PRIMARY KEY,
+            created_at {real} NOT NULL
+        )""",
+        """CREATE TABLE push_config (
+            namespace TEXT PRIMARY KEY REFERENCES namespaces(name) ON DELETE CASCADE,
+            ntfy_base_url TEXT NOT NULL DEFAULT '',
+            ntfy_auth_token_sealed TEXT NOT NULL DEFAULT '',
+            expo_access_token_sealed TEXT NOT NULL DEFAULT '',
+            updated_at {real} NOT NULL
+        )""",
+        """CREATE TABLE push_credentials (
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            provider TEXT NOT NULL,
+            document_sealed TEXT NOT NULL,
+            updated_at {real} NOT NULL,
+            PRIMARY KEY (namespace, provider)
+        )""",
+        """CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            token_sealed TEXT NOT NULL,
+            token_fp TEXT NOT NULL,
+            platform TEXT NOT NULL DEFAULT '',
+            app_version TEXT NOT NULL DEFAULT '',
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
+            UNIQUE (namespace, user_id, device_id)
+        )""",
+        "CREATE INDEX devices_by_user ON devices (namespace, user_id)",
+        "CREATE INDEX devices_by_fp ON devices (namespace, token_fp)",
+        """CREATE TABLE outbox (
+            id {serial_pk},
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            message_json TEXT NOT NULL,
+            delivered_at {real} NOT NULL
+        )""",
+        "CREATE INDEX outbox_by_namespace ON outbox (namespace, id)",
+        """CREATE TABLE functions (
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            module {blob} NOT NULL,
+            limits_json TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
+            PRIMARY KEY (namespace, name)
+        )""",
+    )),
+)
+
+
+def render(migration: Migration, dialect: str) -> list[str]:
+    """The migration's statements for one backend."""
+    names = DIALECTS[dialect]
+    return [s.format(**names) for s in migration.statements]

@@ -1,0 +1,375 @@
+"""The embedded store: one SQLite file in WAL mode through aiosqlite. Needs nothing installed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .base import Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
+from .migrations import MIGRATIONS, render
+from .sealing import KeyRing, SealError, fingerprint
+
+__all__ = ["SQLiteStore"]
+
+# Purposes of the keys derived from the master key (see sealing.py).
+TOKENS = "device-tokens"
+CREDENTIALS = "push-credentials"
+CONFIG = "push-config"
+FINGERPRINT_KEY = "fingerprint-key"
+
+_DEVICE_COLUMNS = "id, namespace, user_id, device_id, provider, platform, app_version, created_at, updated_at"
+
+
+def _namespace_missing(exc: sqlite3.IntegrityError) -> bool:
+    return "FOREIGN KEY" in str(exc)
+
+
+class SQLiteStore:
+    """Implements every protocol in `store.base`. Secrets are sealed with the key ring."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, keyring: KeyRing) -> None:
+        self.path = str(path)
+        self.keyring = keyring
+        self._db: aiosqlite.Connection | None = None
+        self._fp_key = b""
+        # One connection serialises statements but not transactions: writes take this lock so a
+        # statement of one coroutine never lands inside (or is rolled back with) another's transaction.
+        self._writing = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> SQLiteStore:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        self._db = db
+        await self._migrate()
+        self._fp_key = await self._fingerprint_key()
+        return self
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> SQLiteStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    async def _write(self, sql: str, params: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+        async with self._writing:
+            return await self.db.execute(sql, params)
+
+    async def ping(self) -> None:
+        await self.db.execute("SELECT 1")
+
+    async def _migrate(self) -> None:
+        db = self.db
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = (row[0] if row else None) or 0
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in render(migration, self.dialect):
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (migration.version,))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _fingerprint_key(self) -> bytes:
+        """The token-fingerprint key lives sealed in the store, so key rotation never changes fingerprints."""
+        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (FINGERPRINT_KEY,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            sealed = self.keyring.seal(os.urandom(32), FINGERPRINT_KEY)
+            await self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (FINGERPRINT_KEY, sealed))
+            async with self.db.execute("SELECT value FROM meta WHERE key = ?", (FINGERPRINT_KEY,)) as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        try:
+            return self.keyring.open(row[0], FINGERPRINT_KEY)
+        except SealError as exc:
+            raise StoreError(f"cannot open the fingerprint key: {exc} (is this the right master key?)") from None
+
+    def _open(self, sealed: str, purpose: str, context: str) -> str:
+        try:
+            return self.keyring.open(sealed, purpose, context).decode()
+        except SealError as exc:
+            raise StoreError(str(exc)) from None
+
+    # -- namespaces --------------------------------------------------------------------------
+
+    async def create_namespace(self, name: str) -> None:
+        try:
+            await self._write("INSERT INTO namespaces (name, created_at) VALUES (?, ?)", (name, time.time()))
+        except sqlite3.IntegrityError:
+            raise StoreError(f"namespace {name!r} already exists") from None
+
+    async def namespace_exists(self, name: str) -> bool:
+        async with self.db.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)) as cur:
+            return await cur.fetchone() is not None
+
+    async def list_namespaces(self) -> list[str]:
+        async with self.db.execute("SELECT name FROM namespaces ORDER BY name") as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    # -- push config -------------------------------------------------------------------------
+
+    async def get_push_config(self, namespace: str) -> PushConfig | None:
+        async with self.db.execute(
+            "SELECT ntfy_base_url, ntfy_auth_token_sealed, expo_access_token_sealed, updated_at "
+            "FROM push_config WHERE namespace = ?", (namespace,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return PushConfig(
+            namespace=namespace,
+            ntfy_base_url=row[0],
+            ntfy_auth_token=self._open(row[1], CONFIG, namespace) if row[1] else "",
+            expo_access_token=self._open(row[2], CONFIG, namespace) if row[2] else "",
+            updated_at=row[3],
+        )
+
+    async def put_push_config(self, config: PushConfig) -> PushConfig:
+        ns = config.namespace
+        now = time.time()
+        seal = self.keyring.seal
+        try:
+            await self._write(
+                "INSERT INTO push_config (namespace, ntfy_base_url, ntfy_auth_token_sealed, expo_access_token_sealed,"
+                " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET"
+                " ntfy_base_url = excluded.ntfy_base_url, ntfy_auth_token_sealed = excluded.ntfy_auth_token_sealed,"
+                " expo_access_token_sealed = excluded.expo_access_token_sealed, updated_at = excluded.updated_at",
+                (ns, config.ntfy_base_url,
+                 seal(config.ntfy_auth_token.encode(), CONFIG, ns) if config.ntfy_auth_token else "",
+                 seal(config.expo_access_token.encode(), CONFIG, ns) if config.expo_access_token else "",
+                 now),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NotFound(f"namespace {ns!r} not found") from exc
+        return PushConfig(ns, config.ntfy_base_url, config.ntfy_auth_token, config.expo_access_token, now)
+
+    async def delete_push_config(self, namespace: str) -> None:
+        await self._write("DELETE FROM push_config WHERE namespace = ?", (namespace,))
+
+    # -- credentials -------------------------------------------------------------------------
+
+    async def get_credentials(self, namespace: str, provider: str) -> dict[str, Any] | None:
+        async with self.db.execute(
+            "SELECT document_sealed FROM push_credentials WHERE namespace = ? AND provider = ?", (namespace, provider)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return json.loads(self._open(row[0], CREDENTIALS, f"{namespace}\x00{provider}"))
+
+    async def all_credentials(self, namespace: str) -> dict[str, dict[str, Any]]:
+        async with self.db.execute(
+            "SELECT provider, document_sealed FROM push_credentials WHERE namespace = ? ORDER BY provider", (namespace,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return {r[0]: json.loads(self._open(r[1], CREDENTIALS, f"{namespace}\x00{r[0]}")) for r in rows}
+
+    async def credentials_updated_at(self, namespace: str) -> dict[str, float]:
+        async with self.db.execute(
+            "SELECT provider, updated_at FROM push_credentials WHERE namespace = ?", (namespace,)
+        ) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def put_credentials(self, namespace: str, provider: str, document: Mapping[str, Any]) -> None:
+        sealed = self.keyring.seal(json.dumps(dict(document)).encode(), CREDENTIALS, f"{namespace}\x00{provider}")
+        try:
+            await self._write(
+                "INSERT INTO push_credentials (namespace, provider, document_sealed, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (namespace, provider) DO UPDATE SET document_sealed = excluded.document_sealed,"
+                " updated_at = excluded.updated_at",
+                (namespace, provider, sealed, time.time()),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NotFound(f"namespace {namespace!r} not found") from exc
+
+    async def delete_credentials(self, namespace: str, provider: str) -> None:
+        await self._write("DELETE FROM push_credentials WHERE namespace = ? AND provider = ?", (namespace, provider))
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def token_fingerprint(self, namespace: str, token: str) -> str:
+        return fingerprint(self._fp_key, namespace, token)
+
+    async def register_device(
+        self,
+        namespace: str,
+        user_id: str,
+        device_id: str,
+        provider: str,
+        token: str,
+        platform: str = "",
+        app_version: str = "",
+    ) -> Device:
+        for label, value in (("user_id", user_id), ("device_id", device_id), ("provider", provider), ("token", token)):
+            if not value:
+                raise ValueError(f"{label} is required")
+        now = time.time()
+        new_id = str(uuid.uuid4())
+        fp = self.token_fingerprint(namespace, token)
+        async with self._writing:
+            return await self._register_locked(
+                namespace, user_id, device_id, provider, token, platform, app_version, now, new_id, fp
+            )
+
+    async def _register_locked(
+        self, namespace: str, user_id: str, device_id: str, provider: str, token: str, platform: str,
+        app_version: str, now: float, new_id: str, fp: str,
+    ) -> Device:
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(
+                "SELECT id, created_at FROM devices WHERE namespace = ? AND user_id = ? AND device_id = ?",
+                (namespace, user_id, device_id),
+            ) as cur:
+                existing = await cur.fetchone()
+            row_id, created = (existing[0], existing[1]) if existing else (new_id, now)
+            sealed = self.keyring.seal(token.encode(), TOKENS, f"{namespace}\x00{row_id}")
+            await db.execute(
+                "INSERT INTO devices (id, namespace, user_id, device_id, provider, token_sealed, token_fp, platform,"
+                " app_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (namespace, user_id, device_id) DO UPDATE SET provider = excluded.provider,"
+                " token_sealed = excluded.token_sealed, token_fp = excluded.token_fp, platform = excluded.platform,"
+                " app_version = excluded.app_version, updated_at = excluded.updated_at",
+                (row_id, namespace, user_id, device_id, provider, sealed, fp, platform, app_version, created, now),
+            )
+            # One physical token belongs to one user per namespace: the newest registration keeps it.
+            await db.execute(
+                "DELETE FROM devices WHERE namespace = ? AND token_fp = ? AND id != ?", (namespace, fp, row_id)
+            )
+            await db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            await db.execute("ROLLBACK")
+            if _namespace_missing(exc):
+                raise NotFound(f"namespace {namespace!r} not found") from None
+            raise StoreError("device registration failed") from None
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
+
+    async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
+        columns = _DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
+        async with self.db.execute(
+            f"SELECT {columns} FROM devices WHERE namespace = ? AND user_id = ? ORDER BY created_at, id",
+            (namespace, user_id),
+        ) as cur:
+            rows = await cur.fetchall()
+        devices = []
+        for r in rows:
+            token = self._open(r[9], TOKENS, f"{namespace}\x00{r[0]}") if with_tokens else ""
+            devices.append(Device(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], token))
+        return devices
+
+    async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
+        if user_id is None:
+            cur = await self._write("DELETE FROM devices WHERE id = ? AND namespace = ?", (device_row_id, namespace))
+        else:
+            cur = await self._write(
+                "DELETE FROM devices WHERE id = ? AND namespace = ? AND user_id = ?",
+                (device_row_id, namespace, user_id),
+            )
+        if cur.rowcount == 0:
+            raise NotFound("device not found")
+
+    async def prune_device(self, namespace: str, device_row_id: str, registered_before: float | None) -> bool:
+        cur = await self._write(
+            "DELETE FROM devices WHERE id = ? AND namespace = ? AND (? IS NULL OR updated_at < ?)",
+            (device_row_id, namespace, registered_before, registered_before),
+        )
+        return cur.rowcount > 0
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def record_delivery(self, namespace: str, user_id: str, device_id: str, message: dict[str, Any]) -> None:
+        await self._write(
+            "INSERT INTO outbox (namespace, user_id, device_id, message_json, delivered_at) VALUES (?, ?, ?, ?, ?)",
+            (namespace, user_id, device_id, json.dumps(message, ensure_ascii=False), time.time()),
+        )
+
+    async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]:
+        async with self.db.execute(
+            "SELECT id, namespace, user_id, device_id, message_json, delivered_at FROM outbox WHERE namespace = ?"
+            " ORDER BY id LIMIT ?", (namespace, limit)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [OutboxRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    # -- functions ---------------------------------------------------------------------------
+
+    async def put_function(self, namespace: str, name: str, module: bytes, limits: Mapping[str, Any]) -> FunctionRecord:
+        now = time.time()
+        digest = hashlib.sha256(module).hexdigest()
+        try:
+            await self._write(
+                "INSERT INTO functions (namespace, name, sha256, size, module, limits_json, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET sha256 = excluded.sha256,"
+                " size = excluded.size, module = excluded.module, limits_json = excluded.limits_json,"
+                " updated_at = excluded.updated_at",
+                (namespace, name, digest, len(module), module, json.dumps(dict(limits)), now, now),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NotFound(f"namespace {namespace!r} not found") from exc
+        return await self.get_function(namespace, name, with_module=False)
+
+    async def get_function(self, namespace: str, name: str, with_module: bool = True) -> FunctionRecord:
+        module_col = "module" if with_module else "NULL"
+        async with self.db.execute(
+            f"SELECT namespace, name, sha256, size, limits_json, created_at, updated_at, {module_col} FROM functions"
+            " WHERE namespace = ? AND name = ?", (namespace, name)
+        ) as cur:
+            r = await cur.fetchone()
+        if r is None:
+            raise NotFound(f"function {name!r} not found")
+        return FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bytes(r[7] or b""))
+
+    async def list_functions(self, namespace: str) -> list[FunctionRecord]:
+        async with self.db.execute(
+            "SELECT namespace, name, sha256, size, limits_json, created_at, updated_at FROM functions"
+            " WHERE namespace = ? ORDER BY name", (namespace,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    async def delete_function(self, namespace: str, name: str) -> None:
+        cur = await self._write("DELETE FROM functions WHERE namespace = ? AND name = ?", (namespace, name))
+        if cur.rowcount == 0:
+            raise NotFound(f"function {name!r} not found")

@@ -1,0 +1,46 @@
+"""Open a store from a URL: ``sqlite:///path`` (the embedded default) or ``postgresql://…`` (the fleet)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import Store
+from .sealing import KeyRing, load_keyring
+
+__all__ = ["DEFAULT_DB_URL", "open_store", "state_dir_for"]
+
+DEFAULT_DB_URL = "sqlite:///./wasmhost.db"
+DB_ENV = "WASMHOST_DB"
+
+
+def _sqlite_path(url: str) -> Path:
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite://"):]
+    if not path:
+        raise ValueError(f"no file in database URL {url!r}; write sqlite:///path/to/wasmhost.db")
+    return Path(path)
+
+
+def state_dir_for(url: str) -> Path | None:
+    """Where this store keeps local state (master key, compiled-module cache): beside the SQLite file,
+    or ``WASMHOST_STATE_DIR`` (default ``./.wasmhost``) for a PostgreSQL fleet."""
+    if url.startswith("sqlite:"):
+        return _sqlite_path(url).resolve().parent
+    return Path(os.environ.get("WASMHOST_STATE_DIR", ".wasmhost")).resolve()
+
+
+async def open_store(url: str | None = None, keyring: KeyRing | None = None) -> Store:
+    """Open (and migrate) the store that `url` names; `url` defaults to ``WASMHOST_DB`` then SQLite."""
+    url = url or os.environ.get(DB_ENV) or DEFAULT_DB_URL
+    keyring = keyring or load_keyring(state_dir_for(url))
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
+        return await SQLiteStore(_sqlite_path(url), keyring).open()
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresStore  # type: ignore[import-not-found]
+        except ImportError as exc:  # pragma: no cover - until the fleet backend lands
+            raise ValueError("the PostgreSQL backend is not available in this build") from exc
+        return await PostgresStore(url, keyring).open()  # type: ignore[no-any-return]
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…")
