@@ -2,5 +2,6 @@
 
 from .factory import ProviderFactoryImpl
 from .outbox import OutboxProvider, OutboxSpec
+from .registry import default_specs
 
-__all__ = ["OutboxProvider", "OutboxSpec", "ProviderFactoryImpl"]
+__all__ = ["OutboxProvider", "OutboxSpec", "ProviderFactoryImpl", "default_specs"]
