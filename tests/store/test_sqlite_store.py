@@ -167,3 +167,29 @@ async def test_outbox_and_functions(sqlite_store: SQLiteStore) -> None:
     await sqlite_store.delete_function("acme", "f")
     with pytest.raises(NotFound):
         await sqlite_store.delete_function("acme", "f")
+
+
+async def test_api_keys(sqlite_store: SQLiteStore) -> None:
+    await _ns(sqlite_store, "acme", "other")
+    key = await sqlite_store.add_api_key("acme", "k1", "hash1")
+    assert (await sqlite_store.find_api_key("hash1")) == key
+    assert await sqlite_store.find_api_key("nope") is None
+    with pytest.raises(StoreError):
+        await sqlite_store.add_api_key("other", "k2", "hash1")
+    with pytest.raises(NotFound):
+        await sqlite_store.add_api_key("missing", "k3", "hash3")
+    with pytest.raises(NotFound):
+        await sqlite_store.revoke_api_key("other", "k1")
+    assert [k.id for k in await sqlite_store.list_api_keys("acme")] == ["k1"]
+    await sqlite_store.revoke_api_key("acme", "k1")
+    assert await sqlite_store.find_api_key("hash1") is None
+
+
+async def test_auth_settings_sealed(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    await _ns(sqlite_store, "acme")
+    await sqlite_store.put_auth_settings("acme", {"alg": "HS256", "key": "hmac-secret-value"})
+    assert (await sqlite_store.get_auth_settings("acme")) == {"alg": "HS256", "key": "hmac-secret-value"}
+    raw = sqlite3.connect(tmp_path / "wasmhost.db").execute("SELECT settings_sealed FROM namespace_auth").fetchone()
+    assert "hmac-secret-value" not in raw[0]
+    await sqlite_store.delete_auth_settings("acme")
+    assert await sqlite_store.get_auth_settings("acme") is None

@@ -1,6 +1,9 @@
 """State: namespaces, push config and credentials, devices, outbox and functions, sealed at rest."""
 
 from .base import (
+    ApiKey,
+    ApiKeyStore,
+    AuthSettingsStore,
     CredentialStore,
     Device,
     DeviceStore,
@@ -20,6 +23,9 @@ from .sqlite import SQLiteStore
 from .url import DEFAULT_DB_URL, open_store, state_dir_for
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyStore",
+    "AuthSettingsStore",
     "DEFAULT_DB_URL",
     "CredentialStore",
     "Device",

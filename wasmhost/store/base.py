@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyStore",
+    "AuthSettingsStore",
     "CredentialStore",
     "Device",
     "DeviceStore",
@@ -121,6 +124,30 @@ class NamespaceStore(Protocol):
     async def list_namespaces(self) -> list[str]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    namespace: str
+    created_at: float
+
+
+class ApiKeyStore(Protocol):
+    """Namespace admin keys, stored only as a hash (the caller hashes; the store never sees the key)."""
+
+    async def add_api_key(self, namespace: str, key_id: str, key_hash: str) -> ApiKey: ...
+    async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    async def list_api_keys(self, namespace: str) -> list[ApiKey]: ...
+    async def revoke_api_key(self, namespace: str, key_id: str) -> None: ...
+
+
+class AuthSettingsStore(Protocol):
+    """How a namespace's end-user JWTs are verified (alg, key, issuer, audience); sealed at rest."""
+
+    async def get_auth_settings(self, namespace: str) -> dict[str, Any] | None: ...
+    async def put_auth_settings(self, namespace: str, settings: Mapping[str, Any]) -> None: ...
+    async def delete_auth_settings(self, namespace: str) -> None: ...
+
+
 class PushConfigStore(Protocol):
     async def get_push_config(self, namespace: str) -> PushConfig | None: ...
     async def put_push_config(self, config: PushConfig) -> PushConfig: ...
@@ -172,7 +199,10 @@ class FunctionStore(Protocol):
     async def delete_function(self, namespace: str, name: str) -> None: ...
 
 
-class Store(NamespaceStore, PushConfigStore, CredentialStore, DeviceStore, OutboxStore, FunctionStore, Protocol):
+class Store(
+    NamespaceStore, ApiKeyStore, AuthSettingsStore, PushConfigStore, CredentialStore, DeviceStore, OutboxStore,
+    FunctionStore, Protocol,
+):
     """Everything a backend provides, plus its lifecycle."""
 
     async def ping(self) -> None: ...

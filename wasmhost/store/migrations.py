@@ -84,6 +84,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (namespace, name)
         )""",
     )),
+    Migration(2, "namespace API keys and end-user token verification settings", (
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at {real} NOT NULL
+        )""",
+        "CREATE INDEX api_keys_by_namespace ON api_keys (namespace)",
+        """CREATE TABLE namespace_auth (
+            namespace TEXT PRIMARY KEY REFERENCES namespaces(name) ON DELETE CASCADE,
+            settings_sealed TEXT NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+    )),
 )
 
 

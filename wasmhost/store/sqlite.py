@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosqlite
 
-from .base import Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
+from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
 from .migrations import MIGRATIONS, render
 from .sealing import KeyRing, SealError, fingerprint
 
@@ -26,6 +26,7 @@ TOKENS = "device-tokens"
 CREDENTIALS = "push-credentials"
 CONFIG = "push-config"
 FINGERPRINT_KEY = "fingerprint-key"
+AUTH = "namespace-auth"
 
 _DEVICE_COLUMNS = "id, namespace, user_id, device_id, provider, platform, app_version, created_at, updated_at"
 
@@ -143,6 +144,61 @@ class SQLiteStore:
     async def list_namespaces(self) -> list[str]:
         async with self.db.execute("SELECT name FROM namespaces ORDER BY name") as cur:
             return [r[0] for r in await cur.fetchall()]
+
+    # -- API keys and end-user auth settings --------------------------------------------------
+
+    async def add_api_key(self, namespace: str, key_id: str, key_hash: str) -> ApiKey:
+        now = time.time()
+        try:
+            await self._write(
+                "INSERT INTO api_keys (id, namespace, key_hash, created_at) VALUES (?, ?, ?, ?)",
+                (key_id, namespace, key_hash, now),
+            )
+        except sqlite3.IntegrityError as exc:
+            if _namespace_missing(exc):
+                raise NotFound(f"namespace {namespace!r} not found") from None
+            raise StoreError("API key id or hash already exists") from None
+        return ApiKey(key_id, namespace, now)
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        async with self.db.execute(
+            "SELECT id, namespace, created_at FROM api_keys WHERE key_hash = ?", (key_hash,)
+        ) as cur:
+            row = await cur.fetchone()
+        return ApiKey(row[0], row[1], row[2]) if row else None
+
+    async def list_api_keys(self, namespace: str) -> list[ApiKey]:
+        async with self.db.execute(
+            "SELECT id, namespace, created_at FROM api_keys WHERE namespace = ? ORDER BY created_at, id", (namespace,)
+        ) as cur:
+            return [ApiKey(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def revoke_api_key(self, namespace: str, key_id: str) -> None:
+        cur = await self._write("DELETE FROM api_keys WHERE namespace = ? AND id = ?", (namespace, key_id))
+        if cur.rowcount == 0:
+            raise NotFound("API key not found")
+
+    async def get_auth_settings(self, namespace: str) -> dict[str, Any] | None:
+        async with self.db.execute(
+            "SELECT settings_sealed FROM namespace_auth WHERE namespace = ?", (namespace,)
+        ) as cur:
+            row = await cur.fetchone()
+        return json.loads(self._open(row[0], AUTH, namespace)) if row else None
+
+    async def put_auth_settings(self, namespace: str, settings: Mapping[str, Any]) -> None:
+        sealed = self.keyring.seal(json.dumps(dict(settings)).encode(), AUTH, namespace)
+        try:
+            await self._write(
+                "INSERT INTO namespace_auth (namespace, settings_sealed, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (namespace) DO UPDATE SET settings_sealed = excluded.settings_sealed,"
+                " updated_at = excluded.updated_at",
+                (namespace, sealed, time.time()),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NotFound(f"namespace {namespace!r} not found") from exc
+
+    async def delete_auth_settings(self, namespace: str) -> None:
+        await self._write("DELETE FROM namespace_auth WHERE namespace = ?", (namespace,))
 
     # -- push config -------------------------------------------------------------------------
 
