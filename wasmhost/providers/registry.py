@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from ..push.credentials import ProviderSpec
-from ..store.base import OutboxStore
+from ..store.base import Store
 from .outbox import OutboxSpec
 
 __all__ = ["default_specs"]
 
 
-def default_specs(store: OutboxStore) -> list[ProviderSpec]:
-    """One spec per supported provider. Specs own process-wide state (e.g. the APNs JWT cache)."""
+def default_specs(store: Store, *, allow_private_endpoints: bool = False) -> list[ProviderSpec]:
+    """One spec per supported provider. Specs own process-wide state (e.g. the APNs JWT cache).
+
+    `allow_private_endpoints` lets tenant URLs reach private and loopback addresses (private
+    deployments and tests; ``WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1``)."""
     specs: list[ProviderSpec] = [OutboxSpec(store)]
     return specs

@@ -1,0 +1,105 @@
+"""Wiring: the store, the push manager and the runtime, assembled once for the CLI or the gateway.
+
+Nothing below this module imports it; it is the one place that knows every part.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .providers import ProviderFactoryImpl, default_specs
+from .push import Defaults, Manager, PushObserver
+from .push.credentials import ProviderSpec
+from .runtime import Runtime, SendLimiter
+from .store import DEFAULT_DB_URL, KeyRing, Store, load_keyring, open_store, state_dir_for
+
+__all__ = ["Services", "Settings"]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    """Operator settings. `from_env` reads ``WASMHOST_*`` variables; tests build one directly."""
+
+    db_url: str = DEFAULT_DB_URL
+    defaults: Defaults = field(default_factory=Defaults)
+    dispatcher_ttl: float = 30.0
+    allow_private_endpoints: bool = False
+
+    @classmethod
+    def from_env(cls, db_url: str | None = None) -> Settings:
+        credentials = {"outbox": {}} if _env_flag("WASMHOST_DEFAULT_OUTBOX") else {}
+        return cls(
+            db_url=db_url or os.environ.get("WASMHOST_DB") or DEFAULT_DB_URL,
+            defaults=Defaults(
+                ntfy_base_url=os.environ.get("WASMHOST_DEFAULT_NTFY_URL", ""),
+                ntfy_auth_token=os.environ.get("WASMHOST_DEFAULT_NTFY_TOKEN", ""),
+                expo_access_token=os.environ.get("WASMHOST_DEFAULT_EXPO_TOKEN", ""),
+                credentials=credentials,
+            ),
+            dispatcher_ttl=float(os.environ.get("WASMHOST_DISPATCHER_TTL", "30")),
+            allow_private_endpoints=_env_flag("WASMHOST_ALLOW_PRIVATE_ENDPOINTS"),
+        )
+
+    @property
+    def state_dir(self) -> Path:
+        path = state_dir_for(self.db_url)
+        assert path is not None
+        return path
+
+
+class Services:
+    """The assembled parts. Open with `Services.open`, close with `aclose` (closes provider clients)."""
+
+    def __init__(
+        self, settings: Settings, keyring: KeyRing, store: Store, factory: ProviderFactoryImpl, manager: Manager,
+        runtime: Runtime,
+    ) -> None:
+        self.settings = settings
+        self.keyring = keyring
+        self.store = store
+        self.factory = factory
+        self.manager = manager
+        self.runtime = runtime
+
+    @property
+    def specs(self) -> dict[str, ProviderSpec]:
+        return self.factory.specs
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        observer: PushObserver | None = None,
+        send_limiter: SendLimiter | None = None,
+    ) -> Services:
+        settings = settings or Settings.from_env()
+        keyring = load_keyring(settings.state_dir)
+        store = await open_store(settings.db_url, keyring)
+        try:
+            specs = default_specs(store, allow_private_endpoints=settings.allow_private_endpoints)
+            factory = ProviderFactoryImpl(specs)
+            manager = Manager(store, factory, settings.defaults, ttl=settings.dispatcher_ttl, observer=observer)
+            runtime = Runtime(
+                manager,
+                cache_dir=settings.state_dir / "modules",
+                cache_key=keyring.derive("module-cache"),
+                send_limiter=send_limiter,
+            )
+        except BaseException:
+            await store.aclose()
+            raise
+        return cls(settings, keyring, store, factory, manager, runtime)
+
+    async def aclose(self) -> None:
+        try:
+            await self.runtime.aclose()
+            await self.manager.aclose()
+        finally:
+            await self.store.aclose()
