@@ -1,0 +1,62 @@
+"""The wasm runtime: runs tenant guest modules in a wasmtime sandbox with the ABI v1 host functions.
+
+Public API::
+
+    runtime = Runtime(sender, cache_dir=..., cache_key=..., send_limiter=...)
+    compiled = runtime.compile(wasm_or_wat)                # InvalidModule on a bad module
+    result = await runtime.invoke("acme", compiled, b'{"user": "alice"}', Limits(timeout_ms=2000))
+    result.to_dict()  # {"ok", "code", "error", "output", "logs", "sends", "fuel_used", "duration_ms"}
+    await runtime.aclose()
+
+Layout: ``abi`` (names, codes), ``limits`` (sandbox limits and maxima), ``result`` (the result
+shape), ``context`` (per-invocation state and send hand-off, shared by every guest flavour),
+``hostfuncs`` (ABI v1 for core modules + WASI stdio), ``ffi`` (direct wasmtime C-API fast paths),
+``engine`` (the process Engine, ticker and Linker), ``module`` (compile + validate), ``cache``
+(memory LRU + HMAC-signed disk artifacts), ``invocation`` (one Store, one call), ``runtime``.
+A component-model flavour would add ``component.py`` reusing `Limits`, `InvocationContext` and
+`InvocationResult`.
+"""
+
+from .abi import (
+    FAULT,
+    INVAL,
+    LIMIT,
+    NOT_CONFIGURED,
+    OK,
+    RATE_LIMITED,
+    TIMEOUT,
+    TOO_BIG,
+    UNAVAILABLE,
+    strerror,
+)
+from .cache import CacheStats
+from .context import InvocationContext, Sender, SendLimiter
+from .limits import Limits
+from .module import CompiledModule, InvalidModule
+from .result import InvocationError, InvocationResult, LogEntry
+from .runtime import MAX_INPUT_BYTES, Runtime
+
+__all__ = [
+    "FAULT",
+    "INVAL",
+    "LIMIT",
+    "MAX_INPUT_BYTES",
+    "NOT_CONFIGURED",
+    "OK",
+    "RATE_LIMITED",
+    "TIMEOUT",
+    "TOO_BIG",
+    "UNAVAILABLE",
+    "CacheStats",
+    "CompiledModule",
+    "InvalidModule",
+    "InvocationContext",
+    "InvocationError",
+    "InvocationResult",
+    "Limits",
+    "LogEntry",
+    "Runtime",
+    "SendLimiter",
+    "Sender",
+    "strerror",
+]

@@ -1,0 +1,274 @@
+"""Per-invocation state shared by every guest flavour (core modules now, components later).
+
+Host functions run on the single wasm worker thread and only validate and hand off; the context
+is where they hand off to. It owns the invocation's output, logs and sends:
+
+* ``submit_send`` (worker thread) checks the caps and the limiter, queues the send and wakes the
+  event loop at most once per batch (``call_soon_threadsafe`` costs a pipe write, so several sends
+  issued before the loop runs share one wakeup).
+* ``_flush`` (loop thread) starts one task per queued send, so deliveries run concurrently with the
+  guest and with each other.
+* ``wait_send`` (worker thread) blocks on a condition until the send is done or the invocation
+  deadline passes; it never touches the loop, so it cannot deadlock it.
+* ``drain`` (loop thread, after the guest returned) awaits what is still in flight within the
+  deadline; anything unfinished is cancelled and reported as a timeout, never dropped.
+
+The namespace is fixed when the context is made; nothing the guest passes can change it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from wasmhost.push.errors import PushNotConfigured, PushUnavailable
+from wasmhost.push.message import PushMessage
+from wasmhost.push.report import SendReport
+
+from . import abi
+from .limits import Limits
+from .result import InvocationError, InvocationResult, LogEntry
+
+__all__ = ["InvocationContext", "SendLimiter", "SendRecord", "Sender"]
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    """What the runtime needs from push: `wasmhost.push.Manager` implements it."""
+
+    async def send_to_user(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> SendReport: ...
+
+
+class SendLimiter(Protocol):
+    """Optional per-namespace rate limit. Called on the wasm worker thread: must not block."""
+
+    def try_acquire(self, namespace: str) -> bool: ...
+
+
+@dataclass(slots=True, eq=False)
+class SendRecord:
+    ticket: int
+    user_id: str
+    message: PushMessage
+    done: bool = False
+    code: int = abi.OK
+    report: dict[str, Any] | None = None
+    report_json: bytes = b""
+    error: str = ""
+    task: asyncio.Task[None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"ticket": self.ticket, "user_id": self.user_id}
+        if self.code == abi.OK and self.report is not None:
+            base.update(self.report)
+            base["error"] = None
+        else:
+            base.update(ok=False, devices_attempted=0, devices_succeeded=0, results=[])
+            base["error"] = {"code": self.code, "kind": abi.strerror(self.code), "message": self.error}
+        return base
+
+
+class InvocationContext:
+    """State of one invocation. Subclasses add what their guest flavour needs (e.g. a memory)."""
+
+    def __init__(
+        self,
+        namespace: str,
+        input: bytes,
+        limits: Limits,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        sender: Sender,
+        send_limiter: SendLimiter | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.input = input
+        self.limits = limits
+        self.loop = loop
+        self.sender = sender
+        self.send_limiter = send_limiter
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.timeout_ms / 1000
+        self.output = bytearray()
+        self.output_truncated = False
+        self.logs: list[LogEntry] = []
+        self.logs_dropped = 0
+        self.sends: list[SendRecord] = []
+        self._queue: deque[SendRecord] = deque()
+        self._scheduled = False
+        self._cond = threading.Condition(threading.Lock())
+
+    def start_clock(self) -> None:
+        """Restart the deadline when the worker actually starts (queueing time is not the guest's)."""
+        self.started = time.monotonic()
+        self.deadline = self.started + self.limits.timeout_ms / 1000
+
+    # -- output and logs (worker thread) ---------------------------------------------------------
+
+    def output_room(self) -> int:
+        return self.limits.max_output_bytes - len(self.output)
+
+    def write_output(self, data: bytes, total: int | None = None) -> int:
+        """Append to the output; over the cap, keep what fits and return LIMIT.
+
+        ``total`` is the length the guest asked to write when the caller copied only what fits.
+        """
+        room = self.limits.max_output_bytes - len(self.output)
+        if (len(data) if total is None else total) <= room:
+            self.output += data
+            return abi.OK
+        if room > 0:
+            self.output += data[:room]
+        if not self.output_truncated:
+            self.output_truncated = True
+            self.note(3, f"output truncated at {self.limits.max_output_bytes} bytes (max_output_bytes)")
+        return abi.LIMIT
+
+    def add_log(self, level: int, data: bytes) -> int:
+        """Record a guest log line; LIMIT when the line count is used up or the line was truncated."""
+        if len(self.logs) >= self.limits.max_log_lines:
+            self.logs_dropped += 1
+            return abi.LIMIT
+        cap = self.limits.max_log_line_bytes
+        code = abi.OK
+        if len(data) > cap:
+            data = data[:cap]
+            code = abi.LIMIT
+        text = data.decode("utf-8", "replace")
+        if code:
+            text += " …[truncated]"
+        self.logs.append(LogEntry(abi.LOG_LEVELS[level], text))
+        return code
+
+    def note(self, level: int, text: str) -> None:
+        """A line the host adds (a rejected message, a cap reached); counts against the same cap."""
+        if len(self.logs) >= self.limits.max_log_lines:
+            self.logs_dropped += 1
+            return
+        self.logs.append(LogEntry(abi.LOG_LEVELS[level], f"[host] {text}"))
+
+    # -- sends (worker thread) -------------------------------------------------------------------
+
+    def submit_send(self, user_id: str, message: PushMessage) -> int:
+        """Queue a send for delivery on the loop; return its ticket (> 0) or a negative code."""
+        if len(self.sends) >= self.limits.max_sends:
+            self.note(3, f"push_send_to_user: more than {self.limits.max_sends} sends (max_sends)")
+            return abi.LIMIT
+        limiter = self.send_limiter
+        if limiter is not None:
+            try:
+                allowed = limiter.try_acquire(self.namespace)
+            except Exception:
+                log.exception("send limiter failed")
+                return abi.UNAVAILABLE
+            if not allowed:
+                return abi.RATE_LIMITED
+        record = SendRecord(len(self.sends) + 1, user_id, message)
+        self.sends.append(record)
+        self._queue.append(record)
+        # Append first, then check the flag; _flush clears the flag first, then drains: no send is lost.
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._flush)
+            except RuntimeError:  # the loop is closed: nothing can deliver it
+                self._scheduled = False
+                self._queue.pop()
+                self.sends.pop()
+                return abi.UNAVAILABLE
+        return record.ticket
+
+    def find_send(self, ticket: int) -> SendRecord | None:
+        if 1 <= ticket <= len(self.sends):
+            return self.sends[ticket - 1]
+        return None
+
+    def wait_send(self, record: SendRecord) -> bool:
+        """Block until ``record`` is done or the deadline passes; True if it is done."""
+        if record.done:
+            return True
+        with self._cond:
+            while not record.done:
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    # -- sends (loop thread) ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        queue = self._queue
+        create_task = self.loop.create_task
+        while queue:
+            record = queue.popleft()
+            record.task = create_task(self._deliver(record))
+
+    async def _deliver(self, record: SendRecord) -> None:
+        try:
+            report = await self.sender.send_to_user(
+                self.namespace, record.user_id, record.message, deadline=self.deadline
+            )
+            record.report = report.to_dict()
+            record.report_json = report.to_json().encode()
+        except PushNotConfigured as exc:
+            record.code, record.error = abi.NOT_CONFIGURED, str(exc)
+        except PushUnavailable as exc:
+            record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
+        except asyncio.CancelledError:
+            record.code, record.error = abi.TIMEOUT, "the send did not finish before the invocation deadline"
+        except Exception as exc:
+            log.exception("sender failed for namespace %r", self.namespace)
+            record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
+        self._complete(record)
+
+    def _complete(self, record: SendRecord) -> None:
+        with self._cond:
+            record.done = True
+            self._cond.notify_all()
+
+    async def drain(self, grace: float = 1.0) -> None:
+        """Await in-flight sends until the deadline; cancel and mark the rest as timed out."""
+        self._flush()
+        pending = [r.task for r in self.sends if not r.done and r.task is not None]
+        if not pending:
+            return
+        remaining = self.deadline - time.monotonic()
+        if remaining > 0:
+            _, still = await asyncio.wait(pending, timeout=remaining)
+        else:
+            still = set(pending)
+        if still:
+            for task in still:
+                task.cancel()
+            # _deliver turns the cancellation into a TIMEOUT record; bound a sender that ignores it.
+            await asyncio.wait(still, timeout=grace)
+        for record in self.sends:
+            if not record.done:
+                record.code, record.error = abi.TIMEOUT, "the send did not finish before the invocation deadline"
+                self._complete(record)
+
+    # -- result ----------------------------------------------------------------------------------
+
+    def result(self, code: int | None, error: InvocationError | None, fuel_used: int) -> InvocationResult:
+        if self.logs_dropped:
+            self.logs.append(LogEntry("warn", f"[host] {self.logs_dropped} log line(s) dropped (max_log_lines)"))
+            self.logs_dropped = 0
+        return InvocationResult(
+            code=code,
+            error=error,
+            output=self.output.decode("utf-8", "replace"),
+            logs=self.logs,
+            sends=[r.to_dict() for r in self.sends],
+            fuel_used=fuel_used,
+            duration_ms=(time.monotonic() - self.started) * 1000,
+        )

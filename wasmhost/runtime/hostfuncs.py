@@ -1,0 +1,289 @@
+"""ABI v1 host functions for core modules, plus the two WASI calls we take over (stdin/stdout/stderr).
+
+They are defined once per Engine on a shared Linker, so they cannot close over an invocation: they
+find it in a thread-local (all wasm runs on one worker thread, and host functions run on the thread
+that called into wasm). Each one bounds-checks every (ptr, len) itself (``i32`` arrives signed, and
+wasmtime-py's ``Memory.read`` would clamp silently), validates, hands off to the context, and
+returns a code. None of them raises: an unexpected host error becomes UNAVAILABLE.
+
+WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
+``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. Every other WASI
+function is wasmtime's own, with no preopened directories, no environment and no arguments.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+
+from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
+
+from . import abi
+from .context import InvocationContext
+from .ffi import HOST_CALLBACK, Export, caller_context, caller_memory, define_raw_func, memory_data, memory_size
+
+__all__ = ["CoreContext", "current", "define_host_functions", "set_current"]
+
+log = logging.getLogger(__name__)
+
+_local = threading.local()
+_string_at = ctypes.string_at
+_memmove = ctypes.memmove
+
+# WASI errno values we return.
+_ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL = 0, 8, 21, 22, 28
+_IOV_MAX = 1024
+_U32 = 0xFFFFFFFF
+
+
+class CoreContext(InvocationContext):
+    """An invocation of a core module: adds the guest's memory and the WASI stdio state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.memory: Export | None = None
+        self.stdin_pos = 0
+        self.stderr_buf = bytearray()
+
+    def write_stderr(self, data: bytes) -> None:
+        buf = self.stderr_buf
+        buf += data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            self.add_log(1, bytes(buf[:nl]))
+            del buf[: nl + 1]
+        if len(buf) > self.limits.max_log_line_bytes:  # an endless line: emit it truncated
+            self.add_log(1, bytes(buf))
+            buf.clear()
+
+    def finish_stderr(self) -> None:
+        if self.stderr_buf:
+            self.add_log(1, bytes(self.stderr_buf))
+            self.stderr_buf.clear()
+
+
+def set_current(ctx: CoreContext | None) -> None:
+    _local.ctx = ctx
+
+
+def current() -> CoreContext | None:
+    return getattr(_local, "ctx", None)
+
+
+def _memory(ctx: CoreContext, caller: int) -> tuple[int, int]:
+    """(base address, byte length) of the caller's memory, re-read on every call (it may grow)."""
+    mem = ctx.memory
+    if mem is None:
+        mem = ctx.memory = caller_memory(caller)
+        if mem is None:
+            return 0, 0
+    c = caller_context(caller)
+    return memory_data(c, mem.addr) or 0, memory_size(c, mem.addr)
+
+
+def _guarded(fn: Callable[[CoreContext, int, Any], int]) -> Any:
+    """Wrap ``fn(ctx, caller, slots) -> code`` as an unchecked callback that cannot raise."""
+
+    def cb(env: int, caller: int, slots: Any, n: int) -> int:
+        try:
+            ctx = _local.ctx
+            code = abi.UNAVAILABLE if ctx is None else fn(ctx, caller, slots)
+        except BaseException:  # never let an exception cross into wasmtime
+            log.exception("host function %s failed", fn.__name__)
+            code = abi.UNAVAILABLE
+        slots[0] = code
+        slots[1] = 0
+        return 0
+
+    cb.__name__ = fn.__name__
+    return HOST_CALLBACK(cb)
+
+
+def input_len(ctx: CoreContext, caller: int, a: Any) -> int:
+    return len(ctx.input)
+
+
+def input_read(ctx: CoreContext, caller: int, a: Any) -> int:
+    buf, cap = a[0], a[4]
+    base, size = _memory(ctx, caller)
+    if buf < 0 or cap < 0 or buf + cap > size:
+        return abi.FAULT
+    n = min(cap, len(ctx.input))
+    if n:
+        _memmove(base + buf, ctx.input, n)
+    return n
+
+
+def output_write(ctx: CoreContext, caller: int, a: Any) -> int:
+    ptr, ln = a[0], a[4]
+    base, size = _memory(ctx, caller)
+    if ptr < 0 or ln < 0 or ptr + ln > size:
+        return abi.FAULT
+    room = ctx.output_room()
+    if ln <= room:
+        ctx.output += _string_at(base + ptr, ln)
+        return abi.OK
+    return ctx.write_output(_string_at(base + ptr, max(room, 0)), total=ln)
+
+
+def log_(ctx: CoreContext, caller: int, a: Any) -> int:
+    level, ptr, ln = a[0], a[4], a[8]
+    base, size = _memory(ctx, caller)
+    if ptr < 0 or ln < 0 or ptr + ln > size:
+        return abi.FAULT
+    if not 0 <= level < len(abi.LOG_LEVELS):
+        return abi.INVAL
+    cap = ctx.limits.max_log_line_bytes
+    data = _string_at(base + ptr, ln if ln <= cap else cap + 1)
+    return ctx.add_log(level, data)
+
+
+log_.__name__ = "log"
+
+
+def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
+    up, ul, mp, ml = a[0], a[4], a[8], a[12]
+    base, size = _memory(ctx, caller)
+    if up < 0 or ul < 0 or up + ul > size or mp < 0 or ml < 0 or mp + ml > size:
+        return abi.FAULT
+    if ul == 0:
+        ctx.note(3, "push_send_to_user: the user id is empty")
+        return abi.INVAL
+    if ul > abi.MAX_USER_ID_BYTES:
+        ctx.note(3, f"push_send_to_user: the user id is {ul} bytes; the limit is {abi.MAX_USER_ID_BYTES}")
+        return abi.TOO_BIG
+    if ml > MAX_MESSAGE_BYTES:
+        ctx.note(3, f"push_send_to_user: message is {ml} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        return abi.TOO_BIG
+    try:
+        user = _string_at(base + up, ul).decode()
+    except UnicodeDecodeError:
+        ctx.note(3, "push_send_to_user: the user id is not valid UTF-8")
+        return abi.INVAL
+    try:
+        message = parse_message(_string_at(base + mp, ml))
+    except MessageTooBig as exc:
+        ctx.note(3, f"push_send_to_user: {exc}")
+        return abi.TOO_BIG
+    except MessageError as exc:
+        ctx.note(3, f"push_send_to_user: {exc}")
+        return abi.INVAL
+    return ctx.submit_send(user, message)
+
+
+def push_wait(ctx: CoreContext, caller: int, a: Any) -> int:
+    ticket, out, cap = a[0], a[4], a[8]
+    base, size = _memory(ctx, caller)
+    if out < 0 or cap < 0 or out + cap > size:
+        return abi.FAULT
+    record = ctx.find_send(ticket)
+    if record is None:
+        return abi.INVAL
+    if not ctx.wait_send(record):
+        return abi.TIMEOUT
+    if record.code:
+        return record.code
+    data = record.report_json
+    n = min(cap, len(data))
+    if n:
+        _memmove(base + out, data, n)
+    return len(data)
+
+
+def _iovecs(base: int, size: int, iovs: int, count: int) -> list[tuple[int, int]] | None:
+    if iovs + 8 * count > size:
+        return None
+    raw = _string_at(base + iovs, 8 * count)
+    vecs = [struct.unpack_from("<II", raw, 8 * i) for i in range(count)]
+    for p, ln in vecs:
+        if p + ln > size:
+            return None
+    return vecs
+
+
+def fd_write(ctx: CoreContext, caller: int, a: Any) -> int:
+    fd, iovs, count, nwritten = a[0] & _U32, a[4] & _U32, a[8] & _U32, a[12] & _U32
+    if fd not in (1, 2):
+        return _EBADF
+    if count > _IOV_MAX:
+        return _EINVAL
+    base, size = _memory(ctx, caller)
+    vecs = _iovecs(base, size, iovs, count)
+    if vecs is None or nwritten + 4 > size:
+        return _EFAULT
+    total = sum(ln for _, ln in vecs)
+    # Copy no more than the sink can keep: a guest must not make us copy its whole memory per call.
+    budget = ctx.output_room() + 1 if fd == 1 else ctx.limits.max_log_line_bytes * 2
+    chunks = []
+    for p, ln in vecs:
+        if budget <= 0:
+            break
+        take = min(ln, budget)
+        chunks.append(_string_at(base + p, take))
+        budget -= take
+    data = b"".join(chunks)
+    errno = _ESUCCESS
+    written = total
+    if fd == 1:
+        before = len(ctx.output)
+        if ctx.write_output(data) != abi.OK and len(data) > 0:
+            written = len(ctx.output) - before
+            errno = _EFBIG
+    else:
+        ctx.write_stderr(data)
+    _memmove(base + nwritten, struct.pack("<I", written & _U32), 4)
+    return errno
+
+
+def fd_read(ctx: CoreContext, caller: int, a: Any) -> int:
+    fd, iovs, count, nread = a[0] & _U32, a[4] & _U32, a[8] & _U32, a[12] & _U32
+    if fd != 0:
+        return _EBADF
+    if count > _IOV_MAX:
+        return _EINVAL
+    base, size = _memory(ctx, caller)
+    vecs = _iovecs(base, size, iovs, count)
+    if vecs is None or nread + 4 > size:
+        return _EFAULT
+    data, pos, done = ctx.input, ctx.stdin_pos, 0
+    for p, ln in vecs:
+        take = min(ln, len(data) - pos)
+        if take <= 0:
+            break
+        _memmove(base + p, data[pos : pos + take], take)
+        pos += take
+        done += take
+    ctx.stdin_pos = pos
+    _memmove(base + nread, struct.pack("<I", done), 4)
+    return _ESUCCESS
+
+
+_ABI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
+    "input_len": input_len,
+    "input_read": input_read,
+    "output_write": output_write,
+    "log": log_,
+    "push_send_to_user": push_send_to_user,
+    "push_wait": push_wait,
+}
+_WASI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {"fd_write": fd_write, "fd_read": fd_read}
+
+
+def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime.FuncType]) -> None:
+    """Define ABI v1 and WASI preview 1 (with our stdio) on ``linker``; ``functypes[n]`` is (i32 × n) -> i32."""
+    for name, fn in _ABI_FUNCS.items():
+        nparams, _ = abi.HOST_FUNCTIONS[name]
+        define_raw_func(linker, abi.HOST_MODULE, name, functypes[nparams], _guarded(fn))
+    linker.define_wasi()
+    linker.allow_shadowing = True
+    for name, fn in _WASI_FUNCS.items():
+        define_raw_func(linker, abi.WASI_MODULE, name, functypes[4], _guarded(fn))
+    linker.allow_shadowing = False

@@ -1,0 +1,104 @@
+"""`Runtime`: the public entry point that runs tenant functions for the gateway and the CLI.
+
+All wasm runs on one worker thread (wasmtime-py releases the GIL while wasm runs, so the event
+loop stays responsive; more threads only add GIL convoys, and host-function exceptions are routed
+through a process global). ``await runtime.invoke(...)`` hops to it; sends issued by the guest are
+delivered on the caller's event loop concurrently with the guest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from pathlib import Path
+
+from .cache import CacheStats, ModuleCache
+from .context import Sender, SendLimiter
+from .engine import EngineHost, engine_host
+from .hostfuncs import CoreContext
+from .invocation import run_core
+from .limits import Limits
+from .module import CompiledModule, InvalidModule
+from .result import InvocationError, InvocationResult
+
+__all__ = ["MAX_INPUT_BYTES", "Runtime"]
+
+#: Largest invocation input (it is copied into the guest on request, and must fit an i32 length).
+MAX_INPUT_BYTES = 16 << 20
+
+_DEFAULT_LIMITS = Limits()
+
+
+class Runtime:
+    """Compiles, caches and runs guest modules for any number of namespaces."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        cache_dir: Path | None = None,
+        cache_key: bytes | None = None,
+        send_limiter: SendLimiter | None = None,
+    ) -> None:
+        self.sender = sender
+        self.send_limiter = send_limiter
+        self._host: EngineHost = engine_host()
+        self._cache = ModuleCache(self._host, cache_dir, cache_key)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasmhost-wasm")
+        self._host.acquire()
+        self._closed = False
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """Counters of the module cache (memory hits, disk hits, compiles, rejected artifacts)."""
+        return self._cache.stats
+
+    def compile(self, source: bytes | str) -> CompiledModule:
+        """Compile (or fetch from the cache) and validate; raise `InvalidModule` with a reason."""
+        return self._cache.get(source)
+
+    async def invoke(
+        self,
+        namespace: str,
+        module: CompiledModule | bytes | str,
+        input: bytes = b"",
+        limits: Limits | None = None,
+    ) -> InvocationResult:
+        """Run ``handle`` once for ``namespace`` (bound here; the guest cannot change it).
+
+        Guest failures are in the result; a ``ValueError`` means the caller's arguments are wrong
+        (empty namespace, limits over the platform maxima, input too large).
+        """
+        if self._closed:
+            raise RuntimeError("runtime is closed")
+        if not namespace:
+            raise ValueError("namespace must not be empty")
+        limits = _DEFAULT_LIMITS if limits is None else limits.validated()
+        input = bytes(input)
+        if len(input) > MAX_INPUT_BYTES:
+            raise ValueError(f"input is {len(input)} bytes; the limit is {MAX_INPUT_BYTES}")
+        loop = asyncio.get_running_loop()
+        ctx = CoreContext(namespace, input, limits, loop=loop, sender=self.sender, send_limiter=self.send_limiter)
+        code, error, fuel = await loop.run_in_executor(self._executor, self._run, module, ctx)
+        if ctx.sends:
+            await ctx.drain()
+        return ctx.result(code, error, fuel)
+
+    def _run(
+        self, module: CompiledModule | bytes | str, ctx: CoreContext
+    ) -> tuple[int | None, InvocationError | None, int]:
+        if not isinstance(module, CompiledModule):
+            try:
+                module = self._cache.get(module)
+            except InvalidModule as exc:
+                ctx.start_clock()
+                return None, InvocationError("invalid_module", str(exc)), 0
+        return run_core(module, ctx)
+
+    async def aclose(self) -> None:
+        """Stop the worker (after the invocation in progress) and release the epoch ticker."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self._host.release()
