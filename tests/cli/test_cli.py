@@ -1,0 +1,127 @@
+"""The `wasmhost` command end to end, through real subprocesses on a temp SQLite state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WELCOME = ROOT / "guest_examples" / "welcome" / "welcome.wasm"
+KEY = "ab" * 32
+
+
+def wasmhost(tmp_path: Path, *args: str, key: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMHOST_")}
+    env["WASMHOST_DB"] = f"sqlite:///{tmp_path / 'state' / 'wasmhost.db'}"
+    if key:
+        env["WASMHOST_MASTER_KEY"] = KEY
+    return subprocess.run([sys.executable, "-m", "wasmhost", *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tmp_path)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wasmhost: error:"), proc.stderr
+    assert fragment in lines[0]
+
+
+def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    proc = wasmhost(tmp_path, "demo", key=False)
+    out = ok(proc)
+    assert "welcomed alice: 2/2 devices" in out
+    assert out.count("via outbox: status 200") == 2
+    assert "Welcome, Alice!" in out
+    assert "'other-tenant' received 0 push(es)" in out
+    assert "generated a new master key" in proc.stderr
+
+
+def test_demo_refuses_a_used_state_folder(tmp_path: Path) -> None:
+    ok(wasmhost(tmp_path, "demo", "--state", str(tmp_path / "d")))
+    one_line_error(wasmhost(tmp_path, "demo", "--state", str(tmp_path / "d")), "already holds")
+
+
+@pytest.fixture
+def acme(tmp_path: Path) -> Path:
+    ok(wasmhost(tmp_path, "namespace", "create", "acme", "--outbox"))
+    ok(wasmhost(tmp_path, "device", "add", "--namespace", "acme", "--user", "alice", "--provider", "outbox",
+                "--token", "tok-phone-SECRET", "--device-id", "phone"))
+    ok(wasmhost(tmp_path, "device", "add", "--namespace", "acme", "--user", "alice", "--provider", "outbox",
+                "--token", "tok-tablet-SECRET", "--device-id", "tablet"))
+    return tmp_path
+
+
+def test_run_json_result_and_outbox(acme: Path) -> None:
+    proc = wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--input", '{"user":"alice","name":"Al"}',
+                    "--json")
+    result = json.loads(ok(proc))
+    assert result["ok"] and result["code"] == 0 and result["error"] is None
+    assert result["output"].strip() == "welcomed alice: 2/2 devices"
+    assert set(result) >= {"logs", "sends", "fuel_used", "duration_ms"} and result["fuel_used"] > 0
+    [send] = result["sends"]
+    assert send["devices_succeeded"] == 2 and {r["device_id"] for r in send["results"]} == {"phone", "tablet"}
+    deliveries = json.loads(ok(wasmhost(acme, "outbox", "--namespace", "acme", "--json")))
+    assert [(d["user"], d["device_id"]) for d in deliveries] == [("alice", "phone"), ("alice", "tablet")]
+    assert all(d["message"]["title"] == "Welcome, Al!" and d["time"] > 0 for d in deliveries)
+    assert "SECRET" not in proc.stdout
+
+
+def test_device_list_never_prints_tokens_and_remove(acme: Path) -> None:
+    listing = ok(wasmhost(acme, "device", "list", "--namespace", "acme", "--user", "alice"))
+    devices = json.loads(ok(wasmhost(acme, "device", "list", "--namespace", "acme", "--user", "alice", "--json")))
+    assert "SECRET" not in listing and "SECRET" not in json.dumps(devices)
+    assert {d["device_id"] for d in devices} == {"phone", "tablet"}
+    phone = next(d for d in devices if d["device_id"] == "phone")
+    ok(wasmhost(acme, "device", "remove", "--namespace", "acme", "--id", phone["id"]))
+    one_line_error(wasmhost(acme, "device", "remove", "--namespace", "acme", "--id", phone["id"]), "not found")
+
+
+def test_send_without_a_guest(acme: Path) -> None:
+    report = json.loads(ok(wasmhost(acme, "send", "--namespace", "acme", "--user", "alice", "--title", "Hi",
+                                    "--body", "there", "--json")))
+    assert report["ok"] and report["devices_attempted"] == 2
+    text = ok(wasmhost(acme, "send", "--namespace", "acme", "--user", "bob", "--title", "Hi"))
+    assert "0/0 devices" in text
+
+
+def test_run_exit_code_follows_the_guest(acme: Path, tmp_path: Path) -> None:
+    wat = tmp_path / "three.wat"
+    wat.write_text('(module (memory (export "memory") 1) (func (export "handle") (result i32) i32.const 3))')
+    proc = wasmhost(acme, "run", str(wat), "--namespace", "acme", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 3
+    loop = tmp_path / "loop.wat"
+    loop.write_text('(module (memory (export "memory") 1) (func (export "handle") (result i32) (loop (br 0)) '
+                    'i32.const 0))')
+    proc = wasmhost(acme, "run", str(loop), "--namespace", "acme", "--fuel", "1000000")
+    assert proc.returncode == 1 and "out_of_fuel" in proc.stderr
+
+
+def test_bad_input_is_one_line_error(acme: Path, tmp_path: Path) -> None:
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "nope"), "unknown namespace")
+    one_line_error(wasmhost(acme, "run", str(tmp_path / "missing.wasm"), "--namespace", "acme"), "not found")
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(b"\0asm garbage")
+    one_line_error(wasmhost(acme, "run", str(bad), "--namespace", "acme"), "")
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--input", "{nope"), "not valid JSON")
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--fuel", "0"), "fuel")
+    one_line_error(wasmhost(acme, "device", "add", "--namespace", "acme", "--user", "u", "--provider", "pigeon",
+                            "--token", "t"), "unknown provider")
+    one_line_error(wasmhost(acme, "namespace", "create", "acme"), "already exists")
+    one_line_error(wasmhost(acme, "outbox", "--namespace", "ghost"), "unknown namespace")
+    one_line_error(wasmhost(acme, "send", "--namespace", "acme", "--user", "u", "--data", "[1"), "not valid JSON")
+
+
+def test_not_configured_namespace_is_reported(tmp_path: Path) -> None:
+    ok(wasmhost(tmp_path, "namespace", "create", "bare"))
+    one_line_error(wasmhost(tmp_path, "send", "--namespace", "bare", "--user", "u", "--title", "x"), "not configured")

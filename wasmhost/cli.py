@@ -1,0 +1,305 @@
+"""The `wasmhost` command: demo, run, send, devices, outbox, namespaces, serve.
+
+Every command opens the state named by ``--db`` / ``WASMHOST_DB`` (default ``sqlite:///./wasmhost.db``).
+Bad input ends with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .push import MessageError, PushError, parse_message
+from .push.credentials import CredentialsError
+from .runtime import InvalidModule, Limits
+from .services import Services, Settings
+from .store import NotFound, StoreError
+
+__all__ = ["main"]
+
+EXIT_FAILED = 1
+
+
+class CLIError(Exception):
+    """A one-line error for the user."""
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=None, ensure_ascii=False))
+
+
+async def _require_namespace(services: Services, namespace: str) -> None:
+    if not await services.store.namespace_exists(namespace):
+        raise CLIError(f"unknown namespace {namespace!r} (create it with: wasmhost namespace create {namespace})")
+
+
+def _read_module(path: str) -> bytes | str:
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"module file not found: {path}")
+    data = file.read_bytes()
+    if file.suffix == ".wat":
+        return data.decode("utf-8", "replace")
+    return data
+
+
+def _read_input(args: argparse.Namespace) -> bytes:
+    if args.input is not None and args.input_file is not None:
+        raise CLIError("give --input or --input-file, not both")
+    if args.input_file is not None:
+        path = Path(args.input_file)
+        if not path.is_file():
+            raise CLIError(f"input file not found: {args.input_file}")
+        return path.read_bytes()
+    if args.input is None:
+        return b""
+    try:
+        json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--input is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    return args.input.encode()
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+async def cmd_run(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    source = _read_module(args.module)
+    payload = _read_input(args)
+    changes = {k: v for k, v in (("fuel", args.fuel), ("timeout_ms", args.timeout_ms),
+                                 ("memory_mb", args.memory_mb)) if v is not None}
+    limits = Limits().replace(**changes)
+    module = services.runtime.compile(source)
+    result = await services.runtime.invoke(args.namespace, module, payload, limits)
+    doc = result.to_dict()
+    if args.json:
+        _print_json(doc)
+    else:
+        if doc["output"]:
+            print(doc["output"].rstrip("\n"))
+        for entry in doc["logs"]:
+            print(f"[{entry['level']}] {entry['message']}", file=sys.stderr)
+        if not result.ok:
+            err = doc["error"]
+            why = f"{err['kind']}: {err['message']}" if err else f"handle returned {doc['code']}"
+            print(f"wasmhost: invocation failed: {why}", file=sys.stderr)
+    return 0 if result.ok else EXIT_FAILED
+
+
+async def cmd_namespace_create(services: Services, args: argparse.Namespace) -> int:
+    await services.store.create_namespace(args.name)
+    if args.outbox:
+        await services.store.put_credentials(args.name, "outbox", {})
+    print(f"created namespace {args.name}" + (" (outbox provider on)" if args.outbox else ""))
+    return 0
+
+
+async def cmd_namespace_list(services: Services, args: argparse.Namespace) -> int:
+    names = await services.store.list_namespaces()
+    if args.json:
+        _print_json(names)
+    else:
+        print("\n".join(names) if names else "(no namespaces)")
+    return 0
+
+
+async def cmd_device_add(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    spec = services.specs.get(args.provider)
+    if spec is None:
+        raise CLIError(f"unknown provider {args.provider!r} (supported: {', '.join(sorted(services.specs))})")
+    document = await services.store.get_credentials(args.namespace, args.provider)
+    token = spec.validate_token(args.token, document)
+    device = await services.store.register_device(
+        args.namespace, args.user, args.device_id or args.provider, args.provider, token, args.platform or "", ""
+    )
+    services.manager.invalidate(args.namespace)
+    print(f"registered device {device.device_id} ({device.provider}) for {args.user}: id {device.id}")
+    return 0
+
+
+async def cmd_device_list(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    devices = [d.public() for d in await services.store.list_user_devices(args.namespace, args.user)]
+    if args.json:
+        _print_json(devices)
+    elif not devices:
+        print(f"(no devices for {args.user})")
+    else:
+        for d in devices:
+            print(f"{d['id']}  {d['device_id']:<16} {d['provider']:<10} {d['platform']}")
+    return 0
+
+
+async def cmd_device_remove(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    await services.store.delete_device(args.namespace, args.id, user_id=args.user)
+    print(f"removed device {args.id}")
+    return 0
+
+
+async def cmd_send(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    doc: dict[str, Any] = {"title": args.title, "body": args.body}
+    if args.data is not None:
+        try:
+            doc["data"] = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"--data is not valid JSON: {exc.msg}") from None
+    if args.priority:
+        doc["priority"] = args.priority
+    message = parse_message(json.dumps({k: v for k, v in doc.items() if v is not None}))
+    report = await services.manager.send_to_user(args.namespace, args.user, message)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(_format_report(report.to_dict()))
+    return 0 if report.ok else EXIT_FAILED
+
+
+async def cmd_outbox(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    records = [r.to_dict() for r in await services.store.list_deliveries(args.namespace, limit=args.limit)]
+    if args.json:
+        _print_json(records)
+    elif not records:
+        print("(nothing delivered)")
+    else:
+        for r in records:
+            print(f"#{r['id']}  to {r['user']}/{r['device_id']}: {json.dumps(r['message'], ensure_ascii=False)}")
+    return 0
+
+
+def _format_report(report: dict[str, Any]) -> str:
+    lines = [f"{report['devices_succeeded']}/{report['devices_attempted']} devices succeeded"
+             + ("" if report["ok"] else " (some failed)")]
+    for r in report["results"]:
+        outcome = "delivered" if r["success"] else f"FAILED {r['reason']}: {r['message']}"
+        lines.append(f"  {r['device_id']:<12} {r['provider']:<10} status {r['status']:<4} "
+                     f"attempts {r['attempts']}  {outcome}")
+    return "\n".join(lines)
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+Handler = Callable[[Services, argparse.Namespace], Awaitable[int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wasmhost", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--db", help="state URL: sqlite:///path or postgresql://… (default: $WASMHOST_DB or "
+                        "sqlite:///./wasmhost.db)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the whole story once on a fresh embedded state folder")
+    demo.add_argument("--state", help="state folder to use (default: a new temporary folder)")
+
+    run = sub.add_parser("run", help="invoke a module once in a namespace")
+    run.add_argument("module", help=".wasm or .wat file")
+    run.add_argument("--namespace", required=True)
+    run.add_argument("--input", help="input JSON")
+    run.add_argument("--input-file", help="file whose bytes are the input")
+    run.add_argument("--fuel", type=int)
+    run.add_argument("--timeout-ms", type=int)
+    run.add_argument("--memory-mb", type=int)
+    run.add_argument("--json", action="store_true", help="print the invocation result as one JSON object")
+    run.set_defaults(handler=cmd_run)
+
+    ns = sub.add_parser("namespace", help="manage namespaces").add_subparsers(dest="action", required=True)
+    create = ns.add_parser("create", help="create a namespace")
+    create.add_argument("name")
+    create.add_argument("--outbox", action="store_true", help="turn the outbox provider on for it")
+    create.set_defaults(handler=cmd_namespace_create)
+    nslist = ns.add_parser("list", help="list namespaces")
+    nslist.add_argument("--json", action="store_true")
+    nslist.set_defaults(handler=cmd_namespace_list)
+
+    dev = sub.add_parser("device", help="manage a user's devices").add_subparsers(dest="action", required=True)
+    add = dev.add_parser("add", help="register a device")
+    add.add_argument("--namespace", required=True)
+    add.add_argument("--user", required=True)
+    add.add_argument("--provider", required=True)
+    add.add_argument("--token", required=True)
+    add.add_argument("--device-id", help="the app's name for the device (default: the provider name)")
+    add.add_argument("--platform")
+    add.set_defaults(handler=cmd_device_add)
+    dlist = dev.add_parser("list", help="list a user's devices (never their tokens)")
+    dlist.add_argument("--namespace", required=True)
+    dlist.add_argument("--user", required=True)
+    dlist.add_argument("--json", action="store_true")
+    dlist.set_defaults(handler=cmd_device_list)
+    rm = dev.add_parser("remove", help="remove a device by its id")
+    rm.add_argument("--namespace", required=True)
+    rm.add_argument("--id", required=True)
+    rm.add_argument("--user", help="only if it belongs to this user")
+    rm.set_defaults(handler=cmd_device_remove)
+
+    send = sub.add_parser("send", help="send a push to a user without a guest")
+    send.add_argument("--namespace", required=True)
+    send.add_argument("--user", required=True)
+    send.add_argument("--title")
+    send.add_argument("--body")
+    send.add_argument("--data", help="JSON object of custom data")
+    send.add_argument("--priority", choices=["high", "normal"])
+    send.add_argument("--json", action="store_true")
+    send.set_defaults(handler=cmd_send)
+
+    outbox = sub.add_parser("outbox", help="what the outbox provider delivered in a namespace")
+    outbox.add_argument("--namespace", required=True)
+    outbox.add_argument("--limit", type=int, default=1000)
+    outbox.add_argument("--json", action="store_true")
+    outbox.set_defaults(handler=cmd_outbox)
+
+    serve = sub.add_parser("serve", help="run the HTTP gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+async def _with_services(db: str | None, handler: Handler, args: argparse.Namespace) -> int:
+    services = await Services.open(Settings.from_env(db))
+    try:
+        return await handler(services, args)
+    finally:
+        await services.aclose()
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        from .gateway.server import serve
+    except ImportError as exc:  # pragma: no cover - until the gateway lands
+        raise CLIError(f"the HTTP gateway is not available in this build ({exc})") from None
+    serve(args.host, args.port, args.db)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _run_serve(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return asyncio.run(run_demo(args.state))
+        return asyncio.run(_with_services(args.db, args.handler, args))
+    except CLIError as exc:
+        print(f"wasmhost: error: {exc}", file=sys.stderr)
+    except (NotFound, StoreError, InvalidModule, MessageError, CredentialsError, PushError) as exc:
+        print(f"wasmhost: error: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"wasmhost: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("wasmhost: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
