@@ -33,7 +33,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, db_url: str | None = None) -> Settings:
-        credentials = {"outbox": {}} if _env_flag("WASMHOST_DEFAULT_OUTBOX") else {}
+        credentials: dict[str, dict[str, str]] = {"outbox": {}} if _env_flag("WASMHOST_DEFAULT_OUTBOX") else {}
         return cls(
             db_url=db_url or os.environ.get("WASMHOST_DB") or DEFAULT_DB_URL,
             defaults=Defaults(
