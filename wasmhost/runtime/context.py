@@ -267,6 +267,7 @@ class InvocationContext:
             code=code,
             error=error,
             output=self.output.decode("utf-8", "replace"),
+            output_bytes=bytes(self.output),
             logs=self.logs,
             sends=[r.to_dict() for r in self.sends],
             fuel_used=fuel_used,

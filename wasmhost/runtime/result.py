@@ -41,7 +41,9 @@ class InvocationResult:
 
     code: int | None
     error: InvocationError | None = None
+    #: The output as text (invalid UTF-8 replaced); `output_bytes` has it exactly.
     output: str = ""
+    output_bytes: bytes = b""
     logs: list[LogEntry] = field(default_factory=list)
     sends: list[dict[str, Any]] = field(default_factory=list)
     fuel_used: int = 0

@@ -1,0 +1,17 @@
+;; init_and_start — a start function and _initialize both call host functions before handle runs.
+(module
+  (import "wasmhost" "log" (func $log (param i32 i32 i32) (result i32)))
+  (import "wasmhost" "output_write" (func $output_write (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "start")
+  (data (i32.const 8) "init")
+  (data (i32.const 16) "handle")
+  (global $inited (mut i32) (i32.const 0))
+  (func $start (drop (call $log (i32.const 0) (i32.const 0) (i32.const 5))))
+  (start $start)
+  (func (export "_initialize")
+    (drop (call $log (i32.const 1) (i32.const 8) (i32.const 4)))
+    (global.set $inited (i32.const 1)))
+  (func (export "handle") (result i32)
+    (drop (call $output_write (i32.const 16) (i32.const 6)))
+    (i32.sub (i32.const 1) (global.get $inited))))

@@ -1,0 +1,55 @@
+"""Helpers for the runtime tests: guest paths, a recording fake sender, i32 decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from pathlib import Path
+
+from wasmhost.push.message import PushMessage
+from wasmhost.push.report import DeviceResult, SendReport
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX = ROOT / "guest_examples" / "sandbox"
+WELCOME = ROOT / "guest_examples" / "welcome"
+
+
+def sandbox(name: str) -> str:
+    return (SANDBOX / name).read_text()
+
+
+def i32s(data: bytes | str) -> list[int]:
+    raw = data.encode("latin-1") if isinstance(data, str) else data
+    return list(struct.unpack(f"<{len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
+
+
+class FakeSender:
+    """Records sends; answers with `devices` successful outbox deliveries after `delay` seconds.
+
+    `hang=True` never answers; `error` is raised instead of answering."""
+
+    def __init__(
+        self, devices: int = 1, delay: float = 0.0, hang: bool = False, error: BaseException | None = None
+    ) -> None:
+        self.devices = devices
+        self.delay = delay
+        self.hang = hang
+        self.error = error
+        self.calls: list[tuple[str, str, PushMessage, float | None]] = []
+        self.cancelled = 0
+
+    async def send_to_user(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> SendReport:
+        self.calls.append((namespace, user_id, message, deadline))
+        try:
+            if self.hang:
+                await asyncio.Event().wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.error is not None:
+            raise self.error
+        return SendReport([DeviceResult(f"d{i}", "outbox", True, 200, attempts=1) for i in range(self.devices)])

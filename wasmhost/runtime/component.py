@@ -1,0 +1,437 @@
+"""Component-model guests: the WIT world ``wasmhost:guest@1.0.0`` beside ABI v1 core modules.
+
+Python (componentize-py) and JavaScript (componentize-qjs) guests are components, not core modules.
+They get the same sandbox as core modules — one fresh Store per invocation with the same fuel,
+epoch deadline and memory cap, the namespace bound by the host, the same `InvocationContext` (so the
+same caps on output, logs and sends, the same send hand-off and the same `InvocationResult`) — and
+the same host capabilities under WIT names (``guest_examples/wit/guest.wit``).
+
+A binary is a component when its preamble says layer 1 (bytes 4..8 are ``0d 00 01 00``); core
+modules say layer 0. Components are accepted only if they import nothing but the host interface
+(build with ``--stub-wasi``) and export ``handle: func() -> s32``.
+
+Compiling a component is slow (an 18 MB componentize-py component takes seconds), so compiled
+components are cached like modules: an in-memory LRU, then HMAC-signed artifacts on disk. A disk
+artifact is mapped, its MAC checked on the mapping, and the same open file handed to wasmtime via
+``/proc/self/fd`` (no second path lookup, no 40 MB copy through Python), so a cached load costs
+tens of milliseconds instead of seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import mmap
+import os
+import secrets
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from wasmtime import Engine, ExitTrap, Store, Trap, WasmtimeError
+from wasmtime import component as wc
+
+from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
+
+from . import abi
+from .cache import CacheStats
+from .context import InvocationContext
+from .engine import EngineHost
+from .invocation import MAX_TABLE_ELEMENTS, classify, epoch_ticks
+from .module import InvalidModule
+from .result import InvocationError
+
+__all__ = [
+    "HOST_INTERFACE",
+    "WORLD",
+    "CompiledComponent",
+    "ComponentCache",
+    "is_component",
+    "run_component",
+]
+
+log = logging.getLogger(__name__)
+
+#: The WIT world components implement, and the one interface they may import.
+WORLD = "wasmhost:guest/guest@1.0.0"
+HOST_INTERFACE = "wasmhost:guest/host@1.0.0"
+#: Core instances, memories and tables one component may create (componentize-py and
+#: componentize-qjs components use a handful of each: the guest, its libc and adapter shims).
+MAX_COMPONENT_INSTANCES = 64
+MAX_COMPONENT_MEMORIES = 8
+MAX_COMPONENT_TABLES = 32
+
+_PREAMBLE = b"\0asm"
+_COMPONENT_LAYER = b"\x0d\x00\x01\x00"
+_MAGIC = b"WHCMPv1\n"
+_MAC_LEN = 32
+_PROCESS_KEY = secrets.token_bytes(32)
+_LEVELS = {name: i for i, name in enumerate(abi.LOG_LEVELS)}
+
+
+def is_component(source: bytes | str | bytearray | memoryview) -> bool:
+    """Whether ``source`` is a component binary (preamble layer 1) rather than a core module or WAT."""
+    if isinstance(source, str):
+        return False
+    head = bytes(source[:8])
+    return head[:4] == _PREAMBLE and head[4:8] == _COMPONENT_LAYER
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class CompiledComponent:
+    """A validated component, ready to instantiate."""
+
+    sha256: str
+    engine: Engine
+    component: wc.Component
+    #: How this object was made: compiled from source, or loaded from the on-disk cache.
+    origin: Literal["compiled", "disk"]
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def validate(engine: Engine, component: wc.Component) -> None:
+    """Check the world contract; raise `InvalidModule` with a reason the tenant can act on."""
+    ty = component.type
+    for name in ty.imports(engine):
+        if name != HOST_INTERFACE:
+            raise InvalidModule(
+                f"component import {name!r}: only {HOST_INTERFACE!r} can be imported "
+                "(build with --stub-wasi so WASI is not imported)"
+            )
+    handle = ty.exports(engine).get("handle")
+    if handle is None:
+        raise InvalidModule(f"the component must export `handle: func() -> s32` (world {WORLD})")
+    fty = handle.ty
+    if not isinstance(fty, wc.FuncType) or fty.params or not isinstance(fty.result, wc.S32):
+        raise InvalidModule("component export `handle` must be `func() -> s32`")
+
+
+def compile_component(host: EngineHost, source: bytes, sha: str | None = None) -> CompiledComponent:
+    try:
+        component = wc.Component(host.engine, bytes(source))
+    except WasmtimeError as exc:
+        raise InvalidModule(f"not a valid WebAssembly component: {_first_line(exc)}") from None
+    validate(host.engine, component)
+    return CompiledComponent(sha or hashlib.sha256(source).hexdigest(), host.engine, component, "compiled")
+
+
+# -- cache ---------------------------------------------------------------------------------------
+
+
+class ComponentCache:
+    """Memory LRU in front of HMAC-signed serialized components on disk (see the module docstring).
+
+    File: ``<cache_dir>/<sha256>-<engine fingerprint>.ccwasm`` =
+    ``MAGIC || HMAC(key, "component" || fingerprint || sha256 || blob) || blob``.
+    """
+
+    def __init__(
+        self, host: EngineHost, cache_dir: Path | None = None, key: bytes | None = None, capacity: int = 16
+    ) -> None:
+        self._host = host
+        self._dir = Path(cache_dir) if cache_dir is not None else None
+        self._key = bytes(key) if key else _PROCESS_KEY
+        self._capacity = capacity
+        self._lru: OrderedDict[str, CompiledComponent] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    def get(self, source: bytes) -> CompiledComponent:
+        """The compiled component for ``source``: from memory, from disk, or freshly compiled."""
+        sha = hashlib.sha256(source).hexdigest()
+        with self._lock:
+            hit = self._lru.get(sha)
+            if hit is not None:
+                self._lru.move_to_end(sha)
+                self.stats.memory_hits += 1
+                return hit
+        compiled = self._load(sha)
+        if compiled is None:
+            compiled = compile_component(self._host, source, sha)
+            with self._lock:
+                self.stats.compiles += 1
+            self._store(compiled)
+        with self._lock:
+            self._lru[sha] = compiled
+            self._lru.move_to_end(sha)
+            while len(self._lru) > self._capacity:
+                self._lru.popitem(last=False)
+        return compiled
+
+    def path_for(self, sha: str) -> Path | None:
+        if self._dir is None:
+            return None
+        return self._dir / f"{sha}-{self._host.fingerprint}.ccwasm"
+
+    def _mac(self, sha: str) -> Any:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        mac.update(b"component\0" + self._host.fingerprint.encode() + b"\0" + sha.encode() + b"\0")
+        return mac
+
+    def _load(self, sha: str) -> CompiledComponent | None:
+        path = self.path_for(sha)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("component cache: cannot open %s: %s", path, exc)
+            return None
+        compiled = None
+        try:
+            compiled = self._verify_and_load(fd, sha)
+        except (OSError, ValueError, WasmtimeError, InvalidModule) as exc:
+            log.warning("component cache: discarding %s: %s", path.name, _first_line(exc))
+        finally:
+            os.close(fd)
+        if compiled is None:
+            with self._lock:
+                self.stats.disk_rejected += 1
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            return None
+        with self._lock:
+            self.stats.disk_hits += 1
+        return compiled
+
+    def _verify_and_load(self, fd: int, sha: str) -> CompiledComponent | None:
+        header = len(_MAGIC) + _MAC_LEN
+        size = os.fstat(fd).st_size
+        if size <= header:
+            return None
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                if bytes(view[: len(_MAGIC)]) != _MAGIC:
+                    return None
+                mac = self._mac(sha)
+                mac.update(view[header:])
+                if not hmac.compare_digest(bytes(view[len(_MAGIC) : header]), mac.digest()):
+                    return None
+                if sys.platform.startswith("linux"):
+                    # The verified open file itself, not the path again: a file swapped in after the
+                    # check is never loaded. The artifact starts after our header, so copy the blob
+                    # into an unlinked temp file only when there is no way around it.
+                    component = _deserialize_fd(self._host.engine, fd, view[header:])
+                else:  # pragma: no cover - non-Linux hosts
+                    component = wc.Component.deserialize(self._host.engine, view[header:].tobytes())
+            finally:
+                view.release()
+        validate(self._host.engine, component)
+        return CompiledComponent(sha, self._host.engine, component, "disk")
+
+    def _store(self, compiled: CompiledComponent) -> None:
+        path = self.path_for(compiled.sha256)
+        if path is None:
+            return
+        try:
+            blob = compiled.component.serialize()
+            mac = self._mac(compiled.sha256)
+            mac.update(blob)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ccwasm")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(_MAGIC)
+                    fh.write(mac.digest())
+                    fh.write(blob)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except (OSError, WasmtimeError) as exc:
+            log.warning("component cache: cannot write %s: %s", path, exc)
+            return
+        with self._lock:
+            self.stats.disk_writes += 1
+
+
+def _deserialize_fd(engine: Engine, fd: int, blob: memoryview) -> wc.Component:
+    """Deserialize the blob that follows our header in the open file ``fd``.
+
+    wasmtime maps a whole file, so the artifact must start at offset 0: write it into an anonymous
+    memfd (a page-cache copy, no Python bytes object) and let wasmtime map that.
+    """
+    memfd = os.memfd_create("wasmhost-component", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(memfd), "wb", buffering=0) as out:
+            out.write(blob)
+        return wc.Component.deserialize_file(engine, f"/proc/self/fd/{memfd}")
+    finally:
+        os.close(memfd)
+
+
+# -- host functions ------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _ctx() -> InvocationContext | None:
+    return getattr(_local, "ctx", None)
+
+
+def _guard(default: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A host function that never raises: no context or an unexpected error gives ``default``."""
+
+    def wrapped(store: Any, *args: Any) -> Any:
+        ctx = _ctx()
+        if ctx is None:
+            return default
+        try:
+            return fn(ctx, *args)
+        except Exception:  # never let an exception cross into wasmtime (it is routed through a global)
+            log.exception("component host function %s failed", fn.__name__)
+            return default
+
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def _input(ctx: InvocationContext) -> str:
+    return ctx.input.decode("utf-8", "replace")
+
+
+def _input_bytes(ctx: InvocationContext) -> bytes:
+    return bytes(ctx.input)
+
+
+def _output_write(ctx: InvocationContext, data: str) -> int:
+    return ctx.write_output(data.encode("utf-8", "surrogatepass"))
+
+
+def _log(ctx: InvocationContext, level: str, message: str) -> int:
+    index = _LEVELS.get(level)
+    if index is None:
+        return abi.INVAL
+    cap = ctx.limits.max_log_line_bytes
+    return ctx.add_log(index, message.encode("utf-8", "surrogatepass")[: cap + 1])
+
+
+def _push_send_to_user(ctx: InvocationContext, user: str, message: str) -> int:
+    """The checks of ABI v1 ``push_send_to_user``, in the same order, with the same codes."""
+    try:
+        user_bytes = user.encode("utf-8")
+    except UnicodeEncodeError:
+        ctx.note(3, "push-send-to-user: the user id is not valid UTF-8")
+        return abi.INVAL
+    if not user_bytes:
+        ctx.note(3, "push-send-to-user: the user id is empty")
+        return abi.INVAL
+    if len(user_bytes) > abi.MAX_USER_ID_BYTES:
+        ctx.note(3, f"push-send-to-user: the user id is {len(user_bytes)} bytes; the limit is {abi.MAX_USER_ID_BYTES}")
+        return abi.TOO_BIG
+    raw = message.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        ctx.note(3, f"push-send-to-user: message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        return abi.TOO_BIG
+    try:
+        parsed = parse_message(raw)
+    except MessageTooBig as exc:
+        ctx.note(3, f"push-send-to-user: {exc}")
+        return abi.TOO_BIG
+    except MessageError as exc:
+        ctx.note(3, f"push-send-to-user: {exc}")
+        return abi.INVAL
+    return ctx.submit_send(user, parsed)
+
+
+def _push_wait(ctx: InvocationContext, ticket: int) -> str | int:
+    record = ctx.find_send(ticket)
+    if record is None:
+        return abi.INVAL
+    if not ctx.wait_send(record):
+        return abi.TIMEOUT
+    if record.code:
+        return record.code
+    return record.report_json.decode("utf-8")
+
+
+_HOST_FUNCS: dict[str, tuple[Any, Callable[..., Any]]] = {
+    "input": ("", _input),
+    "input-bytes": (b"", _input_bytes),
+    "output-write": (abi.UNAVAILABLE, _output_write),
+    "log": (abi.UNAVAILABLE, _log),
+    "push-send-to-user": (abi.UNAVAILABLE, _push_send_to_user),
+    "push-wait": (abi.UNAVAILABLE, _push_wait),
+}
+
+_LINKERS: dict[int, wc.Linker] = {}
+_LINKERS_LOCK = threading.Lock()
+
+
+def _linker(engine: Engine) -> wc.Linker:
+    """One component Linker per Engine, with the host interface defined once."""
+    key = id(engine)
+    linker = _LINKERS.get(key)
+    if linker is None:
+        with _LINKERS_LOCK:
+            linker = _LINKERS.get(key)
+            if linker is None:
+                linker = wc.Linker(engine)
+                with linker.root() as root, root.add_instance(HOST_INTERFACE) as iface:
+                    for name, (default, fn) in _HOST_FUNCS.items():
+                        iface.add_func(name, _guard(default, fn))
+                _LINKERS[key] = linker
+    return linker
+
+
+# -- invocation ----------------------------------------------------------------------------------
+
+
+def run_component(
+    compiled: CompiledComponent, ctx: InvocationContext
+) -> tuple[int | None, InvocationError | None, int]:
+    """Instantiate and call ``handle`` on the wasm worker thread; return (code, error, fuel used)."""
+    limits = ctx.limits
+    linker = _linker(compiled.engine)
+    ctx.start_clock()
+    store = Store(compiled.engine)
+    store.set_fuel(limits.fuel)
+    store.set_epoch_deadline(epoch_ticks(limits.timeout_ms))
+    store.set_limits(
+        memory_size=limits.memory_bytes,
+        table_elements=MAX_TABLE_ELEMENTS,
+        instances=MAX_COMPONENT_INSTANCES,
+        tables=MAX_COMPONENT_TABLES,
+        memories=MAX_COMPONENT_MEMORIES,
+    )
+    code: int | None = None
+    error: InvocationError | None = None
+    instantiating = True
+    _local.ctx = ctx
+    try:
+        instance = linker.instantiate(store, compiled.component)
+        instantiating = False
+        handle = instance.get_func(store, "handle")
+        if handle is None:  # validated at compile time; defensive
+            raise WasmtimeError("export `handle` disappeared")
+        result = handle(store)
+        code = int(result)
+    except ExitTrap as exc:
+        code = exc.code
+    except (Trap, WasmtimeError) as exc:
+        error = classify(exc, limits, instantiating=instantiating)
+    finally:
+        _local.ctx = None
+    try:
+        fuel_used = limits.fuel - store.get_fuel()
+    except WasmtimeError:
+        fuel_used = limits.fuel
+    return code, error, fuel_used
