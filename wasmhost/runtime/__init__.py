@@ -13,8 +13,8 @@ shape), ``context`` (per-invocation state and send hand-off, shared by every gue
 ``hostfuncs`` (ABI v1 for core modules + WASI stdio), ``ffi`` (direct wasmtime C-API fast paths),
 ``engine`` (the process Engine, ticker and Linker), ``module`` (compile + validate), ``cache``
 (memory LRU + HMAC-signed disk artifacts), ``invocation`` (one Store, one call), ``runtime``.
-A component-model flavour would add ``component.py`` reusing `Limits`, `InvocationContext` and
-`InvocationResult`.
+``component`` runs component-model guests (WIT world ``wasmhost:guest@1.0.0``) with the same
+`Limits`, `InvocationContext` and `InvocationResult`; ``Runtime.compile`` tells them apart by the binary.
 """
 
 from .abi import (
@@ -30,6 +30,7 @@ from .abi import (
     strerror,
 )
 from .cache import CacheStats
+from .component import CompiledComponent
 from .context import InvocationContext, Sender, SendLimiter
 from .limits import Limits
 from .module import CompiledModule, InvalidModule
@@ -48,6 +49,7 @@ __all__ = [
     "TOO_BIG",
     "UNAVAILABLE",
     "CacheStats",
+    "CompiledComponent",
     "CompiledModule",
     "InvalidModule",
     "InvocationContext",

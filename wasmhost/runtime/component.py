@@ -12,9 +12,9 @@ modules say layer 0. Components are accepted only if they import nothing but the
 
 Compiling a component is slow (an 18 MB componentize-py component takes seconds), so compiled
 components are cached like modules: an in-memory LRU, then HMAC-signed artifacts on disk. A disk
-artifact is mapped, its MAC checked on the mapping, and the same open file handed to wasmtime via
-``/proc/self/fd`` (no second path lookup, no 40 MB copy through Python), so a cached load costs
-tens of milliseconds instead of seconds.
+artifact is opened once, its MAC checked on a mapping of it, and that same open file handed to
+wasmtime via ``/proc/self/fd`` (no second path lookup, no 40 MB copy through Python), so a cached
+load costs tens of milliseconds instead of seconds.
 """
 
 from __future__ import annotations
@@ -134,8 +134,9 @@ def compile_component(host: EngineHost, source: bytes, sha: str | None = None) -
 class ComponentCache:
     """Memory LRU in front of HMAC-signed serialized components on disk (see the module docstring).
 
-    File: ``<cache_dir>/<sha256>-<engine fingerprint>.ccwasm`` =
-    ``MAGIC || HMAC(key, "component" || fingerprint || sha256 || blob) || blob``.
+    Files: ``<cache_dir>/<sha256>-<engine fingerprint>.ccwasm`` is wasmtime's artifact as is (so it
+    can be mapped in place) and ``….ccwasm.mac`` holds ``MAGIC || HMAC(key, "component" ||
+    fingerprint || sha256 || artifact)``.
     """
 
     def __init__(
@@ -195,6 +196,8 @@ class ComponentCache:
         compiled = None
         try:
             compiled = self._verify_and_load(fd, sha)
+        except FileNotFoundError:  # no tag: a write was interrupted
+            pass
         except (OSError, ValueError, WasmtimeError, InvalidModule) as exc:
             log.warning("component cache: discarding %s: %s", path.name, _first_line(exc))
         finally:
@@ -202,38 +205,36 @@ class ComponentCache:
         if compiled is None:
             with self._lock:
                 self.stats.disk_rejected += 1
-            try:
-                path.unlink()
-            except OSError:
-                pass
+            for stale in (path, Path(f"{path}.mac")):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
             return None
         with self._lock:
             self.stats.disk_hits += 1
         return compiled
 
     def _verify_and_load(self, fd: int, sha: str) -> CompiledComponent | None:
-        header = len(_MAGIC) + _MAC_LEN
-        size = os.fstat(fd).st_size
-        if size <= header:
+        path = self.path_for(sha)
+        assert path is not None
+        tag = Path(f"{path}.mac").read_bytes()
+        if len(tag) != len(_MAGIC) + _MAC_LEN or not tag.startswith(_MAGIC):
             return None
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return None
+        mac = self._mac(sha)
         with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                if bytes(view[: len(_MAGIC)]) != _MAGIC:
-                    return None
-                mac = self._mac(sha)
-                mac.update(view[header:])
-                if not hmac.compare_digest(bytes(view[len(_MAGIC) : header]), mac.digest()):
-                    return None
-                if sys.platform.startswith("linux"):
-                    # The verified open file itself, not the path again: a file swapped in after the
-                    # check is never loaded. The artifact starts after our header, so copy the blob
-                    # into an unlinked temp file only when there is no way around it.
-                    component = _deserialize_fd(self._host.engine, fd, view[header:])
-                else:  # pragma: no cover - non-Linux hosts
-                    component = wc.Component.deserialize(self._host.engine, view[header:].tobytes())
-            finally:
-                view.release()
+            mac.update(mapped)
+        if not hmac.compare_digest(tag[len(_MAGIC) :], mac.digest()):
+            return None
+        if sys.platform.startswith("linux"):
+            # Load the verified open file itself, not the path again: a file swapped in after the
+            # check is never loaded.
+            component = wc.Component.deserialize_file(self._host.engine, f"/proc/self/fd/{fd}")
+        else:  # pragma: no cover - other hosts pay a copy
+            component = wc.Component.deserialize(self._host.engine, os.pread(fd, size, 0))
         validate(self._host.engine, component)
         return CompiledComponent(sha, self._host.engine, component, "disk")
 
@@ -246,16 +247,9 @@ class ComponentCache:
             mac = self._mac(compiled.sha256)
             mac.update(blob)
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ccwasm")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(_MAGIC)
-                    fh.write(mac.digest())
-                    fh.write(blob)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            # The tag first: a blob without a matching tag is refused, never trusted.
+            _write_atomic(Path(f"{path}.mac"), _MAGIC + mac.digest())
+            _write_atomic(path, blob)
         except (OSError, WasmtimeError) as exc:
             log.warning("component cache: cannot write %s: %s", path, exc)
             return
@@ -263,19 +257,15 @@ class ComponentCache:
             self.stats.disk_writes += 1
 
 
-def _deserialize_fd(engine: Engine, fd: int, blob: memoryview) -> wc.Component:
-    """Deserialize the blob that follows our header in the open file ``fd``.
-
-    wasmtime maps a whole file, so the artifact must start at offset 0: write it into an anonymous
-    memfd (a page-cache copy, no Python bytes object) and let wasmtime map that.
-    """
-    memfd = os.memfd_create("wasmhost-component", os.MFD_CLOEXEC)
+def _write_atomic(path: Path, data: bytes | bytearray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
-        with os.fdopen(os.dup(memfd), "wb", buffering=0) as out:
-            out.write(blob)
-        return wc.Component.deserialize_file(engine, f"/proc/self/fd/{memfd}")
-    finally:
-        os.close(memfd)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 # -- host functions ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import concurrent.futures
 from pathlib import Path
 
 from .cache import CacheStats, ModuleCache
+from .component import CompiledComponent, ComponentCache, is_component, run_component
 from .context import Sender, SendLimiter
 from .engine import EngineHost, engine_host
 from .hostfuncs import CoreContext
@@ -44,6 +45,7 @@ class Runtime:
         self.send_limiter = send_limiter
         self._host: EngineHost = engine_host()
         self._cache = ModuleCache(self._host, cache_dir, cache_key)
+        self._components = ComponentCache(self._host, cache_dir, cache_key)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasmhost-wasm")
         self._host.acquire()
         self._closed = False
@@ -53,14 +55,24 @@ class Runtime:
         """Counters of the module cache (memory hits, disk hits, compiles, rejected artifacts)."""
         return self._cache.stats
 
-    def compile(self, source: bytes | str) -> CompiledModule:
-        """Compile (or fetch from the cache) and validate; raise `InvalidModule` with a reason."""
+    @property
+    def component_cache_stats(self) -> CacheStats:
+        """Counters of the component cache (components are cached apart from core modules)."""
+        return self._components.stats
+
+    def compile(self, source: bytes | str) -> CompiledModule | CompiledComponent:
+        """Compile (or fetch from the cache) and validate; raise `InvalidModule` with a reason.
+
+        The binary itself says what it is: a component (WIT world ``wasmhost:guest``) or a core module.
+        """
+        if not isinstance(source, str) and is_component(source):
+            return self._components.get(bytes(source))
         return self._cache.get(source)
 
     async def invoke(
         self,
         namespace: str,
-        module: CompiledModule | bytes | str,
+        module: CompiledModule | CompiledComponent | bytes | str,
         input: bytes = b"",
         limits: Limits | None = None,
     ) -> InvocationResult:
@@ -85,14 +97,16 @@ class Runtime:
         return ctx.result(code, error, fuel)
 
     def _run(
-        self, module: CompiledModule | bytes | str, ctx: CoreContext
+        self, module: CompiledModule | CompiledComponent | bytes | str, ctx: CoreContext
     ) -> tuple[int | None, InvocationError | None, int]:
-        if not isinstance(module, CompiledModule):
+        if not isinstance(module, (CompiledModule, CompiledComponent)):
             try:
-                module = self._cache.get(module)
+                module = self.compile(module)
             except InvalidModule as exc:
                 ctx.start_clock()
                 return None, InvocationError("invalid_module", str(exc)), 0
+        if isinstance(module, CompiledComponent):
+            return run_component(module, ctx)
         return run_core(module, ctx)
 
     async def aclose(self) -> None:
