@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..push.credentials import ProviderSpec
 from ..store.base import Store
+from .ntfy import NtfySpec
 from .outbox import OutboxSpec
 
 __all__ = ["default_specs"]
@@ -15,4 +16,5 @@ def default_specs(store: Store, *, allow_private_endpoints: bool = False) -> lis
     `allow_private_endpoints` lets tenant URLs reach private and loopback addresses (private
     deployments and tests; ``WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1``)."""
     specs: list[ProviderSpec] = [OutboxSpec(store)]
+    specs.append(NtfySpec(allow_private=allow_private_endpoints))
     return specs

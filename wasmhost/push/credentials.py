@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from .provider import Provider, ResolvedConfig
 
-__all__ = ["CredentialsError", "ProviderSpec", "document_digest"]
+__all__ = ["CredentialsError", "ProviderSpec", "document_digest", "validate_credentials", "validate_device_token"]
 
 
 class CredentialsError(ValueError):
@@ -48,3 +48,27 @@ class ProviderSpec(Protocol):
 def document_digest(document: Mapping[str, Any]) -> str:
     """Stable identity of a credentials document, to tell whether a built provider is still current."""
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+async def validate_credentials(spec: ProviderSpec, document: Mapping[str, Any]) -> dict[str, Any]:
+    """Save-time validation: `spec.validate`, then the spec's network checks if it has any.
+
+    `validate` is synchronous and cannot resolve names; specs whose documents carry tenant URLs also
+    define ``async check_urls(document)`` (DNS through the SSRF guard, fail closed). Callers that save a
+    document (HTTP PUT, CLI) use this function rather than `validate` alone.
+    """
+    normalised = spec.validate(document)
+    check = getattr(spec, "check_urls", None)
+    if check is not None:
+        await check(normalised)
+    return normalised
+
+
+async def validate_device_token(spec: ProviderSpec, token: str, document: Mapping[str, Any] | None) -> str:
+    """Registration-time validation: `spec.validate_token`, then ``async check_token_urls(token)`` if defined
+    (a Web Push subscription or UnifiedPush endpoint is an end-user URL and passes the SSRF guard)."""
+    normalised = spec.validate_token(token, document)
+    check = getattr(spec, "check_token_urls", None)
+    if check is not None:
+        await check(normalised)
+    return normalised

@@ -1,0 +1,196 @@
+"""Shared plumbing for the HTTP push providers (ntfy, Expo, Web Push): tenant URL fields, CA bundles,
+clients that pass the SSRF guard, `Retry-After`, transport-error classification and the
+credentials-broken cooldown.
+
+Kept out of the provider modules so each of those reads as its wire protocol only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ..push.credentials import CredentialsError
+from ..push.provider import FailureKind, Outcome
+from ..push.redact import REQUEST_URL
+from ..push.urlguard import UnsafeURL, blocked_by_guard, check_url_syntax, guarded_transport
+
+__all__ = [
+    "CREDENTIALS_COOLDOWN",
+    "MAX_CA_BUNDLE_BYTES",
+    "MAX_RETRY_AFTER",
+    "MAX_SECRET_BYTES",
+    "Cooldown",
+    "check_fields",
+    "make_client",
+    "optional_str",
+    "parse_retry_after",
+    "transport_failure",
+    "validate_ca_bundle",
+    "validate_secret",
+    "validate_url",
+]
+
+#: After the service refuses a tenant's credentials, sends fail fast (no request) for this long.
+CREDENTIALS_COOLDOWN = 60.0
+#: Largest `Retry-After` honoured; longer waits are capped (the caller's deadline bounds them anyway).
+MAX_RETRY_AFTER = 3600.0
+MAX_CA_BUNDLE_BYTES = 64 * 1024
+MAX_SECRET_BYTES = 4096
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_fields(provider: str, document: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(document, Mapping):
+        raise CredentialsError(f"{provider} credentials must be a JSON object")
+    unknown = sorted(set(document) - allowed)
+    if unknown:
+        raise CredentialsError(
+            f"{provider} credentials: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def optional_str(document: Mapping[str, Any], field: str) -> str:
+    value = document.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CredentialsError(f"{field} must be a string")
+    return value.strip()
+
+
+def validate_secret(document: Mapping[str, Any], field: str) -> str:
+    """A printable-ASCII secret (token, password). The error never echoes the value."""
+    value = optional_str(document, field)
+    if value and (len(value) > MAX_SECRET_BYTES or not _PRINTABLE.match(value)):
+        raise CredentialsError(f"{field} must be printable ASCII without spaces, at most {MAX_SECRET_BYTES} bytes")
+    return value
+
+
+def validate_url(document: Mapping[str, Any], field: str, *, allow_private: bool) -> str:
+    """A tenant URL: literal check now (no DNS); the spec's `check_urls` resolves it when saved."""
+    value = optional_str(document, field)
+    if not value:
+        return ""
+    try:
+        check_url_syntax(value, allow_private=allow_private)
+    except UnsafeURL as exc:
+        raise CredentialsError(f"{field} rejected: {exc}") from None
+    return value.rstrip("/")
+
+
+def validate_ca_bundle(document: Mapping[str, Any], field: str = "ca_bundle") -> str:
+    value = optional_str(document, field)
+    if not value:
+        return ""
+    if len(value.encode()) > MAX_CA_BUNDLE_BYTES:
+        raise CredentialsError(f"{field} is longer than {MAX_CA_BUNDLE_BYTES} bytes")
+    if "-----BEGIN CERTIFICATE-----" not in value:
+        raise CredentialsError(f"{field} must be PEM certificates (-----BEGIN CERTIFICATE-----)")
+    try:
+        ssl.create_default_context(cadata=value)
+    except (ssl.SSLError, ValueError):
+        raise CredentialsError(f"{field} does not parse as PEM certificates") from None
+    return value
+
+
+def make_client(
+    *,
+    guarded: bool,
+    allow_private: bool,
+    ca_bundle: str = "",
+    http2: bool = False,
+    timeout: float = 10.0,
+    max_connections: int = 100,
+) -> httpx.AsyncClient:
+    """One long-lived client per provider instance. Tenant URLs get the guarded transport; redirects are
+    never followed (a redirect could lead anywhere, past the guard's save-time check)."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_bundle) if ca_bundle else True
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport: httpx.AsyncBaseTransport
+    if guarded:
+        transport = guarded_transport(allow_private, verify=verify, http2=http2, limits=limits)
+    else:
+        transport = httpx.AsyncHTTPTransport(verify=verify, http2=http2, limits=limits, trust_env=False)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or HTTP-date), capped; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return min(max(delta, 0.0), MAX_RETRY_AFTER)
+
+
+def transport_failure(exc: httpx.HTTPError) -> Outcome:
+    """Classify a request that got no response. The text names the error class only: httpx messages can
+    quote the request URL, which carries tokens."""
+    if blocked_by_guard(exc):
+        cause = exc.__cause__ or exc
+        return Outcome.failed(FailureKind.PERMANENT, "BlockedURL", str(cause).split(": ", 1)[-1])
+    if isinstance(exc, httpx.TimeoutException):
+        return Outcome.failed(FailureKind.TRANSIENT, "Timeout",
+                              f"the push service did not answer ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError):
+        return Outcome.failed(FailureKind.TRANSIENT, "ConnectionError", f"connection failed ({type(exc).__name__})")
+    return Outcome.failed(FailureKind.PERMANENT, "RequestError", f"request failed ({type(exc).__name__})")
+
+
+class _RedactRequestURLs(logging.Filter):
+    """httpx logs every request's full URL at INFO; push URLs carry device tokens (Web Push endpoints,
+    UnifiedPush topics), so the URL argument is replaced before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                REQUEST_URL if isinstance(a, httpx.URL) or (isinstance(a, str) and "://" in a) else a
+                for a in record.args
+            )
+        return True
+
+
+_HTTPX_LOG = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactRequestURLs) for f in _HTTPX_LOG.filters):
+    _HTTPX_LOG.addFilter(_RedactRequestURLs())
+
+
+class Cooldown:
+    """Fail fast after the service refused the credentials, instead of hammering it with every send."""
+
+    def __init__(self, seconds: float = CREDENTIALS_COOLDOWN) -> None:
+        self.seconds = seconds
+        self._until: dict[str, tuple[float, Outcome]] = {}
+
+    def trip(self, outcome: Outcome, key: str = "") -> None:
+        self._until[key] = (time.monotonic() + self.seconds, outcome)
+
+    def active(self, key: str = "") -> Outcome | None:
+        entry = self._until.get(key)
+        if entry is None:
+            return None
+        until, outcome = entry
+        if time.monotonic() >= until:
+            del self._until[key]
+            return None
+        return Outcome.failed(
+            FailureKind.CREDENTIALS, outcome.reason,
+            f"{outcome.message} (not retried for {self.seconds:g} s; fix the credentials)".strip(),
+            outcome.status,
+        )
