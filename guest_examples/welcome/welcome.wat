@@ -118,31 +118,40 @@
         (br $l)))
     (i32.const 0))
 
-  ;; Position of the value of top-level member $key, -1 if absent, -2 if the input is malformed.
-  (func $find (param $key i32) (param $klen i32) (result i32) (local $p i32) (local $k i32) (local $match i32)
+  ;; Position of the value of top-level member $key, -1 if absent, -2 if the input is not exactly
+  ;; one well-formed object (checked to the end, even past the key).
+  (func $find (param $key i32) (param $klen i32) (result i32) (local $p i32) (local $k i32) (local $found i32)
+    (local.set $found (i32.const -1))
     (local.set $p (call $ws (global.get $IN)))
     (if (i32.ge_u (local.get $p) (global.get $in_end)) (then (return (i32.const -2))))
     (if (i32.ne (i32.load8_u (local.get $p)) (i32.const 123)) (then (return (i32.const -2))))
     (local.set $p (call $ws (i32.add (local.get $p) (i32.const 1))))
     (if (i32.and (i32.lt_u (local.get $p) (global.get $in_end)) (i32.eq (i32.load8_u (local.get $p)) (i32.const 125)))
-      (then (return (i32.const -1))))
+      (then (return (select (i32.const -1) (i32.const -2)
+                            (i32.eq (call $ws (i32.add (local.get $p) (i32.const 1))) (global.get $in_end))))))
     (loop $member
       (local.set $k (i32.add (local.get $p) (i32.const 1)))
       (local.set $p (call $skip_string (local.get $p)))
       (if (i32.lt_s (local.get $p) (i32.const 0)) (then (return (i32.const -2))))
       ;; raw key bytes are [$k, $p - 1)
-      (local.set $match (i32.and (i32.eq (i32.sub (i32.sub (local.get $p) (i32.const 1)) (local.get $k)) (local.get $klen))
-                                 (call $eq (local.get $k) (local.get $key) (local.get $klen))))
+      (if (i32.and (i32.lt_s (local.get $found) (i32.const 0))
+                   (i32.and (i32.eq (i32.sub (i32.sub (local.get $p) (i32.const 1)) (local.get $k)) (local.get $klen))
+                            (call $eq (local.get $k) (local.get $key) (local.get $klen))))
+        (then (local.set $found (i32.const 0))))  ;; 0: matched; becomes the value's position below
       (local.set $p (call $ws (local.get $p)))
       (if (i32.ge_u (local.get $p) (global.get $in_end)) (then (return (i32.const -2))))
       (if (i32.ne (i32.load8_u (local.get $p)) (i32.const 58)) (then (return (i32.const -2))))
       (local.set $p (call $ws (i32.add (local.get $p) (i32.const 1))))
-      (if (local.get $match) (then (return (local.get $p))))
+      (if (i32.eqz (local.get $found)) (then (local.set $found (local.get $p))))
       (local.set $p (call $skip_value (local.get $p)))
       (if (i32.lt_s (local.get $p) (i32.const 0)) (then (return (i32.const -2))))
       (local.set $p (call $ws (local.get $p)))
       (if (i32.ge_u (local.get $p) (global.get $in_end)) (then (return (i32.const -2))))
-      (if (i32.eq (i32.load8_u (local.get $p)) (i32.const 125)) (then (return (i32.const -1))))
+      (if (i32.eq (i32.load8_u (local.get $p)) (i32.const 125))
+        (then
+          (if (i32.ne (call $ws (i32.add (local.get $p) (i32.const 1))) (global.get $in_end))
+            (then (return (i32.const -2))))  ;; trailing garbage
+          (return (local.get $found))))
       (if (i32.ne (i32.load8_u (local.get $p)) (i32.const 44)) (then (return (i32.const -2))))
       (local.set $p (call $ws (i32.add (local.get $p) (i32.const 1))))
       (br $member))

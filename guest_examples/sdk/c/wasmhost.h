@@ -248,15 +248,18 @@ static inline int wasmhost__skip(wasmhost_json *j, int depth) {
     return j->p > start ? 0 : -1;
 }
 
-/* Find top-level member `key` of the object in json[0..len). On success j->p points at its value
- * and 1 is returned; 0 if absent; -1 if the document is not a well-formed object. */
-static inline int wasmhost__find(const char *json, int32_t len, const char *key, wasmhost_json *j) {
+/* Find top-level member `key` of the object in json[0..len). With `strict`, the whole document is
+ * checked, so malformed input is refused even after the key; without, the walk stops at the key
+ * (for reading a prefix of a host-written report). On success j->p points at the (first) value of
+ * `key` and 1 is returned; 0 if absent; -1 if the document is not one well-formed object. */
+static inline int wasmhost__find(const char *json, int32_t len, const char *key, wasmhost_json *j, int strict) {
     char name[64];
+    const char *found = 0;
     j->p = json; j->end = json + len;
     wasmhost__ws(j);
     if (j->p >= j->end || *j->p++ != '{') return -1;
     wasmhost__ws(j);
-    if (j->p < j->end && *j->p == '}') return 0;
+    if (j->p < j->end && *j->p == '}') { j->p++; goto end; }
     for (;;) {
         wasmhost__ws(j);
         const char *kstart = j->p;
@@ -268,32 +271,42 @@ static inline int wasmhost__find(const char *json, int32_t len, const char *key,
         wasmhost__ws(j);
         if (j->p >= j->end || *j->p++ != ':') return -1;
         wasmhost__ws(j);
-        if (kn >= 0) {
+        if (kn >= 0 && !found) {
             int32_t i = 0;
             while (key[i] && i < kn && key[i] == name[i]) i++;
-            if (!key[i] && i == kn) return 1;
+            if (!key[i] && i == kn) {
+                if (!strict) return 1;
+                found = j->p;
+            }
         }
         if (wasmhost__skip(j, 0) < 0) return -1;
         wasmhost__ws(j);
         if (j->p >= j->end) return -1;
         if (*j->p == ',') { j->p++; continue; }
-        if (*j->p == '}') return 0;
+        if (*j->p == '}') { j->p++; break; }
         return -1;
     }
+end:
+    wasmhost__ws(j);
+    if (j->p != j->end) return -1; /* trailing garbage */
+    if (!found) return 0;
+    j->p = found;
+    return 1;
 }
 
 /* Top-level string member `key` decoded into out (NUL-terminated). Returns its length, -1 if
  * missing, not a string, malformed or longer than cap-1. */
 static inline int32_t wasmhost_json_get_string(const char *json, int32_t len, const char *key, char *out, int32_t cap) {
     wasmhost_json j;
-    if (wasmhost__find(json, len, key, &j) != 1) return -1;
+    if (wasmhost__find(json, len, key, &j, 1) != 1) return -1;
     return wasmhost__string(&j, out, cap);
 }
 
-/* Top-level non-negative integer member `key`, or -1. */
+/* Top-level non-negative integer member `key`, or -1. Reads only as far as the key, so a prefix
+ * of a longer document (a report that did not fit the buffer) is enough. */
 static inline int64_t wasmhost_json_get_int(const char *json, int32_t len, const char *key) {
     wasmhost_json j;
-    if (wasmhost__find(json, len, key, &j) != 1) return -1;
+    if (wasmhost__find(json, len, key, &j, 0) != 1) return -1;
     int64_t v = 0;
     const char *start = j.p;
     while (j.p < j.end && *j.p >= '0' && *j.p <= '9' && v < ((int64_t)1 << 52)) v = v * 10 + (*j.p++ - '0');
