@@ -1,0 +1,109 @@
+"""The ASGI app: routers, error handlers, the OpenAPI document, and a lifespan that owns `Services`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..services import Services, Settings
+from .config import GatewayConfig
+from .errors import install_error_handlers
+from .identity import NAMESPACE_HEADER
+from .limits import InvocationSlots, SendRateLimiter
+from .metrics import Metrics
+from .routes import devices, functions, namespace, operator, ops, push
+from .state import Gateway
+
+__all__ = ["create_app"]
+
+DESCRIPTION = f"""
+Self-serve gateway for wasmhost tenants.
+
+* **Operator** (`Authorization: Bearer $WASMHOST_ADMIN_TOKEN`): creates namespaces and their API keys.
+* **Namespace admin** (`Authorization: Bearer whk_…`): the namespace comes from the key, never from the
+  URL or body. Configures push, user-token verification, functions; sends.
+* **App user** (`Authorization: Bearer <JWT>` + `{NAMESPACE_HEADER}`): a token issued by the tenant's own
+  backend, verified with the namespace's settings; `sub` is the user id. Manages the user's own devices.
+
+Every error is JSON `{{"error": "…"}}`. Another namespace's object is a 404.
+"""
+
+
+class _SafeHeaders:
+    """Responses may carry a fresh API key: never cache them, never let a browser sniff them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, minus its default 422 answers: bad input here is a 400 `{"error"}`."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict):
+                operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None, config: GatewayConfig | None = None) -> FastAPI:
+    """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too)."""
+    settings = settings or Settings.from_env()
+    config = config or GatewayConfig.from_env()
+    metrics = Metrics()
+    gateway = Gateway(
+        config=config,
+        metrics=metrics,
+        send_limiter=SendRateLimiter(config.sends_per_minute),
+        slots=InvocationSlots(config.max_concurrent_invocations, config.max_total_invocations),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway.services = await Services.open(
+            settings, observer=metrics.observer, send_limiter=gateway.send_limiter
+        )
+        try:
+            yield
+        finally:
+            services, gateway.services = gateway.services, None
+            await services.aclose()
+
+    app = FastAPI(
+        title="wasmhost gateway",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    for module in (operator, namespace, push, devices, functions, ops):
+        app.include_router(module.router)
+    app.add_middleware(_SafeHeaders)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

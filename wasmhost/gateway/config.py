@@ -1,0 +1,65 @@
+"""Operator settings of the HTTP gateway (limits and the operator token), read from ``WASMHOST_*``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["GatewayConfig"]
+
+MIB = 1 << 20
+
+
+def _int_env(name: str, default: int, *, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum} (got {value})")
+    return value
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every limit the gateway enforces, by name. Tests build one directly."""
+
+    #: Operator token (``WASMHOST_ADMIN_TOKEN``); empty disables the operator routes (503).
+    admin_token: str = ""
+    #: Largest module accepted by ``PUT /v1/functions/{name}`` (``WASMHOST_MAX_MODULE_BYTES``).
+    max_module_bytes: int = 8 * MIB
+    #: Largest invocation input (``WASMHOST_MAX_INPUT_BYTES``); the runtime's own cap is 16 MiB.
+    max_input_bytes: int = 1 * MIB
+    #: Invocations one namespace may have running or queued at once (``WASMHOST_MAX_CONCURRENT_INVOCATIONS``).
+    max_concurrent_invocations: int = 8
+    #: Invocations the whole gateway may have running or queued (``WASMHOST_MAX_INVOCATIONS``).
+    max_total_invocations: int = 64
+    #: Sends (HTTP and guest) one namespace may start per minute (``WASMHOST_SENDS_PER_MINUTE``).
+    sends_per_minute: int = 600
+    #: Seconds the server waits for in-flight requests on shutdown (``WASMHOST_SHUTDOWN_GRACE``).
+    shutdown_grace_seconds: int = 70
+
+    def __post_init__(self) -> None:
+        from ..runtime import MAX_INPUT_BYTES
+
+        if self.max_input_bytes > MAX_INPUT_BYTES:
+            raise ValueError(f"max_input_bytes must be at most {MAX_INPUT_BYTES} (the runtime's cap)")
+        for name in ("max_module_bytes", "max_input_bytes", "max_concurrent_invocations", "max_total_invocations",
+                     "sends_per_minute"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @classmethod
+    def from_env(cls) -> GatewayConfig:
+        return cls(
+            admin_token=os.environ.get("WASMHOST_ADMIN_TOKEN", "").strip(),
+            max_module_bytes=_int_env("WASMHOST_MAX_MODULE_BYTES", cls.max_module_bytes),
+            max_input_bytes=_int_env("WASMHOST_MAX_INPUT_BYTES", cls.max_input_bytes),
+            max_concurrent_invocations=_int_env("WASMHOST_MAX_CONCURRENT_INVOCATIONS", cls.max_concurrent_invocations),
+            max_total_invocations=_int_env("WASMHOST_MAX_INVOCATIONS", cls.max_total_invocations),
+            sends_per_minute=_int_env("WASMHOST_SENDS_PER_MINUTE", cls.sends_per_minute),
+            shutdown_grace_seconds=_int_env("WASMHOST_SHUTDOWN_GRACE", cls.shutdown_grace_seconds),
+        )

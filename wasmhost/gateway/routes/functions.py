@@ -1,0 +1,154 @@
+"""Function routes: deploy (validated at upload), list, inspect, delete and invoke tenant modules.
+
+A guest that traps, runs out of fuel or time is a 200 with ``ok: false``: the request was served, the
+guest failed. Only a gateway fault is a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from ...runtime import InvalidModule, Limits
+from ...store.base import FunctionRecord
+from ..bodies import read_capped
+from ..errors import ApiError, responses
+from ..identity import AdminDep
+from ..models import FUNCTION_PATTERN, FunctionList, FunctionView, InvocationView, Status
+from ..state import Compiled, Gateway, get_gateway
+
+router = APIRouter(prefix="/v1/functions", tags=["functions"])
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+NamePath = Annotated[str, Path(pattern=FUNCTION_PATTERN, description="letters, digits, '_', '.', '-'")]
+
+_MODULE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The module: binary wasm (application/wasm) or WAT text",
+        "content": {
+            "application/wasm": {"schema": {"type": "string", "format": "binary"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+_INPUT_BODY = {
+    "requestBody": {
+        "required": False,
+        "description": "The invocation input, handed to the guest as bytes",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def _limit_query(name: str) -> Any:
+    return Query(ge=1, le=Limits.MAXIMA[name], description=f"at most {Limits.MAXIMA[name]}")
+
+
+def _view(record: FunctionRecord) -> FunctionView:
+    try:
+        limits = Limits.from_dict(record.limits).to_dict()
+    except ValueError:  # stored under older maxima: show what an invoke will use
+        limits = Limits().to_dict()
+    return FunctionView.model_validate(
+        {"name": record.name, "sha256": record.sha256, "size": record.size, "limits": limits,
+         "created_at": record.created_at, "updated_at": record.updated_at}
+    )
+
+
+async def _compile(gw: Gateway, source: bytes) -> Compiled:
+    # Compiling is CPU work (milliseconds to seconds): keep it off the event loop.
+    module = await asyncio.to_thread(gw.svc.runtime.compile, source)
+    gw.cache_module(module)
+    return module
+
+
+@router.put(
+    "/{name}", response_model=FunctionView, responses=responses(400, 401, 413, 503), openapi_extra=_MODULE_BODY,
+    summary="Deploy a module (validated now); limits are query parameters within the platform maxima",
+)
+async def deploy(
+    name: NamePath,
+    request: Request,
+    gw: GatewayDep,
+    admin: AdminDep,
+    fuel: Annotated[int | None, _limit_query("fuel")] = None,
+    timeout_ms: Annotated[int | None, _limit_query("timeout_ms")] = None,
+    memory_mb: Annotated[int | None, _limit_query("memory_mb")] = None,
+    max_output_bytes: Annotated[int | None, _limit_query("max_output_bytes")] = None,
+    max_log_lines: Annotated[int | None, _limit_query("max_log_lines")] = None,
+    max_log_line_bytes: Annotated[int | None, _limit_query("max_log_line_bytes")] = None,
+    max_sends: Annotated[int | None, _limit_query("max_sends")] = None,
+) -> FunctionView:
+    given = {
+        "fuel": fuel, "timeout_ms": timeout_ms, "memory_mb": memory_mb, "max_output_bytes": max_output_bytes,
+        "max_log_lines": max_log_lines, "max_log_line_bytes": max_log_line_bytes, "max_sends": max_sends,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    try:
+        Limits.from_dict(overrides)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    source = await read_capped(request, gw.config.max_module_bytes)
+    if not source.strip():
+        raise ApiError(400, "the body must be the module (binary wasm or WAT text)")
+    try:
+        await _compile(gw, source)
+    except InvalidModule as exc:
+        raise ApiError(400, f"invalid module: {exc}") from None
+    record = await gw.svc.store.put_function(admin.namespace, name, source, overrides)
+    return _view(record)
+
+
+@router.get("", response_model=FunctionList, responses=responses(401, 503), summary="This namespace's functions")
+async def list_functions(gw: GatewayDep, admin: AdminDep) -> FunctionList:
+    return FunctionList(functions=[_view(r) for r in await gw.svc.store.list_functions(admin.namespace)])
+
+
+@router.get("/{name}", response_model=FunctionView, responses=responses(400, 401, 404, 503),
+            summary="One function's metadata")
+async def get_function(name: NamePath, gw: GatewayDep, admin: AdminDep) -> FunctionView:
+    return _view(await gw.svc.store.get_function(admin.namespace, name, with_module=False))
+
+
+@router.delete("/{name}", response_model=Status, responses=responses(400, 401, 404, 503), summary="Delete a function")
+async def delete_function(name: NamePath, gw: GatewayDep, admin: AdminDep) -> Status:
+    await gw.svc.store.delete_function(admin.namespace, name)
+    return Status(status="deleted")
+
+
+async def _load(gw: Gateway, namespace: str, name: str) -> tuple[Compiled, Limits]:
+    store = gw.svc.store
+    record = await store.get_function(namespace, name, with_module=False)
+    try:
+        limits = Limits.from_dict(record.limits)
+    except ValueError as exc:
+        raise ApiError(400, f"the function's stored limits are no longer valid; deploy it again ({exc})") from None
+    module = gw.cached_module(record.sha256)
+    if module is None:
+        full = await store.get_function(namespace, name)
+        try:
+            module = await _compile(gw, full.module)
+        except InvalidModule as exc:
+            raise ApiError(400, f"the stored module no longer validates; deploy it again ({exc})") from None
+    return module, limits
+
+
+@router.post(
+    "/{name}/invoke", response_model=InvocationView, responses=responses(400, 401, 404, 413, 429, 503),
+    openapi_extra=_INPUT_BODY,
+    summary="Run the function once with the body as input; a trapped or timed-out guest is 200 with ok: false",
+)
+async def invoke(name: NamePath, request: Request, gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
+    payload = await read_capped(request, gw.config.max_input_bytes)
+    module, limits = await _load(gw, admin.namespace, name)
+    with gw.invocation_slot(admin.namespace):
+        result = await gw.svc.runtime.invoke(admin.namespace, module, payload, limits)
+    gw.metrics.record_invocation(result)
+    return result.to_dict()

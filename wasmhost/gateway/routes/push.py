@@ -1,0 +1,112 @@
+"""Namespace admin push routes: the flat config, sending to a user, and reading the outbox."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+
+from ...push.message import MAX_MESSAGE_BYTES, MessageError, parse_message
+from ...push.urlguard import UnsafeURL, check_url
+from ...store.base import PushConfig
+from ..bodies import KIB, LimitedRoute, capped
+from ..errors import ApiError, responses
+from ..identity import AdminDep
+from ..models import OutboxEntry, OutboxList, PushConfigIn, PushConfigView, SendIn, SendReportView, Status
+from ..state import Gateway, get_gateway
+
+router = APIRouter(prefix="/v1/push", tags=["push"], route_class=LimitedRoute)
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+MAX_CONFIG_BYTES = 16 * KIB
+MAX_SEND_BYTES = 64 * KIB
+#: Most outbox records one listing returns.
+MAX_OUTBOX_LIMIT = 1000
+
+
+def _config_view(namespace: str, config: PushConfig | None) -> dict[str, Any]:
+    return (config or PushConfig(namespace)).redacted()
+
+
+@router.get("/config", response_model=PushConfigView, responses=responses(401, 503),
+            summary="The flat push config, redacted")
+async def get_config(gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
+    return _config_view(admin.namespace, await gw.svc.store.get_push_config(admin.namespace))
+
+
+@router.put(
+    "/config", response_model=PushConfigView, responses=responses(400, 401, 413, 503),
+    openapi_extra=capped(MAX_CONFIG_BYTES),
+    summary='Change the flat push config: omitted or null keeps a field, "" clears it',
+)
+async def put_config(body: PushConfigIn, gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
+    svc = gw.svc
+    if body.ntfy_base_url:
+        try:
+            await check_url(body.ntfy_base_url, allow_private=svc.settings.allow_private_endpoints)
+        except UnsafeURL as exc:
+            raise ApiError(400, f"ntfy_base_url rejected: {exc}") from None
+    current = await svc.store.get_push_config(admin.namespace) or PushConfig(admin.namespace)
+    changes = body.model_dump(exclude_none=True)
+    updated = PushConfig(
+        namespace=admin.namespace,
+        ntfy_base_url=changes.get("ntfy_base_url", current.ntfy_base_url),
+        ntfy_auth_token=changes.get("ntfy_auth_token", current.ntfy_auth_token),
+        expo_access_token=changes.get("expo_access_token", current.expo_access_token),
+    )
+    saved = await svc.store.put_push_config(updated)
+    svc.manager.invalidate(admin.namespace)
+    return _config_view(admin.namespace, saved)
+
+
+@router.delete("/config", response_model=Status, responses=responses(401, 503), summary="Clear the flat push config")
+async def delete_config(gw: GatewayDep, admin: AdminDep) -> Status:
+    svc = gw.svc
+    await svc.store.delete_push_config(admin.namespace)
+    svc.manager.invalidate(admin.namespace)
+    return Status(status="cleared")
+
+
+@router.post(
+    "/send",
+    response_model=SendReportView,
+    responses={
+        207: {"model": SendReportView, "description": "Some attempted devices failed; the report says which and why"},
+        **responses(400, 401, 413, 429, 503),
+    },
+    openapi_extra=capped(MAX_SEND_BYTES),
+    summary="Send to every device of a user; the answer is the per-device report",
+)
+async def send(body: SendIn, gw: GatewayDep, admin: AdminDep) -> JSONResponse:
+    fields = body.model_dump(exclude_none=True)
+    user_id = fields.pop("user_id")
+    if len(json.dumps(fields, ensure_ascii=False).encode()) > MAX_MESSAGE_BYTES:
+        raise ApiError(413, f"the message is over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        message = parse_message(fields)
+    except MessageError as exc:
+        raise ApiError(400, str(exc)) from None
+    try:
+        gw.send_limiter.acquire_or_429(admin.namespace)
+    except ApiError:
+        gw.metrics.rate_limited.labels(cap="sends_per_minute").inc()
+        raise
+    try:
+        report = await gw.svc.manager.send_to_user(admin.namespace, user_id, message)
+    except Exception:
+        gw.metrics.sends.labels(outcome="error").inc()
+        raise
+    gw.metrics.sends.labels(outcome="ok" if report.ok else "partial").inc()
+    return JSONResponse(report.to_dict(), status_code=200 if report.ok else 207)
+
+
+@router.get("/outbox", response_model=OutboxList, responses=responses(400, 401, 503),
+            summary="What the outbox provider delivered in this namespace (oldest first)")
+async def outbox(
+    gw: GatewayDep, admin: AdminDep, limit: Annotated[int, Query(ge=1, le=MAX_OUTBOX_LIMIT)] = 100
+) -> OutboxList:
+    records = await gw.svc.store.list_deliveries(admin.namespace, limit)
+    return OutboxList(deliveries=[OutboxEntry(**r.to_dict()) for r in records])

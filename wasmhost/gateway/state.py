@@ -1,0 +1,73 @@
+"""What the routes share: the opened services plus the gateway's config, caps, metrics and module cache."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from ..runtime import CompiledComponent, CompiledModule
+from ..services import Services
+from .config import GatewayConfig
+from .errors import ApiError
+from .limits import InvocationSlots, SendRateLimiter
+from .metrics import Metrics
+
+__all__ = ["Compiled", "Gateway", "get_gateway"]
+
+Compiled = CompiledModule | CompiledComponent
+
+#: Compiled modules kept by the gateway, keyed by the stored sha256 (saves reading the blob per invoke).
+MODULE_CACHE_SIZE = 64
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    metrics: Metrics
+    send_limiter: SendRateLimiter
+    slots: InvocationSlots
+    services: Services | None = None
+    modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
+
+    @property
+    def svc(self) -> Services:
+        if self.services is None:
+            raise ApiError(503, "the gateway is starting or stopping")
+        return self.services
+
+    @contextmanager
+    def invocation_slot(self, namespace: str) -> Iterator[None]:
+        """Hold an invocation slot (429 when the namespace or the gateway is at its cap), counted in metrics."""
+        try:
+            self.slots.acquire(namespace)
+        except ApiError:
+            self.metrics.rate_limited.labels(cap="concurrent_invocations").inc()
+            raise
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.metrics.in_flight.dec()
+            self.slots.release(namespace)
+
+    def cached_module(self, sha256: str) -> Compiled | None:
+        module = self.modules.get(sha256)
+        if module is not None:
+            self.modules.move_to_end(sha256)
+        return module
+
+    def cache_module(self, module: Compiled) -> None:
+        self.modules[module.sha256] = module
+        self.modules.move_to_end(module.sha256)
+        while len(self.modules) > MODULE_CACHE_SIZE:
+            self.modules.popitem(last=False)
+
+
+def get_gateway(request: Request) -> Gateway:
+    gw = request.app.state.gateway
+    assert isinstance(gw, Gateway)
+    return gw
