@@ -118,7 +118,7 @@ def create_tenant(server: GatewayServer, name: str, *, outbox: bool = True, jwt_
         r = op.post("/v1/namespaces", json={"name": name})
         assert r.status_code == 201, r.text
         body = r.json()
-    tenant = Tenant(server, name, body["api_key"], body["key_id"], jwt_secret or f"{name}-secret-" + "x" * 32)
+    tenant = Tenant(server, name, body["api_key"], body["key_id"], jwt_secret or f"{name}-secret-" + "x" * 64)
     if outbox:
         r = tenant.admin.put("/v1/namespace/push-credentials/outbox", json={})
         assert r.status_code == 200, r.text

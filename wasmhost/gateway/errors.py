@@ -63,7 +63,7 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 def _describe_validation(exc: RequestValidationError) -> str:
     problems = []
     for err in exc.errors()[:MAX_LISTED_PROBLEMS]:
-        loc = ".".join(str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path"))
+        loc = ".".join(str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path", "header"))
         msg = str(err.get("msg", "invalid"))
         ctx = err.get("ctx") or {}
         if err.get("type") == "json_invalid" and "error" in ctx:
