@@ -313,4 +313,56 @@ static inline int64_t wasmhost_json_get_int(const char *json, int32_t len, const
     return j.p > start ? v : -1;
 }
 
+/* Iterate the top-level array member `key` of the object in json[0..len):
+ *   wasmhost_json it;
+ *   if (wasmhost_json_array(json, len, "followers", &it) == 1)
+ *       while ((n = wasmhost_json_next_string(&it, buf, sizeof buf)) >= 0) { ... }
+ * wasmhost_json_array returns 1 (it is ready), 0 if absent, -1 if malformed or not an array.
+ * wasmhost_json_next_string returns the next element's decoded length (into out, NUL-terminated),
+ * -2 after the last element, or -1 if the element is not a string, is malformed or is too long. */
+static inline int wasmhost_json_array(const char *json, int32_t len, const char *key, wasmhost_json *it) {
+    int found = wasmhost__find(json, len, key, it, 1);
+    if (found != 1) return found;
+    if (it->p >= it->end || *it->p != '[') return -1;
+    it->p++;
+    wasmhost__ws(it);
+    if (it->p < it->end && *it->p == ']') it->p = it->end; /* empty: nothing to yield */
+    return 1;
+}
+
+static inline int32_t wasmhost_json_next_string(wasmhost_json *it, char *out, int32_t cap) {
+    wasmhost__ws(it);
+    if (it->p >= it->end) return -2;
+    int32_t n = wasmhost__string(it, out, cap);
+    if (n < 0) return -1;
+    wasmhost__ws(it);
+    if (it->p < it->end && *it->p == ',') it->p++;
+    else it->p = it->end; /* ']' (the document was validated by wasmhost__find): done */
+    return n;
+}
+
+/* The summary of a send report. The host writes "ok", "devices_attempted" and "devices_succeeded"
+ * first, in that order and without spaces, so a report cut off by a small push_wait buffer still
+ * has them. Returns 0, or -1 if `report` does not start that way. */
+static inline int wasmhost_report_summary(const char *report, int32_t len, int *ok, int64_t *attempted,
+                                          int64_t *succeeded) {
+    static const char k_ok[] = "{\"ok\":", k_att[] = ",\"devices_attempted\":", k_suc[] = ",\"devices_succeeded\":";
+    const char *p = report, *end = report + len;
+    int64_t *slots[2] = {attempted, succeeded};
+    const char *keys[2] = {k_att, k_suc};
+    for (int i = 0; k_ok[i]; i++, p++) if (p >= end || *p != k_ok[i]) return -1;
+    if (end - p >= 4 && p[0] == 't' && p[1] == 'r' && p[2] == 'u' && p[3] == 'e') { *ok = 1; p += 4; }
+    else if (end - p >= 5 && p[0] == 'f' && p[1] == 'a' && p[2] == 'l' && p[3] == 's' && p[4] == 'e') { *ok = 0; p += 5; }
+    else return -1;
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; keys[k][i]; i++, p++) if (p >= end || *p != keys[k][i]) return -1;
+        const char *start = p;
+        int64_t v = 0;
+        while (p < end && *p >= '0' && *p <= '9' && v < ((int64_t)1 << 52)) v = v * 10 + (*p++ - '0');
+        if (p == start) return -1;
+        *slots[k] = v;
+    }
+    return 0;
+}
+
 #endif /* WASMHOST_H */

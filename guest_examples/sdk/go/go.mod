@@ -1,0 +1,3 @@
+module wasmhost.local/sdk
+
+go 1.24
