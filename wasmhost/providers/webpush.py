@@ -1,0 +1,305 @@
+"""Web Push (RFC 8030 delivery, RFC 8291 encryption, RFC 8292 VAPID).
+
+The device token is the browser's subscription JSON. Its endpoint is end-user supplied, so it passes
+the SSRF guard at registration and again at connect time. The VAPID JWT is cached per push-service
+origin until shortly before it expires (pywebpush re-signs on every call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..push.credentials import CredentialsError
+from ..push.message import PushMessage
+from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
+from ..push.urlguard import UnsafeURL, check_url, check_url_syntax
+from ._ece import MAX_PLAINTEXT, b64url_decode, b64url_encode, encrypt
+from ._tenant_http import (
+    Cooldown,
+    check_fields,
+    make_client,
+    optional_str,
+    parse_retry_after,
+    transport_failure,
+    validate_ca_bundle,
+)
+
+__all__ = [
+    "DEFAULT_TTL",
+    "VAPID_LIFETIME",
+    "Subscription",
+    "VapidSigner",
+    "WebPushProvider",
+    "WebPushSpec",
+    "topic_for",
+]
+
+#: TTL sent when the message has none: a day, instead of pywebpush's "drop if offline" (0).
+DEFAULT_TTL = 24 * 3600
+#: VAPID JWT lifetime (RFC 8292 caps it at 24 h) and how long before expiry a new one is minted.
+VAPID_LIFETIME = 12 * 3600
+VAPID_REFRESH_MARGIN = 3600
+WEBPUSH_TIMEOUT = 10.0
+WEBPUSH_CONCURRENCY = 64
+MAX_SUBSCRIPTION_BYTES = 4096
+MAX_TOPIC_CHARS = 32
+
+_FIELDS = {"vapid_private_key", "vapid_subject", "ca_bundle"}
+_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    endpoint: str
+    p256dh: bytes
+    auth: bytes
+
+    @classmethod
+    def parse(cls, token: str) -> Subscription:
+        """Raise `CredentialsError` naming the field; the text never quotes the endpoint or keys."""
+        if len(token.encode()) > MAX_SUBSCRIPTION_BYTES:
+            raise CredentialsError(f"the subscription is longer than {MAX_SUBSCRIPTION_BYTES} bytes")
+        try:
+            doc = json.loads(token)
+        except ValueError:
+            raise CredentialsError("a webpush token must be the browser's subscription JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict):
+            raise CredentialsError('the subscription must be {"endpoint", "keys": {"p256dh", "auth"}}')
+        endpoint, keys = doc.get("endpoint"), doc["keys"]
+        if not isinstance(endpoint, str) or not endpoint:
+            raise CredentialsError("subscription endpoint is required")
+        try:
+            p256dh = b64url_decode(str(keys.get("p256dh", "")))
+            auth = b64url_decode(str(keys.get("auth", "")))
+        except ValueError:
+            raise CredentialsError("subscription keys must be base64url") from None
+        if len(p256dh) != 65 or p256dh[0] != 4:
+            raise CredentialsError("subscription keys.p256dh must be an uncompressed P-256 point (65 bytes)")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
+        except ValueError:
+            raise CredentialsError("subscription keys.p256dh is not a point on P-256") from None
+        if len(auth) != 16:
+            raise CredentialsError("subscription keys.auth must be 16 bytes")
+        return cls(endpoint, p256dh, auth)
+
+    def to_token(self) -> str:
+        keys = {"p256dh": b64url_encode(self.p256dh), "auth": b64url_encode(self.auth)}
+        return json.dumps({"endpoint": self.endpoint, "keys": keys}, separators=(",", ":"))
+
+
+def topic_for(message_id: str) -> str:
+    """RFC 8030 `Topic`: at most 32 URL-safe base64 characters; other collapse ids are hashed to fit."""
+    if _TOPIC.match(message_id):
+        return message_id
+    return b64url_encode(hashlib.sha256(message_id.encode()).digest())[:MAX_TOPIC_CHARS]
+
+
+def build_payload(message: PushMessage) -> bytes:
+    """The plaintext the service worker receives: the message's fields as JSON."""
+    doc = message.to_dict()
+    doc.pop("target_provider", None)
+    doc.pop("exclude_provider", None)
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def load_vapid_key(value: str) -> ec.EllipticCurvePrivateKey:
+    """PEM (PKCS#8 or SEC1), or the raw 32-byte base64url form web-push tools print."""
+    value = value.strip()
+    try:
+        if "BEGIN" in value:
+            key = serialization.load_pem_private_key(value.encode(), password=None)
+        else:
+            key = ec.derive_private_key(int.from_bytes(b64url_decode(value), "big"), ec.SECP256R1())
+    except (ValueError, TypeError):
+        raise CredentialsError("vapid_private_key must be an EC P-256 private key (PEM or raw base64url)") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise CredentialsError("vapid_private_key must be an EC P-256 (prime256v1) key")
+    return key
+
+
+class VapidSigner:
+    """Signs RFC 8292 JWTs and caches one per audience (push-service origin) until near expiry."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str) -> None:
+        self.key = key
+        self.subject = subject
+        self.public_key = b64url_encode(key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+        self._cache: dict[str, tuple[str, float]] = {}
+        self.minted = 0
+
+    def authorization(self, audience: str, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        cached = self._cache.get(audience)
+        if cached is None or cached[1] - now < VAPID_REFRESH_MARGIN:
+            exp = int(now) + VAPID_LIFETIME
+            token = jwt.encode({"aud": audience, "exp": exp, "sub": self.subject}, self.key, algorithm="ES256",
+                               headers={"typ": "JWT"})
+            cached = (f"vapid t={token}, k={self.public_key}", float(exp))
+            self._cache[audience] = cached
+            self.minted += 1
+        return cached[0]
+
+
+def classify(status: int, retry_after: str | None) -> Outcome:
+    reason = f"HTTP {status}"
+    if status in (404, 410):
+        return Outcome.failed(FailureKind.DEAD_TARGET, "SubscriptionGone", "the subscription expired or was "
+                              "unsubscribed", status)
+    if status == 401:
+        return Outcome.failed(FailureKind.CREDENTIALS, "VapidRejected", "the push service refused the VAPID "
+                              "signature", status)
+    if status == 403:
+        return Outcome.failed(FailureKind.CREDENTIALS, "VapidKeyMismatch", "the subscription was made with "
+                              "another VAPID key (applicationServerKey)", status)
+    if status == 413:
+        return Outcome.failed(FailureKind.PERMANENT, "PayloadTooLarge", "the push service refused the size", status)
+    if status == 429 or status >= 500:
+        return Outcome.failed(FailureKind.TRANSIENT, reason, "", status, retry_after=parse_retry_after(retry_after))
+    return Outcome.failed(FailureKind.PERMANENT, reason, "", status)
+
+
+class WebPushProvider(BaseProvider):
+    name = "webpush"
+    concurrency = WEBPUSH_CONCURRENCY
+
+    def __init__(
+        self,
+        signer: VapidSigner,
+        *,
+        allow_private: bool = False,
+        ca_bundle: str = "",
+        timeout: float = WEBPUSH_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.signer = signer
+        self.allow_private = allow_private
+        # Endpoints are end-user URLs: always guarded, whatever the credentials' origin.
+        self.client = make_client(guarded=True, allow_private=allow_private, ca_bundle=ca_bundle, timeout=timeout,
+                                  max_connections=WEBPUSH_CONCURRENCY)
+        # 401 means our VAPID signature is refused by that push service: stop sending there for a while.
+        # 403 is per subscription (subscribed with another key) and must not block the others.
+        self.cooldown = Cooldown()
+
+    async def send_one(self, delivery: Delivery) -> Outcome:
+        try:
+            sub = Subscription.parse(delivery.token)
+            url = check_url_syntax(sub.endpoint, allow_private=self.allow_private)
+        except CredentialsError as exc:
+            return Outcome.failed(FailureKind.PERMANENT, "InvalidToken", str(exc))
+        except UnsafeURL as exc:
+            return Outcome.failed(FailureKind.PERMANENT, "BlockedURL", str(exc))
+        audience = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        blocked = self.cooldown.active(audience)
+        if blocked is not None:
+            return blocked
+        plaintext = build_payload(delivery.message)
+        if len(plaintext) > MAX_PLAINTEXT:
+            return Outcome.failed(FailureKind.PERMANENT, "MessageTooBig",
+                                  f"the Web Push payload is {len(plaintext)} bytes; the limit is {MAX_PLAINTEXT}")
+        message = delivery.message
+        headers = {
+            "Authorization": self.signer.authorization(audience),
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+            "TTL": str(message.ttl_seconds if message.ttl_seconds is not None else DEFAULT_TTL),
+            "Urgency": "high" if message.priority == "high" else "normal",
+        }
+        if message.message_id:
+            headers["Topic"] = topic_for(message.message_id)
+        body = encrypt(plaintext, sub.p256dh, sub.auth)
+        try:
+            response = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return transport_failure(exc)
+        if response.status_code <= 202:
+            return Outcome.ok(response.status_code)
+        outcome = classify(response.status_code, response.headers.get("retry-after"))
+        if response.status_code == 401:
+            self.cooldown.trip(outcome, audience)
+        return outcome
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class WebPushSpec:
+    """Credentials: ``vapid_private_key`` (PEM EC P-256 or raw base64url), ``vapid_subject``
+    (``mailto:`` or ``https:``), optional ``ca_bundle`` for push services behind a private CA."""
+
+    name = "webpush"
+
+    def __init__(self, *, allow_private: bool = False, timeout: float = WEBPUSH_TIMEOUT) -> None:
+        self.allow_private = allow_private
+        self.timeout = timeout
+
+    def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        check_fields("webpush", document, _FIELDS)
+        raw_key = optional_str(document, "vapid_private_key")
+        if not raw_key:
+            raise CredentialsError("vapid_private_key is required")
+        key = load_vapid_key(raw_key)
+        subject = optional_str(document, "vapid_subject")
+        if not (subject.startswith("mailto:") and "@" in subject) and not subject.startswith("https://"):
+            raise CredentialsError("vapid_subject must be a mailto: address or an https: URL")
+        if len(subject) > 512:
+            raise CredentialsError("vapid_subject must be at most 512 characters")
+        out: dict[str, Any] = {
+            "vapid_private_key": key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
+            "vapid_subject": subject,
+        }
+        ca_bundle = validate_ca_bundle(document)
+        if ca_bundle:
+            out["ca_bundle"] = ca_bundle
+        return out
+
+    def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """The public key is shown: it is what the browser needs as ``applicationServerKey``."""
+        out: dict[str, Any] = {"vapid_subject": document.get("vapid_subject", ""),
+                               "has_vapid_private_key": bool(document.get("vapid_private_key")),
+                               "has_ca_bundle": bool(document.get("ca_bundle"))}
+        try:
+            key = load_vapid_key(str(document.get("vapid_private_key", "")))
+            out["vapid_public_key"] = VapidSigner(key, "").public_key
+        except CredentialsError:
+            pass
+        return out
+
+    def validate_token(self, token: str, document: Mapping[str, Any] | None) -> str:
+        sub = Subscription.parse(token.strip())
+        try:
+            url = check_url_syntax(sub.endpoint, allow_private=self.allow_private)
+        except UnsafeURL as exc:
+            raise CredentialsError(f"subscription endpoint rejected: {exc}") from None
+        if url.scheme != "https" and not self.allow_private:
+            raise CredentialsError("subscription endpoint must be https")
+        return sub.to_token()
+
+    async def check_token_urls(self, token: str) -> None:
+        """Registration-time SSRF check: the endpoint's host must resolve to public addresses only."""
+        try:
+            await check_url(Subscription.parse(token).endpoint, allow_private=self.allow_private)
+        except UnsafeURL as exc:
+            raise CredentialsError(f"subscription endpoint rejected: {exc}") from None
+
+    def document_for(self, config: ResolvedConfig) -> Mapping[str, Any] | None:
+        return config.credentials.get(self.name)
+
+    def build(self, config: ResolvedConfig, document: Mapping[str, Any]) -> WebPushProvider:
+        signer = VapidSigner(load_vapid_key(str(document["vapid_private_key"])), str(document["vapid_subject"]))
+        return WebPushProvider(signer, allow_private=self.allow_private, ca_bundle=str(document.get("ca_bundle", "")),
+                               timeout=self.timeout)
