@@ -139,7 +139,9 @@ async def test_dead_target_older_than_reregistration_is_kept(sqlite_store: SQLit
     assert len(await sqlite_store.list_user_devices("acme", "alice")) == 1
 
 
-async def test_failure_text_never_carries_token_or_url(sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+async def test_failure_text_never_carries_token_or_url(
+    sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
     token = "SUPERSECRET-device-token-42"
     await _user(sqlite_store, [("phone", "p", token)])
 
