@@ -56,7 +56,8 @@ def test_namespace_a_cannot_touch_namespace_b(make_tenant: Callable[..., Tenant]
     assert a.admin.put("/v1/push/config", json={"expo_access_token": ""}).status_code == 200
     assert a.admin.delete("/v1/push/config").status_code == 200
     assert a.admin.delete("/v1/namespace/push-credentials/outbox").status_code == 200
-    assert a.admin.put("/v1/namespace/auth", json={"alg": "HS256", "key": "a-new-secret-" + "z" * 40}).status_code == 200
+    new_auth = {"alg": "HS256", "key": "a-new-secret-" + "z" * 40}
+    assert a.admin.put("/v1/namespace/auth", json=new_auth).status_code == 200
     assert a.admin.delete("/v1/namespace/auth").status_code == 200
     assert a.admin.delete("/v1/functions/secretfn").status_code == 200
 
