@@ -60,15 +60,22 @@ class SendRecord:
     message: PushMessage
     done: bool = False
     code: int = abi.OK
-    report: dict[str, Any] | None = None
-    report_json: bytes = b""
+    report: SendReport | None = None
     error: str = ""
     task: asyncio.Task[None] | None = None
+    _json: bytes | None = None
+
+    @property
+    def report_json(self) -> bytes:
+        """The report as the guest reads it; encoded on first ``push_wait`` (on the worker, not the loop)."""
+        if self._json is None:
+            self._json = self.report.to_json().encode() if self.report is not None else b""
+        return self._json
 
     def to_dict(self) -> dict[str, Any]:
         base: dict[str, Any] = {"ticket": self.ticket, "user_id": self.user_id}
         if self.code == abi.OK and self.report is not None:
-            base.update(self.report)
+            base.update(self.report.to_dict())
             base["error"] = None
         else:
             base.update(ok=False, devices_attempted=0, devices_succeeded=0, results=[])
@@ -102,6 +109,7 @@ class InvocationContext:
         self.logs: list[LogEntry] = []
         self.logs_dropped = 0
         self.sends: list[SendRecord] = []
+        self.guest_ms = 0.0
         self._queue: deque[SendRecord] = deque()
         self._scheduled = False
         self._cond = threading.Condition(threading.Lock())
@@ -110,6 +118,10 @@ class InvocationContext:
         """Restart the deadline when the worker actually starts (queueing time is not the guest's)."""
         self.started = time.monotonic()
         self.deadline = self.started + self.limits.timeout_ms / 1000
+
+    def stop_clock(self) -> None:
+        """The guest is done (sends may still be in flight)."""
+        self.guest_ms = (time.monotonic() - self.started) * 1000
 
     # -- output and logs (worker thread) ---------------------------------------------------------
 
@@ -218,8 +230,7 @@ class InvocationContext:
             report = await self.sender.send_to_user(
                 self.namespace, record.user_id, record.message, deadline=self.deadline
             )
-            record.report = report.to_dict()
-            record.report_json = report.to_json().encode()
+            record.report = report
         except PushNotConfigured as exc:
             record.code, record.error = abi.NOT_CONFIGURED, str(exc)
         except PushUnavailable as exc:
@@ -272,4 +283,5 @@ class InvocationContext:
             sends=[r.to_dict() for r in self.sends],
             fuel_used=fuel_used,
             duration_ms=(time.monotonic() - self.started) * 1000,
+            guest_ms=self.guest_ms,
         )

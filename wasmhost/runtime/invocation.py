@@ -92,6 +92,7 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
         error = classify(exc, limits, instantiating=instantiating)
     finally:
         set_current(None)
+        ctx.stop_clock()
         ctx.finish_stderr()
     try:
         fuel_used = limits.fuel - store.get_fuel()

@@ -48,6 +48,9 @@ class InvocationResult:
     sends: list[dict[str, Any]] = field(default_factory=list)
     fuel_used: int = 0
     duration_ms: float = 0.0
+    #: Of `duration_ms`, the time spent instantiating and running the guest (the rest is waiting for
+    #: sends still in flight when ``handle`` returned). Not part of `to_dict`.
+    guest_ms: float = 0.0
 
     @property
     def ok(self) -> bool:
