@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ..push.credentials import ProviderSpec
 from ..store.base import Store
+from .apns import apns_specs
 from .ntfy import NtfySpec
 from .outbox import OutboxSpec
+from .webpush import WebPushSpec
 
 __all__ = ["default_specs"]
 
@@ -17,4 +19,6 @@ def default_specs(store: Store, *, allow_private_endpoints: bool = False) -> lis
     deployments and tests; ``WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1``)."""
     specs: list[ProviderSpec] = [OutboxSpec(store)]
     specs.append(NtfySpec(allow_private=allow_private_endpoints))
+    specs.append(WebPushSpec(allow_private=allow_private_endpoints))
+    specs += apns_specs(allow_private_endpoints=allow_private_endpoints)  # apns + apns_voip, one JWT cache
     return specs
