@@ -10,7 +10,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,3 +125,24 @@ def create_tenant(server: GatewayServer, name: str, *, outbox: bool = True, jwt_
     r = tenant.admin.put("/v1/namespace/auth", json={"alg": "HS256", "key": tenant.jwt_secret})
     assert r.status_code == 200, r.text
     return tenant
+
+
+def metric(server: GatewayServer, name: str, **labels: str) -> float:
+    """One sample from the served /metrics (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with server.client() as c:
+        text = c.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.005)

@@ -237,7 +237,8 @@ class InvocationView(BaseModel):
     ok: bool = Field(description="handle returned 0 and the sandbox did not stop the guest")
     code: int | None = Field(description="handle's return value (null when the guest was stopped)")
     error: InvocationErrorView | None
-    output: str
+    output: str = Field(description="The output as UTF-8 text (invalid bytes replaced)")
+    output_base64: str | None = Field(description="The exact output, base64, when it is not valid UTF-8")
     logs: list[LogView]
     sends: list[GuestSendView]
     fuel_used: int

@@ -7,6 +7,7 @@ guest failed. Only a gateway fault is a 5xx.
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -90,6 +91,9 @@ async def deploy(
         "fuel": fuel, "timeout_ms": timeout_ms, "memory_mb": memory_mb, "max_output_bytes": max_output_bytes,
         "max_log_lines": max_log_lines, "max_log_line_bytes": max_log_line_bytes, "max_sends": max_sends,
     }
+    unknown = sorted(set(request.query_params) - set(given))
+    if unknown:
+        raise ApiError(400, f"unknown limit(s): {', '.join(unknown)}; known: {', '.join(given)}")
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         Limits.from_dict(overrides)
@@ -151,4 +155,15 @@ async def invoke(name: NamePath, request: Request, gw: GatewayDep, admin: AdminD
     with gw.invocation_slot(admin.namespace):
         result = await gw.svc.runtime.invoke(admin.namespace, module, payload, limits)
     gw.metrics.record_invocation(result)
-    return result.to_dict()
+    out = result.to_dict()
+    out["output_base64"] = _binary_output(result.output_bytes)
+    return out
+
+
+def _binary_output(data: bytes) -> str | None:
+    """The exact output when it is not UTF-8 text (``output`` then has replacement characters)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode()
+    return None
