@@ -7,7 +7,7 @@ same thing everywhere and the limits hold everywhere.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["MAX_MESSAGE_BYTES", "MessageError", "MessageTooBig", "PushMessage", "parse_message"]
@@ -54,10 +54,11 @@ class PushMessage:
     def to_dict(self) -> dict[str, Any]:
         """The message as JSON-ready fields, leaving out what is unset."""
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        for key in _FIELD_ORDER:
+            value = getattr(self, key)
             if value in ("", None, {}, False) or (key == "priority" and value == "normal"):
                 continue
-            out[key] = value
+            out[key] = dict(value) if key == "data" else value
         return out
 
 
@@ -129,3 +130,6 @@ def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
         target_provider=_string(doc, "target_provider"),
         exclude_provider=_string(doc, "exclude_provider"),
     )
+
+
+_FIELD_ORDER = tuple(f.name for f in fields(PushMessage))
