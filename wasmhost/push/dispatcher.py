@@ -93,11 +93,13 @@ class Dispatcher:
             groups[device.provider].append(Delivery(
                 namespace, device.user_id, device.device_id, device.id, device.token, message, device.updated_at
             ))
-        sent = await asyncio.gather(*(
+        batches = [
             self._deliver(self.providers[name], deliveries[i:i + self.providers[name].max_batch], deadline)
             for name, deliveries in groups.items()
             for i in range(0, len(deliveries), max(1, self.providers[name].max_batch))
-        ))
+        ]
+        # One batch (the common single-device case) needs no task of its own.
+        sent = [await batches[0]] if len(batches) == 1 else await asyncio.gather(*batches)
         for batch in sent:
             for delivery, result in batch:
                 results[delivery.device_row_id] = result
