@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .push import MessageError, PushError, parse_message
-from .push.credentials import CredentialsError
+from .push.credentials import CredentialsError, validate_device_token
 from .runtime import InvalidModule, Limits
 from .services import Services, Settings
 from .store import NotFound, StoreError
@@ -115,7 +115,7 @@ async def cmd_device_add(services: Services, args: argparse.Namespace) -> int:
     if spec is None:
         raise CLIError(f"unknown provider {args.provider!r} (supported: {', '.join(sorted(services.specs))})")
     document = await services.store.get_credentials(args.namespace, args.provider)
-    token = spec.validate_token(args.token, document)
+    token = await validate_device_token(spec, args.token, document)
     device = await services.store.register_device(
         args.namespace, args.user, args.device_id or args.provider, args.provider, token, args.platform or "", ""
     )
