@@ -5,6 +5,8 @@ from __future__ import annotations
 from ..push.credentials import ProviderSpec
 from ..store.base import Store
 from .apns import apns_specs
+from .expo import ExpoSpec
+from .fcm import FcmSpec
 from .ntfy import NtfySpec
 from .outbox import OutboxSpec
 from .webpush import WebPushSpec
@@ -20,5 +22,7 @@ def default_specs(store: Store, *, allow_private_endpoints: bool = False) -> lis
     specs: list[ProviderSpec] = [OutboxSpec(store)]
     specs.append(NtfySpec(allow_private=allow_private_endpoints))
     specs.append(WebPushSpec(allow_private=allow_private_endpoints))
+    specs.append(ExpoSpec(store, allow_private=allow_private_endpoints))
     specs += apns_specs(allow_private_endpoints=allow_private_endpoints)  # apns + apns_voip, one JWT cache
+    specs.append(FcmSpec(allow_private_endpoints=allow_private_endpoints))
     return specs
