@@ -44,6 +44,7 @@ from .cache import CacheStats
 from .context import InvocationContext
 from .engine import EngineHost
 from .invocation import MAX_TABLE_ELEMENTS, classify, epoch_ticks
+from .limits import Limits
 from .module import InvalidModule
 from .result import InvocationError
 
@@ -384,6 +385,22 @@ def _linker(engine: Engine) -> wc.Linker:
 
 # -- invocation ----------------------------------------------------------------------------------
 
+#: wasmtime's texts for the traps the sandbox causes. Component calls report traps as a
+#: `WasmtimeError` carrying the text rather than a `Trap` with a code.
+_OUT_OF_FUEL_TEXT = "all fuel consumed by WebAssembly"
+_INTERRUPT_TEXT = "wasm trap: interrupt"
+
+
+def _classify(exc: Exception, limits: Limits, instantiating: bool) -> InvocationError:
+    if not isinstance(exc, Trap):
+        text = str(exc)
+        if _OUT_OF_FUEL_TEXT in text:
+            return InvocationError("out_of_fuel", f"the function used all of its {limits.fuel:,} fuel")
+        if _INTERRUPT_TEXT in text:
+            return InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
+    return classify(exc, limits, instantiating=instantiating)
+
+
 
 def run_component(
     compiled: CompiledComponent, ctx: InvocationContext
@@ -417,7 +434,7 @@ def run_component(
     except ExitTrap as exc:
         code = exc.code
     except (Trap, WasmtimeError) as exc:
-        error = classify(exc, limits, instantiating=instantiating)
+        error = _classify(exc, limits, instantiating)
     finally:
         _local.ctx = None
     try:
