@@ -95,6 +95,8 @@ def test_malformed_bodies_are_400_with_a_reason(tenant: Tenant) -> None:
         r = tenant.admin.request(method, path, content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400, (path, body, r.text)
         assert set(r.json()) == {"error"} and reason in r.json()["error"], r.text
+    r = tenant.admin.post("/v1/push/send", content=b"user_id=alice", headers={"content-type": "text/plain"})
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]
     with tenant.user("alice") as alice:
         r = alice.post("/v1/push/devices", json={"device_id": "d", "provider": "outbox"})
         assert r.status_code == 400 and r.json() == {"error": "token: Field required"}
@@ -109,7 +111,9 @@ def test_unknown_routes_and_methods_answer_json(small: GatewayServer) -> None:
         r = c.get("/v1/nope")
         assert r.status_code == 404 and r.json() == {"error": "Not Found"}
         r = c.patch("/v1/push/send")
-        assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"} and "POST" in r.headers["allow"]
+        assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"} and r.headers["allow"] == "POST"
+        # Every method served at the path, not only the first route's (Starlette's default).
+        assert c.patch("/v1/push/config").headers["allow"] == "DELETE, GET, PUT"
         r = c.get("/v1/push/outbox", params={"limit": "many"})
         assert r.status_code == 401  # identity is checked before parameters
 

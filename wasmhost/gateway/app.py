@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..services import Services, Settings
@@ -54,19 +55,28 @@ class _SafeHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, minus its default 422 answers: bad input here is a 400 `{"error"}`."""
+def _openapi(app: FastAPI, gateway: Gateway) -> dict[str, Any]:
+    """FastAPI's document, minus its default 422 answers (bad input here is a 400 `{"error"}`), with the
+    provider names this build supports as enums."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = FastAPI.openapi(app)
+    providers = sorted(gateway.services.specs) if gateway.services else None
     for path in schema.get("paths", {}).values():
         for operation in path.values():
-            if isinstance(operation, dict):
-                operation.get("responses", {}).pop("422", None)
+            if not isinstance(operation, dict):
+                continue
+            operation.get("responses", {}).pop("422", None)
+            for param in operation.get("parameters", []):
+                if providers and param.get("name") == "provider":
+                    param["schema"]["enum"] = providers
     components = schema.get("components", {}).get("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
-    app.openapi_schema = schema
+    if providers and "DeviceIn" in components:
+        components["DeviceIn"]["properties"]["provider"]["enum"] = providers
+    if gateway.services is not None:
+        app.openapi_schema = schema  # only cache the complete document
     return schema
 
 
@@ -102,8 +112,11 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     )
     app.state.gateway = gateway
     install_error_handlers(app)
-    for module in (operator, namespace, push, devices, functions, ops):
-        app.include_router(module.router)
+    routers = [module.router for module in (operator, namespace, push, devices, functions, ops)]
+    for router in routers:
+        app.include_router(router)
+    # For the 405 handler's Allow header: every method of every route, whatever the path.
+    app.state.api_routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
     app.add_middleware(_SafeHeaders)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, gateway)  # type: ignore[method-assign]
     return app

@@ -74,13 +74,28 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return text + (f" (and {more} more)" if more > 0 else "")
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 lists only the first route's)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "api_routes", ()):
+        if route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail), exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status_code, str(exc.detail), headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    body_unread = any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+    if body_unread and "json" not in request.headers.get("content-type", "json"):
+        return error_response(400, "the body must be JSON: send Content-Type: application/json")
     return error_response(400, _describe_validation(exc))
 
 
