@@ -18,6 +18,8 @@ from .base import (
     Store,
     StoreError,
 )
+from .changes import Change, ChangeFeed, HasChangeFeed, LocalChangeFeed
+from .rotation import RotationReport, rotate_keys
 from .sealing import KeyRing, SealError, load_keyring, parse_keyring
 from .sqlite import SQLiteStore
 from .url import DEFAULT_DB_URL, open_store, state_dir_for
@@ -26,19 +28,24 @@ __all__ = [
     "ApiKey",
     "ApiKeyStore",
     "AuthSettingsStore",
+    "Change",
+    "ChangeFeed",
     "DEFAULT_DB_URL",
     "CredentialStore",
     "Device",
     "DeviceStore",
     "FunctionRecord",
     "FunctionStore",
+    "HasChangeFeed",
     "KeyRing",
+    "LocalChangeFeed",
     "NamespaceStore",
     "NotFound",
     "OutboxRecord",
     "OutboxStore",
     "PushConfig",
     "PushConfigStore",
+    "RotationReport",
     "SQLiteStore",
     "SealError",
     "Store",
@@ -46,5 +53,6 @@ __all__ = [
     "load_keyring",
     "open_store",
     "parse_keyring",
+    "rotate_keys",
     "state_dir_for",
 ]

@@ -9,14 +9,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
+from .changes import Change, LocalChangeFeed
 from .migrations import MIGRATIONS, render
+from .rotation import SealedColumn, SealedRow, page_sql, swap_sql
 from .sealing import KeyRing, SealError, fingerprint
 
 __all__ = ["SQLiteStore"]
@@ -48,6 +50,8 @@ class SQLiteStore:
         # One connection serialises statements but not transactions: writes take this lock so a
         # statement of one coroutine never lands inside (or is rolled back with) another's transaction.
         self._writing = asyncio.Lock()
+        #: Announces each committed change in-process (one SQLite file has one gateway).
+        self.changes = LocalChangeFeed()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -61,8 +65,12 @@ class SQLiteStore:
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
         self._db = db
-        await self._migrate()
-        self._fp_key = await self._fingerprint_key()
+        try:
+            await self._migrate()
+            self._fp_key = await self._fingerprint_key()
+        except BaseException:
+            await self.aclose()  # e.g. the wrong master key: do not leak the connection's thread
+            raise
         return self
 
     async def aclose(self) -> None:
@@ -82,9 +90,14 @@ class SQLiteStore:
             raise StoreError("store is not open")
         return self._db
 
-    async def _write(self, sql: str, params: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+    async def _write(
+        self, sql: str, params: tuple[Any, ...] = (), change: Change | None = None
+    ) -> aiosqlite.Cursor:
         async with self._writing:
-            return await self.db.execute(sql, params)
+            cur = await self.db.execute(sql, params)
+        if change is not None and cur.rowcount:
+            self.changes.publish(change)
+        return cur
 
     async def ping(self) -> None:
         await self.db.execute("SELECT 1")
@@ -152,7 +165,7 @@ class SQLiteStore:
         try:
             await self._write(
                 "INSERT INTO api_keys (id, namespace, key_hash, created_at) VALUES (?, ?, ?, ?)",
-                (key_id, namespace, key_hash, now),
+                (key_id, namespace, key_hash, now), Change(namespace, "api_key", key_id),
             )
         except sqlite3.IntegrityError as exc:
             if _namespace_missing(exc):
@@ -174,7 +187,8 @@ class SQLiteStore:
             return [ApiKey(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
     async def revoke_api_key(self, namespace: str, key_id: str) -> None:
-        cur = await self._write("DELETE FROM api_keys WHERE namespace = ? AND id = ?", (namespace, key_id))
+        cur = await self._write("DELETE FROM api_keys WHERE namespace = ? AND id = ?", (namespace, key_id),
+                                Change(namespace, "api_key", key_id))
         if cur.rowcount == 0:
             raise NotFound("API key not found")
 
@@ -192,13 +206,13 @@ class SQLiteStore:
                 "INSERT INTO namespace_auth (namespace, settings_sealed, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (namespace) DO UPDATE SET settings_sealed = excluded.settings_sealed,"
                 " updated_at = excluded.updated_at",
-                (namespace, sealed, time.time()),
+                (namespace, sealed, time.time()), Change(namespace, "auth"),
             )
         except sqlite3.IntegrityError as exc:
             raise NotFound(f"namespace {namespace!r} not found") from exc
 
     async def delete_auth_settings(self, namespace: str) -> None:
-        await self._write("DELETE FROM namespace_auth WHERE namespace = ?", (namespace,))
+        await self._write("DELETE FROM namespace_auth WHERE namespace = ?", (namespace,), Change(namespace, "auth"))
 
     # -- push config -------------------------------------------------------------------------
 
@@ -231,14 +245,14 @@ class SQLiteStore:
                 (ns, config.ntfy_base_url,
                  seal(config.ntfy_auth_token.encode(), CONFIG, ns) if config.ntfy_auth_token else "",
                  seal(config.expo_access_token.encode(), CONFIG, ns) if config.expo_access_token else "",
-                 now),
+                 now), Change(ns, "push_config"),
             )
         except sqlite3.IntegrityError as exc:
             raise NotFound(f"namespace {ns!r} not found") from exc
         return PushConfig(ns, config.ntfy_base_url, config.ntfy_auth_token, config.expo_access_token, now)
 
     async def delete_push_config(self, namespace: str) -> None:
-        await self._write("DELETE FROM push_config WHERE namespace = ?", (namespace,))
+        await self._write("DELETE FROM push_config WHERE namespace = ?", (namespace,), Change(namespace, "push_config"))
 
     # -- credentials -------------------------------------------------------------------------
 
@@ -271,13 +285,14 @@ class SQLiteStore:
                 "INSERT INTO push_credentials (namespace, provider, document_sealed, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (namespace, provider) DO UPDATE SET document_sealed = excluded.document_sealed,"
                 " updated_at = excluded.updated_at",
-                (namespace, provider, sealed, time.time()),
+                (namespace, provider, sealed, time.time()), Change(namespace, "credentials", provider),
             )
         except sqlite3.IntegrityError as exc:
             raise NotFound(f"namespace {namespace!r} not found") from exc
 
     async def delete_credentials(self, namespace: str, provider: str) -> None:
-        await self._write("DELETE FROM push_credentials WHERE namespace = ? AND provider = ?", (namespace, provider))
+        await self._write("DELETE FROM push_credentials WHERE namespace = ? AND provider = ?", (namespace, provider),
+                          Change(namespace, "credentials", provider))
 
     # -- devices -----------------------------------------------------------------------------
 
@@ -301,9 +316,11 @@ class SQLiteStore:
         new_id = str(uuid.uuid4())
         fp = self.token_fingerprint(namespace, token)
         async with self._writing:
-            return await self._register_locked(
+            device = await self._register_locked(
                 namespace, user_id, device_id, provider, token, platform, app_version, now, new_id, fp
             )
+        self.changes.publish(Change(namespace, "device", device.id))
+        return device
 
     async def _register_locked(
         self, namespace: str, user_id: str, device_id: str, provider: str, token: str, platform: str,
@@ -357,11 +374,12 @@ class SQLiteStore:
 
     async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
         if user_id is None:
-            cur = await self._write("DELETE FROM devices WHERE id = ? AND namespace = ?", (device_row_id, namespace))
+            cur = await self._write("DELETE FROM devices WHERE id = ? AND namespace = ?", (device_row_id, namespace),
+                                    Change(namespace, "device", device_row_id))
         else:
             cur = await self._write(
                 "DELETE FROM devices WHERE id = ? AND namespace = ? AND user_id = ?",
-                (device_row_id, namespace, user_id),
+                (device_row_id, namespace, user_id), Change(namespace, "device", device_row_id),
             )
         if cur.rowcount == 0:
             raise NotFound("device not found")
@@ -370,6 +388,7 @@ class SQLiteStore:
         cur = await self._write(
             "DELETE FROM devices WHERE id = ? AND namespace = ? AND (? IS NULL OR updated_at < ?)",
             (device_row_id, namespace, registered_before, registered_before),
+            Change(namespace, "device", device_row_id),
         )
         return cur.rowcount > 0
 
@@ -401,6 +420,7 @@ class SQLiteStore:
                 " size = excluded.size, module = excluded.module, limits_json = excluded.limits_json,"
                 " updated_at = excluded.updated_at",
                 (namespace, name, digest, len(module), module, json.dumps(dict(limits)), now, now),
+                Change(namespace, "function", name),
             )
         except sqlite3.IntegrityError as exc:
             raise NotFound(f"namespace {namespace!r} not found") from exc
@@ -426,6 +446,29 @@ class SQLiteStore:
         return [FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
     async def delete_function(self, namespace: str, name: str) -> None:
-        cur = await self._write("DELETE FROM functions WHERE namespace = ? AND name = ?", (namespace, name))
+        cur = await self._write("DELETE FROM functions WHERE namespace = ? AND name = ?", (namespace, name),
+                                Change(namespace, "function", name))
         if cur.rowcount == 0:
             raise NotFound(f"function {name!r} not found")
+
+    # -- key rotation (see rotation.py) ------------------------------------------------------
+
+    async def sealed_page(self, column: SealedColumn, after: tuple[str, ...] | None, limit: int) -> list[SealedRow]:
+        sql, args = page_sql(column, after, limit, lambda _i: "?")
+        async with self.db.execute(sql, args) as cur:
+            return [column.row(tuple(r)) for r in await cur.fetchall()]
+
+    async def swap_sealed(self, column: SealedColumn, swaps: Sequence[tuple[tuple[str, ...], str, str]]) -> int:
+        sql = swap_sql(column, lambda _i: "?")
+        done = 0
+        async with self._writing:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for key, old, new in swaps:
+                    cur = await self.db.execute(sql, (new, old, *key))
+                    done += cur.rowcount
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+        return done
