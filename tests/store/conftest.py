@@ -52,6 +52,16 @@ class Backend:
             await conn.close()
         return tuple(got) if got is not None else None
 
+    async def fetchall(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if self.name == "sqlite":
+            with sqlite3.connect(self.location) as db:
+                return [tuple(r) for r in db.execute(sql, params).fetchall()]
+        conn = await asyncpg.connect(self.location)
+        try:
+            return [tuple(r) for r in await conn.fetch(self._pg_sql(sql), *params)]
+        finally:
+            await conn.close()
+
     async def execute(self, sql: str, *params: Any) -> None:
         if self.name == "sqlite":
             with sqlite3.connect(self.location) as db:
