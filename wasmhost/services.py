@@ -5,17 +5,37 @@ Nothing below this module imports it; it is the one place that knows every part.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .providers import ProviderFactoryImpl, default_specs
 from .push import Defaults, Manager, PushObserver
 from .push.credentials import ProviderSpec
 from .runtime import Runtime, SendLimiter
-from .store import DEFAULT_DB_URL, KeyRing, Store, load_keyring, open_store, state_dir_for
+from .store import (
+    DEFAULT_DB_URL,
+    Change,
+    ChangeFeed,
+    HasChangeFeed,
+    KeyRing,
+    Store,
+    load_keyring,
+    open_store,
+    state_dir_for,
+)
 
-__all__ = ["Services", "Settings"]
+__all__ = ["ChangeFeedCollector", "Services", "Settings"]
+
+LOG = logging.getLogger("wasmhost")
+
+#: Changes that make a namespace's cached dispatcher stale. Devices are read per send and functions per
+#: invocation (the compiled-module cache is keyed by module hash), so those changes have nothing to drop here.
+DISPATCHER_KINDS = frozenset({"push_config", "credentials"})
 
 
 def _env_flag(name: str) -> bool:
@@ -66,6 +86,21 @@ class Services:
         self.factory = factory
         self.manager = manager
         self.runtime = runtime
+        self.changes: ChangeFeed | None = store.changes if isinstance(store, HasChangeFeed) else None
+        self.invalidations = 0  # dispatcher invalidations caused by announced changes
+        self._unsubscribe: Callable[[], None] | None = None
+        if self.changes is not None:
+            self._unsubscribe = self.changes.subscribe(self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        """Drop exactly what the change made stale; the manager's TTL bounds whatever was not announced."""
+        if change.is_everything:
+            LOG.warning("store: change notifications may have been missed; dropping every cached dispatcher")
+            self.manager.invalidate_all()
+            self.invalidations += 1
+        elif change.kind in DISPATCHER_KINDS:
+            self.manager.invalidate(change.namespace)
+            self.invalidations += 1
 
     @property
     def specs(self) -> dict[str, ProviderSpec]:
@@ -98,8 +133,41 @@ class Services:
         return cls(settings, keyring, store, factory, manager, runtime)
 
     async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         try:
             await self.runtime.aclose()
             await self.manager.aclose()
         finally:
             await self.store.aclose()
+
+
+class ChangeFeedCollector:
+    """Prometheus view of the change feed (register it on the gateway's registry): whether this gateway
+    hears other gateways' changes, and how often it lost and regained that."""
+
+    def __init__(self, services: Callable[[], Services | None]) -> None:
+        self._services = services
+
+    def describe(self) -> list[Metric]:
+        return []  # names are only known once the services are open; collect() is authoritative
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self._services()
+        if svc is None:
+            return
+        feed = svc.changes
+        yield CounterMetricFamily("wasmhost_change_invalidations", "Dispatcher invalidations caused by announced "
+                                  "changes (local or from other gateways)", value=svc.invalidations)
+        if feed is None or not hasattr(feed, "listener_connected"):
+            return
+        yield GaugeMetricFamily("wasmhost_change_listener_connected", "1 while the LISTEN connection that carries "
+                                "other gateways' changes is up", value=int(bool(feed.listener_connected)))
+        for name, attr, text in (
+            ("wasmhost_change_listener_disconnects", "disconnects", "LISTEN connections lost"),
+            ("wasmhost_change_listener_reconnects", "reconnects",
+             "LISTEN connections re-established (each followed by invalidating every cache once)"),
+            ("wasmhost_changes_received", "received", "Change notifications received from other gateways"),
+        ):
+            yield CounterMetricFamily(name, text, value=int(getattr(feed, attr, 0)))

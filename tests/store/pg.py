@@ -10,13 +10,16 @@ import asyncio
 import concurrent.futures
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-__all__ = ["SERVER_URL", "database_url", "drop_schema", "pg_database", "schema_url"]
+__all__ = ["SERVER_URL", "database_url", "drop_schema", "pg_database", "run_sync", "schema_url"]
+
+T = TypeVar("T")
 
 SERVER_URL = os.environ.get("WASMHOST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -26,9 +29,13 @@ def database_url(server_url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database, query=""))
 
 
-def _admin(sql: str) -> None:
-    """Run one statement on the server, from any context (a fixture may be set up inside a running loop)."""
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from any context (a fixture may be set up inside a running loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
+
+def _admin(sql: str) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(SERVER_URL, timeout=5)
         try:
@@ -36,8 +43,7 @@ def _admin(sql: str) -> None:
         finally:
             await conn.close()
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
+    run_sync(run())
 
 
 @pytest.fixture(scope="session")

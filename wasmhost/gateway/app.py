@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..services import Services, Settings
+from ..services import ChangeFeedCollector, Services, Settings
 from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
         send_limiter=SendRateLimiter(config.sends_per_minute),
         slots=InvocationSlots(config.max_concurrent_invocations, config.max_total_invocations),
     )
+    metrics.registry.register(ChangeFeedCollector(lambda: gateway.services))  # fleet: listener health
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
