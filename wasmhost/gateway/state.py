@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ __all__ = ["Compiled", "Gateway", "get_gateway"]
 
 Compiled = CompiledModule | CompiledComponent
 
+#: Modules compiled at once (deploys and cold invokes): compiling is CPU-bound and can take seconds.
+MAX_CONCURRENT_COMPILES = 2
 #: Compiled modules kept by the gateway, keyed by the stored sha256 (saves reading the blob per invoke).
 MODULE_CACHE_SIZE = 64
 
@@ -32,6 +35,7 @@ class Gateway:
     slots: InvocationSlots
     services: Services | None = None
     modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
+    compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
 
     @property
     def svc(self) -> Services:

@@ -64,8 +64,9 @@ def _view(record: FunctionRecord) -> FunctionView:
 
 
 async def _compile(gw: Gateway, source: bytes) -> Compiled:
-    # Compiling is CPU work (milliseconds to seconds): keep it off the event loop.
-    module = await asyncio.to_thread(gw.svc.runtime.compile, source)
+    # Compiling is CPU work (milliseconds to seconds): off the event loop, a bounded number at a time.
+    async with gw.compiling:
+        module = await asyncio.to_thread(gw.svc.runtime.compile, source)
     gw.cache_module(module)
     return module
 
