@@ -34,7 +34,9 @@ class GatewayServer:
         self.settings = Settings(db_url=f"sqlite:///{tmp / 'wasmhost.db'}", **settings)
         self.config = config or GatewayConfig(admin_token=ADMIN_TOKEN)
         self.app = create_app(self.settings, self.config)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+        # socket says TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
