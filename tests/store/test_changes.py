@@ -208,3 +208,20 @@ async def test_listener_notices_a_silent_connection_through_its_health_check(
         assert seen == [Change.everything()]
     finally:
         await feed.aclose()
+
+
+async def test_a_feed_that_starts_deaf_announces_everything_once_it_hears(
+    pg_backend: Backend, proxy: TcpProxy
+) -> None:
+    proxy.accepting = False  # the database is unreachable when the gateway starts
+    feed = await _feed_via(proxy, pg_backend.location, backoff_min=0.05, backoff_max=0.1)
+    try:
+        seen: list[Change] = []
+        feed.subscribe(seen.append)
+        assert not feed.listener_connected
+        await asyncio.sleep(0.2)
+        proxy.accepting = True
+        await _until(lambda: feed.listener_connected)
+        assert seen == [Change.everything()] and feed.reconnects == 1 and feed.disconnects == 0
+    finally:
+        await feed.aclose()

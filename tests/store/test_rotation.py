@@ -115,3 +115,8 @@ async def test_rotation_rejects_bad_batch_sizes(backend: Backend) -> None:
     store = await backend.open(KeyRing({1: OLD}))
     with pytest.raises(ValueError, match="batch_size"):
         await rotate_keys(store, KeyRing({1: OLD}), batch_size=0)
+
+
+async def test_rotation_refuses_a_store_it_cannot_walk() -> None:
+    with pytest.raises(TypeError, match="does not support key rotation"):
+        await rotate_keys(object(), KeyRing({1: OLD}))

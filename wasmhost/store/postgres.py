@@ -119,6 +119,7 @@ class PgChangeFeed(LocalChangeFeed):
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
+        self._deaf = False  # set while not listening after start: caches may have missed changes
 
     async def start(self) -> None:
         """Connect the listener (once, now) and keep it connected in the background."""
@@ -127,6 +128,7 @@ class PgChangeFeed(LocalChangeFeed):
         try:
             await self._listen()
         except _DB_ERRORS as exc:
+            self._deaf = True
             LOG.warning("store: change listener could not connect (%s); retrying in the background",
                         type(exc).__name__)
         self._task = asyncio.create_task(self._supervise(), name="wasmhost-change-listener")
@@ -177,7 +179,8 @@ class PgChangeFeed(LocalChangeFeed):
                     delay = min(self.backoff_max, delay * 2)
                     continue
                 delay = self.backoff_min
-                if self.disconnects:
+                if self._deaf:
+                    self._deaf = False
                     self.reconnects += 1
                     LOG.warning("store: change listener reconnected; invalidating every cache once "
                                 "(changes made while it was away were not announced)")
@@ -186,6 +189,7 @@ class PgChangeFeed(LocalChangeFeed):
             if self._task is None:  # closing
                 return
             self.disconnects += 1
+            self._deaf = True
             LOG.warning("store: change listener lost its connection; reconnecting (caches fall back to their TTL)")
             await self._drop()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .sealing import KeyRing, SealError
 
@@ -112,6 +112,7 @@ def swap_sql(column: SealedColumn, placeholder: Callable[[int], str]) -> str:
     return f"UPDATE {column.table} SET {col} = {placeholder(1)} WHERE {col} = {placeholder(2)} AND {keys}"
 
 
+@runtime_checkable
 class Resealable(Protocol):
     """What a store offers the rotation: paged reads of sealed values and compare-and-swap writes."""
 
@@ -148,14 +149,17 @@ class RotationReport:
 
 
 async def rotate_keys(
-    store: Resealable, new_keyring: KeyRing, *, batch_size: int = DEFAULT_BATCH_SIZE
+    store: object, new_keyring: KeyRing, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> RotationReport:
     """Re-seal every sealed value under ``new_keyring.current``; `new_keyring` must also hold the old keys.
 
-    Safe to run while gateways serve and safe to run again (values already current are skipped).
+    `store` is any opened backend (`open_store(url, new_keyring)`). Safe to run while gateways serve and
+    safe to run again (values already current are skipped).
     """
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    if not isinstance(store, Resealable):
+        raise TypeError(f"{type(store).__name__} does not support key rotation")
     report = RotationReport(new_keyring.current)
     for column in sealed_columns():
         await _rotate_column(store, new_keyring, column, batch_size, report)
