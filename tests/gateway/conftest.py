@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.store.pg import pg_database  # noqa: F401 (a fixture: a fresh PostgreSQL database per session)
+
 from .harness import GatewayServer, Tenant, create_tenant
 
 _names = itertools.count(1)

@@ -31,7 +31,8 @@ STARTUP_TIMEOUT = 30.0
 
 class GatewayServer:
     def __init__(self, tmp: Path, config: GatewayConfig | None = None, **settings: Any) -> None:
-        self.settings = Settings(db_url=f"sqlite:///{tmp / 'wasmhost.db'}", **settings)
+        settings.setdefault("db_url", f"sqlite:///{tmp / 'wasmhost.db'}")
+        self.settings = Settings(**settings)
         self.config = config or GatewayConfig(admin_token=ADMIN_TOKEN)
         self.app = create_app(self.settings, self.config)
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the listening

@@ -5,14 +5,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.store.pg import drop_schema, run_sync, schema_url
 
 from .guests import WELCOME_WASM
-from .harness import Tenant
+from .harness import GatewayServer, Tenant, create_tenant
 
 
 def test_full_tenant_journey(make_tenant: Callable[..., Tenant]) -> None:
-    tenant = make_tenant("acme")
+    _journey(make_tenant("acme"))
 
+
+def test_full_tenant_journey_on_postgresql(
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same journey with the fleet backend: a real PostgreSQL server."""
+    monkeypatch.setenv("WASMHOST_STATE_DIR", str(tmp_path / "state"))  # master key and module cache
+    url, schema = run_sync(schema_url(pg_database))
+    gw = GatewayServer(tmp_path, db_url=url).start()
+    try:
+        tenant = create_tenant(gw, "acme-pg")
+        _journey(tenant)
+        tenant.close()
+    finally:
+        gw.stop()
+        run_sync(drop_schema(pg_database, schema))
+
+
+def _journey(tenant: Tenant) -> None:
     with tenant.user("alice") as alice:
         for device_id in ("phone", "tablet"):
             r = alice.post("/v1/push/devices", json={"device_id": device_id, "provider": "outbox",
