@@ -10,6 +10,9 @@ import httpx
 from .guests import BAD_IMPORT, ECHO, LOOP, TRAP
 from .harness import GatewayServer, Tenant, metric, wait_for
 
+#: 32 pages (2 MiB) of initial memory.
+BIG_MEMORY = """(module (memory (export "memory") 32) (func (export "handle") (result i32) (i32.const 0)))"""
+
 
 def test_deploy_validates_modules_and_limits(make_tenant: Callable[..., Tenant]) -> None:
     tenant = make_tenant()
@@ -24,6 +27,7 @@ def test_deploy_validates_modules_and_limits(make_tenant: Callable[..., Tenant])
         (ECHO.encode(), {"fuel": 0}, "fuel"),
         (ECHO.encode(), {"memory_mb": "lots"}, "memory_mb"),
         (ECHO.encode(), {"timeout": 5}, "unknown limit(s): timeout"),
+        (BIG_MEMORY.encode(), {"memory_mb": 1}, "memory starts at 2 MiB"),
     ]
     for body, params, reason in cases:
         r = tenant.admin.put("/v1/functions/f", content=body, params=params)
@@ -31,6 +35,7 @@ def test_deploy_validates_modules_and_limits(make_tenant: Callable[..., Tenant])
         assert reason in r.json()["error"], r.text
     assert tenant.admin.put("/v1/functions/bad%20name!", content=ECHO.encode()).status_code == 400
     assert tenant.admin.get("/v1/functions").json() == {"functions": []}
+    assert tenant.admin.put("/v1/functions/f", content=BIG_MEMORY.encode(), params={"memory_mb": 2}).status_code == 200
 
 
 def test_deploy_list_get_delete(make_tenant: Callable[..., Tenant]) -> None:

@@ -97,16 +97,20 @@ async def deploy(
         raise ApiError(400, f"unknown limit(s): {', '.join(unknown)}; known: {', '.join(given)}")
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
-        Limits.from_dict(overrides)
+        limits = Limits.from_dict(overrides)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     source = await read_capped(request, gw.config.max_module_bytes)
     if not source.strip():
         raise ApiError(400, "the body must be the module (binary wasm or WAT text)")
     try:
-        await _compile(gw, source)
+        module = await _compile(gw, source)
     except InvalidModule as exc:
         raise ApiError(400, f"invalid module: {exc}") from None
+    initial = getattr(module, "memory_min_bytes", 0)
+    if initial > limits.memory_bytes:
+        raise ApiError(400, f"invalid module: its memory starts at {initial >> 20} MiB, over this function's "
+                            f"memory_mb={limits.memory_mb}; raise memory_mb or shrink the module's initial memory")
     record = await gw.svc.store.put_function(admin.namespace, name, source, overrides)
     return _view(record)
 
