@@ -211,7 +211,7 @@ class FakeAPNs:
 
     def _error(self, status: int, reason: str, **extra: Any) -> Reply:
         self.errors.append(reason)
-        return Reply(status, {"apns-id": str(uuid.uuid4())}, json.dumps({"reason": reason, **extra}).encode())
+        return Reply(status, {}, json.dumps({"reason": reason, **extra}).encode())
 
     def _check_jwt(self, conn: _Conn, auth: str) -> Reply | None:
         if not auth.lower().startswith("bearer "):
@@ -237,6 +237,12 @@ class FakeAPNs:
     async def _handle(self, conn: _Conn, req: Request) -> Reply:
         if self.delay:
             await asyncio.sleep(self.delay)
+        reply = await self._check_and_answer(conn, req)
+        if reply is not DROP:  # like Apple, echo the client's apns-id (aioapns matches answers by it)
+            reply.headers["apns-id"] = req.headers.get("apns-id") or str(uuid.uuid4())
+        return reply
+
+    async def _check_and_answer(self, conn: _Conn, req: Request) -> Reply:
         if req.method != "POST":
             return self._error(405, "MethodNotAllowed")
         if not req.path.startswith("/3/device/"):
@@ -290,4 +296,4 @@ class FakeAPNs:
             return self._error(503, "ServiceUnavailable")
         if action == "drop":
             return DROP
-        return Reply(200, {"apns-id": str(uuid.uuid4())})
+        return Reply(200)

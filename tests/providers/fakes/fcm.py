@@ -32,6 +32,9 @@ from .apns import DROP, H2Server, Reply, Request
 __all__ = ["FakeFCM", "make_service_account"]
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+#: Scopes that grant FCM sends (firebase-admin asks for cloud-platform, which Google accepts too).
+GRANTING_SCOPES = {SCOPE, "https://www.googleapis.com/auth/cloud-platform"}
 
 
 def make_service_account(token_uri: str, project_id: str = "demo-project") -> tuple[dict[str, Any], rsa.RSAPublicKey]:
@@ -164,11 +167,12 @@ class FakeFCM:
         try:
             email = jwt.decode(assertion, options={"verify_signature": False})["iss"]
             _project, public = self.accounts[email]
-            claims = jwt.decode(assertion, public, algorithms=["RS256"], audience=self.token_uri,
+            # google-auth always uses Google's canonical token URI as the audience; Google accepts both.
+            claims = jwt.decode(assertion, public, algorithms=["RS256"], audience=[self.token_uri, GOOGLE_TOKEN_URI],
                                 options={"require": ["iat", "exp", "iss", "aud"]})
         except (KeyError, jwt.PyJWTError):
             return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-        if SCOPE not in str(claims.get("scope", "")).split() or claims["exp"] - claims["iat"] > 3600:
+        if not GRANTING_SCOPES & set(str(claims.get("scope", "")).split()) or claims["exp"] - claims["iat"] > 3600:
             return 400, {"error": "invalid_scope"}
         token = "ya29.fake-" + secrets.token_urlsafe(24)
         self.issued[token] = Issued(token, time.monotonic() + self.expires_in, email)
