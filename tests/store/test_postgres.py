@@ -82,8 +82,15 @@ async def test_errors_name_the_failure_never_the_values(pg_backend: Backend, key
 
 async def test_unreachable_server_and_bad_settings_are_clear_errors(keyring: KeyRing,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
-        await PostgresStore("postgresql://postgres:pw-not-shown@127.0.0.1:1/x", keyring).open()
+    for url, problem in (
+        ("postgresql://postgres:pw-not-shown@127.0.0.1:1/x", "cannot connect to PostgreSQL"),
+        ("postgresql://postgres:pw-not-shown@127.0.0.1:notaport/x", "invalid PostgreSQL URL"),
+        ("postgresql://postgres:pw-not-shown@[::1/x", "invalid PostgreSQL URL"),
+        ("postgresql://postgres:pw-not-shown@127.0.0.1/x?sslmode=pw-not-shown", "cannot connect to PostgreSQL"),
+    ):
+        with pytest.raises(StoreError, match=problem) as info:
+            await PostgresStore(url, keyring).open()
+        assert "pw-not-shown" not in str(info.value)
     monkeypatch.setenv("WASMHOST_PG_POOL_MAX", "lots")
     with pytest.raises(ValueError, match="WASMHOST_PG_POOL_MAX must be a positive integer"):
         PostgresStore("postgresql://127.0.0.1/x", keyring)

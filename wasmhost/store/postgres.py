@@ -259,17 +259,26 @@ class PostgresStore:
         dsn, settings = self._dsn_and_settings("listener")
         return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, server_settings=settings)
 
-    async def open(self) -> PostgresStore:
-        dsn, settings = self._dsn_and_settings("pool")
+    def _scrub(self, text: str) -> str:
+        """Error text about the URL, without its password."""
         try:
+            password = urlsplit(self.url).password
+        except ValueError:
+            password = None
+        return text.replace(password, "***") if password else text
+
+    async def open(self) -> PostgresStore:
+        try:
+            dsn, settings = self._dsn_and_settings("pool")
             self._pool = await asyncpg.create_pool(
                 dsn, min_size=self.min_size, max_size=self.max_size, timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT, server_settings=settings,
             )
         except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
-        except ValueError as exc:  # asyncpg's DSN parser
-            raise StoreError(f"invalid PostgreSQL URL: {exc}") from None
+            detail = self._scrub(f"{type(exc).__name__}: {exc}")
+            raise StoreError(f"cannot connect to PostgreSQL: {detail}") from None
+        except ValueError as exc:  # our URL split or asyncpg's DSN parser
+            raise StoreError(f"invalid PostgreSQL URL: {self._scrub(str(exc))}") from None
         try:
             await self._migrate()
             self._fp_key = await self._fingerprint_key()
