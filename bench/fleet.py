@@ -26,11 +26,13 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,9 +343,9 @@ async def run(quick: bool, concurrency: int) -> dict[str, Any]:
     database = f"wasmhost_bench_{secrets.token_hex(4)}"
     await _admin(f'CREATE DATABASE "{database}"')
     db_url = _db_url(database)
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / database
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{database}-"))  # gateway logs and state; kept only on failure
     gateways: list[Gateway] = []
+    failed = True
     try:
         gateways = [Gateway("a", db_url, tmp)]
         await gateways[0].ready()  # A migrates; B then starts on a current schema
@@ -377,10 +379,15 @@ async def run(quick: bool, concurrency: int) -> dict[str, Any]:
             idle, lost_idle = await probe.run()
         finally:
             await probe.aclose()
+        failed = False
     finally:
         for gw in gateways:
             gw.stop()
         await _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if failed:
+            print(f"fleet: gateway logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     p50, p99 = _percentile(loaded, 50), _percentile(loaded, 99)
     idle_p50, idle_p99 = _percentile(idle, 50), _percentile(idle, 99)
