@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from .push import MessageError, PushError, parse_message
 from .push.credentials import CredentialsError, validate_device_token
 from .runtime import InvalidModule, Limits
 from .services import Services, Settings
-from .store import NotFound, StoreError
+from .store import DEFAULT_DB_URL, NotFound, StoreError
 
 __all__ = ["main"]
 
@@ -176,6 +178,33 @@ async def cmd_outbox(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from .store import load_keyring, open_store, state_dir_for
+    from .store.rotation import rotate_keys
+    from .store.url import DB_ENV
+
+    url = args.db or os.environ.get(DB_ENV) or DEFAULT_DB_URL
+    keyring = load_keyring(state_dir_for(url))
+    store = await open_store(url, keyring)
+    try:
+        report = await rotate_keys(store, keyring)
+    finally:
+        await store.aclose()
+    doc = report.to_dict()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"master key version {doc['key_version']}: re-sealed {doc['resealed']}, already current "
+              f"{doc['already_current']}, unreadable {doc['unreadable']}, remaining {doc['remaining']} — "
+              + ("complete" if doc["complete"] else "NOT complete: run it again (see docs/fleet.md)"))
+    return 0 if report.complete else EXIT_FAILED
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    print(secrets.token_bytes(32).hex())
+    return 0
+
+
 def _format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['devices_succeeded']}/{report['devices_attempted']} devices succeeded"
              + ("" if report["ok"] else " (some failed)")]
@@ -256,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--json", action="store_true")
     outbox.set_defaults(handler=cmd_outbox)
 
+    keys = sub.add_parser("keys", help="master keys").add_subparsers(dest="action", required=True)
+    rotate = keys.add_parser("rotate", help="re-seal every secret under the key ring's sealing key (see docs/fleet.md)")
+    rotate.add_argument("--json", action="store_true")
+    keys.add_parser("generate", help="print a new random master key (64 hex characters)")
+
     serve = sub.add_parser("serve", help="run the HTTP gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -284,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "keys":
+            if args.action == "generate":
+                return cmd_keys_generate(args)
+            return asyncio.run(cmd_keys_rotate(args))
         if args.command == "demo":
             from .demo import run_demo
 

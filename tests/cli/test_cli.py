@@ -125,3 +125,47 @@ def test_bad_input_is_one_line_error(acme: Path, tmp_path: Path) -> None:
 def test_not_configured_namespace_is_reported(tmp_path: Path) -> None:
     ok(wasmhost(tmp_path, "namespace", "create", "bare"))
     one_line_error(wasmhost(tmp_path, "send", "--namespace", "bare", "--user", "u", "--title", "x"), "not configured")
+
+
+def test_keys_generate_and_rotate(acme: Path) -> None:
+    new_key = ok(wasmhost(acme, "keys", "generate")).strip()
+    assert len(bytes.fromhex(new_key)) == 32
+    env_ring = f"1:{KEY},2:{new_key}"
+    import os as _os
+
+    def with_ring(*args: str, pin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in _os.environ.items() if not k.startswith("WASMHOST_")}
+        env["WASMHOST_DB"] = f"sqlite:///{acme / 'state' / 'wasmhost.db'}"
+        env["WASMHOST_MASTER_KEY"] = env_ring
+        if pin:
+            env["WASMHOST_SEAL_KEY_VERSION"] = pin
+        return subprocess.run([sys.executable, "-m", "wasmhost", *args], capture_output=True, text=True,
+                              env=env, timeout=120, cwd=acme)
+
+    report = json.loads(ok(with_ring("keys", "rotate", "--json")))
+    assert report["complete"] and report["key_version"] == 2 and report["resealed"] >= 3
+    again = json.loads(ok(with_ring("keys", "rotate", "--json")))
+    assert again["resealed"] == 0 and again["complete"]
+    # After rotation the old key can go: a ring with only the new key reads every secret.
+    env_ring = f"2:{new_key}"
+    devices = json.loads(ok(with_ring("device", "list", "--namespace", "acme", "--user", "alice", "--json")))
+    assert len(devices) == 2
+    assert json.loads(ok(with_ring("send", "--namespace", "acme", "--user", "alice", "--title", "x", "--json")))["ok"]
+    # The old key alone no longer opens anything.
+    one_line_error(wasmhost(acme, "send", "--namespace", "acme", "--user", "alice", "--title", "x"), "")
+
+
+def test_sealing_can_be_pinned_to_an_older_key(acme: Path) -> None:
+    import os as _os
+
+    new_key = "ef" * 32
+    env = {k: v for k, v in _os.environ.items() if not k.startswith("WASMHOST_")}
+    env.update(WASMHOST_DB=f"sqlite:///{acme / 'state' / 'wasmhost.db'}", WASMHOST_MASTER_KEY=f"1:{KEY},2:{new_key}",
+               WASMHOST_SEAL_KEY_VERSION="1")
+    proc = subprocess.run([sys.executable, "-m", "wasmhost", "device", "add", "--namespace", "acme", "--user", "bob",
+                           "--provider", "outbox", "--token", "tok-bob"], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=acme)
+    assert proc.returncode == 0, proc.stderr
+    # Sealed under version 1, so a gateway that knows only the old key still reads it.
+    assert json.loads(ok(wasmhost(acme, "send", "--namespace", "acme", "--user", "bob", "--title", "x", "--json")))[
+        "devices_succeeded"] == 1

@@ -26,6 +26,7 @@ __all__ = ["KeyRing", "SealError", "load_keyring", "parse_keyring"]
 
 _PREFIX = "wh1"
 MASTER_KEY_ENV = "WASMHOST_MASTER_KEY"
+SEAL_VERSION_ENV = "WASMHOST_SEAL_KEY_VERSION"
 KEY_FILE = "master.key"
 
 
@@ -49,14 +50,18 @@ def _decode_key(text: str) -> bytes:
 class KeyRing:
     """Master keys by version; seals with the newest, opens with any it holds."""
 
-    def __init__(self, keys: dict[int, bytes]) -> None:
+    def __init__(self, keys: dict[int, bytes], seal_version: int | None = None) -> None:
+        """`seal_version` pins which key seals (default: the newest). Pinning the old version while a
+        new key is rolled out lets every gateway learn to open the new key before any seals with it."""
         if not keys:
             raise ValueError("a key ring needs at least one master key")
         for version, key in keys.items():
             if version < 1 or len(key) != 32:
                 raise ValueError("master key versions start at 1 and keys are 32 bytes")
+        if seal_version is not None and seal_version not in keys:
+            raise ValueError(f"the sealing key version {seal_version} is not in the key ring {sorted(keys)}")
         self._keys = dict(keys)
-        self.current = max(keys)
+        self.current = max(keys) if seal_version is None else seal_version
         self._aead = lru_cache(maxsize=64)(self._make_aead)
 
     @property
@@ -106,7 +111,7 @@ def fingerprint(key: bytes, *parts: str) -> str:
     return hmac.new(key, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
-def parse_keyring(text: str) -> KeyRing:
+def parse_keyring(text: str, seal_version: int | None = None) -> KeyRing:
     """Parse ``KEY`` (version 1) or ``VERSION:KEY[,VERSION:KEY…]`` or one such entry per line."""
     keys: dict[int, bytes] = {}
     entries = [e.strip() for e in text.replace("\n", ",").split(",") if e.strip() and not e.strip().startswith("#")]
@@ -118,19 +123,23 @@ def parse_keyring(text: str) -> KeyRing:
             keys[1] = _decode_key(entry)
         else:
             raise ValueError("with several master keys, write each as VERSION:KEY")
-    return KeyRing(keys)
+    return KeyRing(keys, seal_version)
 
 
 def load_keyring(state_dir: Path | None, env: dict[str, str] | None = None) -> KeyRing:
     """The master keys from `WASMHOST_MASTER_KEY`, else `<state_dir>/master.key`, generated on first use."""
     environ = os.environ if env is None else env
+    pinned = environ.get(SEAL_VERSION_ENV, "").strip()
+    if pinned and not pinned.isdigit():
+        raise ValueError(f"{SEAL_VERSION_ENV} must be a key version number")
+    seal_version = int(pinned) if pinned else None
     if environ.get(MASTER_KEY_ENV):
-        return parse_keyring(environ[MASTER_KEY_ENV])
+        return parse_keyring(environ[MASTER_KEY_ENV], seal_version)
     if state_dir is None:
         raise ValueError(f"set {MASTER_KEY_ENV}: this store has no state folder to keep a generated key in")
     path = state_dir / KEY_FILE
     if path.exists():
-        return parse_keyring(path.read_text())
+        return parse_keyring(path.read_text(), seal_version)
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -140,4 +149,4 @@ def load_keyring(state_dir: Path | None, env: dict[str, str] | None = None) -> K
         f" (or set {MASTER_KEY_ENV})",
         file=sys.stderr,
     )
-    return parse_keyring(path.read_text())
+    return parse_keyring(path.read_text(), seal_version)
