@@ -49,8 +49,8 @@ GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 MAX_FCM_PAYLOAD = 4096
 #: Longest registration token accepted (FCM tokens are about 160–200 characters today).
 MAX_FCM_TOKEN = 4096
-#: Requests in flight per provider.
-FCM_CONCURRENCY = 100
+#: Requests in flight per provider (see `apns.APNS_CONCURRENCY` for why not more).
+FCM_CONCURRENCY = 32
 FCM_MAX_CONNECTIONS = 4
 FCM_TIMEOUT = 10.0
 FCM_IDLE_SECONDS = 300.0

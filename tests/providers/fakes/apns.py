@@ -188,6 +188,7 @@ class FakeAPNs:
         self.errors: list[str] = []  # every refusal the fake made on its own checks, with the reason
         self.jwts: set[str] = set()
         self.expired_jwts: set[str] = set()
+        self._verified: dict[str, dict[str, Any]] = {}
         self.dead_timestamp_ms = 0
         self.delay = 0.0
 
@@ -217,14 +218,17 @@ class FakeAPNs:
         if not auth.lower().startswith("bearer "):
             return self._error(403, "MissingProviderToken")
         token = auth[7:]
-        try:
-            kid = jwt.get_unverified_header(token).get("kid", "")
-            team_id, public = self.keys[kid]
-            claims = jwt.decode(token, public, algorithms=["ES256"], options={"require": ["iat", "iss"]})
-        except (KeyError, jwt.PyJWTError):
-            return self._error(403, "InvalidProviderToken")
-        if claims["iss"] != team_id:
-            return self._error(403, "InvalidProviderToken")
+        claims = self._verified.get(token)  # like Apple, verify a token once, not on every request
+        if claims is None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid", "")
+                team_id, public = self.keys[kid]
+                claims = jwt.decode(token, public, algorithms=["ES256"], options={"require": ["iat", "iss"]})
+            except (KeyError, jwt.PyJWTError):
+                return self._error(403, "InvalidProviderToken")
+            if claims["iss"] != team_id:
+                return self._error(403, "InvalidProviderToken")
+            self._verified[token] = claims
         if token in self.expired_jwts or time.time() - claims["iat"] > 3600:
             return self._error(403, "ExpiredProviderToken")
         previous = conn.state.get("jwt")
