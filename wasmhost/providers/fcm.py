@@ -19,6 +19,7 @@ import httpx
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
+from ..push.urlguard import UnsafeURL, check_url
 from ._http import (
     CredentialsBreaker,
     check_ca_bundle,
@@ -308,6 +309,17 @@ class FcmSpec:
         if bundle:
             out["ca_bundle"] = bundle
         return out
+
+    async def check_urls(self, document: Mapping[str, Any]) -> None:
+        """Save-time SSRF check (with DNS, fail closed) of the tenant's `endpoint` and `token_uri`."""
+        account = document.get("service_account") or {}
+        for field, url in (("endpoint", document.get("endpoint")), ("service_account.token_uri",
+                                                                    account.get("token_uri"))):
+            if url:
+                try:
+                    await check_url(str(url), allow_private=self.allow_private_endpoints)
+                except UnsafeURL as exc:
+                    raise CredentialsError(f"{field} rejected: {exc}") from None
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         account = document.get("service_account") or {}
