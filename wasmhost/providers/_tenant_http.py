@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SECRET_BYTES",
     "Cooldown",
     "check_fields",
+    "LaneClient",
     "make_client",
     "optional_str",
     "parse_retry_after",
@@ -101,25 +102,76 @@ def validate_ca_bundle(document: Mapping[str, Any], field: str = "ca_bundle") ->
     return value
 
 
+#: Sent with every request: services see who is calling, not a library default.
+USER_AGENT = "wasmhost-push/1"
+
+
+class LaneClient:
+    """HTTP/1.1 connections as independent lanes: one single-connection transport each; a request goes to
+    the least busy lane.
+
+    httpcore's pool rescans (and polls the socket of) every connection each time a request starts or
+    ends, so one pool of N connections costs O(N) per request; lanes keep each pool at one connection.
+    Requests go straight to the transport: no cookies carried between requests, redirects never followed,
+    and none of the client layer's per-request work. Long-lived: one per provider instance.
+    """
+
+    def __init__(self, transports: list[httpx.AsyncBaseTransport], timeout: float) -> None:
+        self.transports = transports
+        self._busy = [0] * len(transports)
+        self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+
+    @property
+    def busy(self) -> int:
+        return sum(self._busy)
+
+    async def post(
+        self,
+        url: httpx.URL | str,
+        *,
+        content: bytes | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        lane = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[lane] += 1
+        try:
+            request = httpx.Request("POST", url, content=content, json=json,
+                                    headers={"User-Agent": USER_AGENT, **(headers or {})}, extensions=self._extensions)
+            response = await self.transports[lane].handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            return response
+        finally:
+            self._busy[lane] -= 1
+
+    async def aclose(self) -> None:
+        for transport in self.transports:
+            await transport.aclose()
+
+
 def make_client(
     *,
     guarded: bool,
     allow_private: bool,
     ca_bundle: str = "",
-    http2: bool = False,
     timeout: float = 10.0,
-    max_connections: int = 100,
-) -> httpx.AsyncClient:
-    """One long-lived client per provider instance. Tenant URLs get the guarded transport; redirects are
-    never followed (a redirect could lead anywhere, past the guard's save-time check)."""
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_bundle) if ca_bundle else True
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    transport: httpx.AsyncBaseTransport
-    if guarded:
-        transport = guarded_transport(allow_private, verify=verify, http2=http2, limits=limits)
-    else:
-        transport = httpx.AsyncHTTPTransport(verify=verify, http2=http2, limits=limits, trust_env=False)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+    max_connections: int = 16,
+) -> LaneClient:
+    """The long-lived client of one provider instance. Tenant URLs get the guarded transport (which
+    re-checks every address it connects to); redirects are never followed."""
+    # One SSL context for all lanes: building one loads the CA store, which is slow.
+    verify = ssl.create_default_context(cadata=ca_bundle) if ca_bundle else httpx.create_ssl_context(trust_env=False)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    transports: list[httpx.AsyncBaseTransport] = [
+        guarded_transport(allow_private, verify=verify, limits=limits) if guarded
+        else httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
+        for _ in range(max_connections)
+    ]
+    return LaneClient(transports, timeout)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

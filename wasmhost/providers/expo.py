@@ -10,6 +10,7 @@ so one request never mixes two tenants' access tokens. A request that mixes Expo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -105,11 +106,14 @@ def _details(obj: dict[str, Any]) -> dict[str, Any]:
     return details if isinstance(details, dict) else {}
 
 
+_OK = Outcome.ok()  # immutable, so one instance serves every successful ticket
+
+
 def _ticket_outcome(ticket: Any) -> Outcome:
     if not isinstance(ticket, dict):
         return Outcome.failed(FailureKind.PERMANENT, "BadResponse", "Expo returned a malformed ticket", 200)
     if ticket.get("status") == "ok":
-        return Outcome.ok()
+        return _OK
     details = _details(ticket)
     error = str(details.get("error") or "ExpoError")
     kind = _TICKET_ERRORS.get(error, FailureKind.PERMANENT)
@@ -212,11 +216,14 @@ class ExpoProvider:
             return [Outcome.failed(FailureKind.PERMANENT, "BadResponse", "Expo returned a wrong number of tickets",
                                    200)] * len(deliveries)
         outcomes = []
+        receipts: list[tuple[str, Delivery]] = []
         for delivery, ticket in zip(deliveries, tickets, strict=True):
             outcome = _ticket_outcome(ticket)
             if outcome.success and isinstance(ticket.get("id"), str):
-                self._track(ticket["id"], delivery)
+                receipts.append((ticket["id"], delivery))
             outcomes.append(outcome)
+        if receipts:
+            self._track(receipts)
         return outcomes
 
     async def _split(self, deliveries: list[Delivery], details: Any, failed: Outcome) -> list[Outcome]:
@@ -236,39 +243,42 @@ class ExpoProvider:
 
     # -- receipts ------------------------------------------------------------------------------------------
 
-    def _track(self, receipt_id: str, delivery: Delivery) -> None:
-        if len(self._pending) >= MAX_PENDING_RECEIPTS:
-            self._pending.pop(next(iter(self._pending)))
-        self._pending[receipt_id] = _Pending(delivery.namespace, delivery.device_row_id, time.time(),
-                                             time.monotonic() + self.receipt_delay)
+    def _track(self, receipts: list[tuple[str, Delivery]]) -> None:
+        # `_pending` stays ordered by due time (every receipt waits the same delay; postponed ones move to
+        # the end), so the poller only ever looks at its head.
+        sent_at, due = time.time(), time.monotonic() + self.receipt_delay
+        for receipt_id, delivery in receipts:
+            if len(self._pending) >= MAX_PENDING_RECEIPTS:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[receipt_id] = _Pending(delivery.namespace, delivery.device_row_id, sent_at, due)
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_receipts(), name="expo-receipts")
-        self._wake.set()
 
     @property
     def pending_receipts(self) -> int:
         return len(self._pending)
 
+    def _due(self, now: float) -> list[str]:
+        """Receipts due now, plus those nearly due (steady traffic then costs few requests; one read early
+        and not ready yet is simply asked for again later). At most one request's worth."""
+        horizon = now + self.receipt_delay / 4
+        due: list[str] = []
+        for rid, pending in self._pending.items():
+            if pending.due > horizon or len(due) == MAX_RECEIPT_IDS:
+                break
+            due.append(rid)
+        return due
+
     async def _poll_receipts(self) -> None:
         while self._pending:
             now = time.monotonic()
-            if not any(p.due <= now for p in self._pending.values()):
-                due = []
-            else:
-                # Read early the receipts that are nearly due too, so steady traffic costs few requests;
-                # one not ready yet is simply asked for again later.
-                horizon = now + self.receipt_delay / 4
-                due = [rid for rid, p in self._pending.items() if p.due <= horizon]
-            if not due:
+            head = next(iter(self._pending.values()))
+            if head.due > now:
                 self._wake.clear()
-                wait = min(p.due for p in self._pending.values()) - now
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=head.due - now)
                 continue
-            for i in range(0, len(due), MAX_RECEIPT_IDS):
-                await self._check_receipts(due[i:i + MAX_RECEIPT_IDS])
+            await self._check_receipts(self._due(now))
 
     async def _check_receipts(self, ids: list[str]) -> None:
         try:
@@ -289,7 +299,7 @@ class ExpoProvider:
                 if time.time() - pending.sent_at > RECEIPT_MAX_AGE:
                     del self._pending[rid]
                 else:
-                    pending.due = time.monotonic() + self.receipt_retry
+                    self._retry_later(rid)
                 continue
             del self._pending[rid]
             details = _details(receipt)
@@ -301,8 +311,15 @@ class ExpoProvider:
 
     def _postpone(self, ids: list[str]) -> None:
         for rid in ids:
-            if rid in self._pending:
-                self._pending[rid].due = time.monotonic() + self.receipt_retry
+            self._retry_later(rid)
+
+    def _retry_later(self, rid: str) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is not None:
+            last = next(reversed(self._pending.values()), None)
+            # To the end, and never due before the entry ahead of it: the order by due time holds.
+            pending.due = max(time.monotonic() + self.receipt_retry, last.due if last else 0.0)
+            self._pending[rid] = pending
 
     async def _prune(self, pending: _Pending) -> None:
         try:

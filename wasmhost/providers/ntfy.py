@@ -42,7 +42,7 @@ MAX_MESSAGE_BYTES = 4096
 NTFY_TIMEOUT = 5.0
 MAX_TOKEN_BYTES = 512
 #: In-flight publishes per provider instance (one namespace's server).
-NTFY_CONCURRENCY = 32
+NTFY_CONCURRENCY = 16
 #: Longest ntfy error text kept in a report.
 MAX_ERROR_TEXT = 512
 

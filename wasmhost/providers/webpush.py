@@ -7,10 +7,12 @@ origin until shortly before it expires (pywebpush re-signs on every call).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,7 @@ from ..push.urlguard import UnsafeURL, check_url, check_url_syntax
 from ._ece import MAX_PLAINTEXT, b64url_decode, b64url_encode, encrypt
 from ._tenant_http import (
     Cooldown,
+    LaneClient,
     check_fields,
     make_client,
     optional_str,
@@ -52,6 +55,9 @@ VAPID_LIFETIME = 12 * 3600
 VAPID_REFRESH_MARGIN = 3600
 WEBPUSH_TIMEOUT = 10.0
 WEBPUSH_CONCURRENCY = 64
+#: Connections kept per push-service origin, and origins kept open (browsers use a handful of services).
+LANES_PER_ORIGIN = 16
+MAX_ORIGINS = 32
 MAX_SUBSCRIPTION_BYTES = 4096
 MAX_TOPIC_CHARS = 32
 
@@ -171,6 +177,13 @@ def classify(status: int, retry_after: str | None) -> Outcome:
     return Outcome.failed(FailureKind.PERMANENT, reason, "", status)
 
 
+async def _close_when_idle(client: LaneClient) -> None:
+    """Close an evicted origin's client once the sends still using it are done."""
+    while client.busy:
+        await asyncio.sleep(0.05)
+    await client.aclose()
+
+
 class WebPushProvider(BaseProvider):
     name = "webpush"
     concurrency = WEBPUSH_CONCURRENCY
@@ -186,9 +199,12 @@ class WebPushProvider(BaseProvider):
         super().__init__()
         self.signer = signer
         self.allow_private = allow_private
-        # Endpoints are end-user URLs: always guarded, whatever the credentials' origin.
-        self.client = make_client(guarded=True, allow_private=allow_private, ca_bundle=ca_bundle, timeout=timeout,
-                                  max_connections=WEBPUSH_CONCURRENCY)
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        # Endpoints are end-user URLs: always guarded, whatever the credentials' origin. One lane client
+        # per push-service origin, so connections to one service are not evicted by another's.
+        self._clients: OrderedDict[str, LaneClient] = OrderedDict()
+        self._closing: set[asyncio.Future[None]] = set()
         # 401 means our VAPID signature is refused by that push service: stop sending there for a while.
         # 403 is per subscription (subscribed with another key) and must not block the others.
         self.cooldown = Cooldown()
@@ -221,7 +237,7 @@ class WebPushProvider(BaseProvider):
             headers["Topic"] = topic_for(message.message_id)
         body = encrypt(plaintext, sub.p256dh, sub.auth)
         try:
-            response = await self.client.post(url, content=body, headers=headers)
+            response = await self._client_for(audience).post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return transport_failure(exc)
         if response.status_code <= 202:
@@ -231,8 +247,27 @@ class WebPushProvider(BaseProvider):
             self.cooldown.trip(outcome, audience)
         return outcome
 
+    def _client_for(self, origin: str) -> LaneClient:
+        client = self._clients.get(origin)
+        if client is None:
+            client = make_client(guarded=True, allow_private=self.allow_private, ca_bundle=self.ca_bundle,
+                                 timeout=self.timeout, max_connections=LANES_PER_ORIGIN)
+            self._clients[origin] = client
+            if len(self._clients) > MAX_ORIGINS:
+                _, oldest = self._clients.popitem(last=False)
+                closing = asyncio.ensure_future(_close_when_idle(oldest))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        else:
+            self._clients.move_to_end(origin)
+        return client
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            await client.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class WebPushSpec:

@@ -130,5 +130,7 @@ class FakeServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:  # the loop is shutting down: a fake just stops serving
+            return
         finally:
             self._writers.discard(writer)
