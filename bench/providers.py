@@ -180,6 +180,8 @@ async def _bench_ntfy(n: int, url: str) -> dict[str, Any]:
 
 
 async def bench_expo(n: int) -> dict[str, Any]:
+    """At least 1000 messages: with 100 per request, fewer would be a handful of requests, all noise."""
+    n = max(n, 1000)
 
     async with _remote_fake("expo", access_tokens=["expo-bench"]) as url:
         return await _bench_expo(n, url)
