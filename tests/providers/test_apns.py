@@ -201,8 +201,9 @@ def test_payload_limits_are_4096_for_alerts_and_5120_for_voip() -> None:
 
 @pytest.mark.parametrize(("status", "body", "kind", "reason"), [
     (410, {"reason": "Unregistered", "timestamp": 1_700_000_000_000}, FailureKind.DEAD_TARGET, "Unregistered"),
-    (400, {"reason": "BadDeviceToken"}, FailureKind.DEAD_TARGET, "BadDeviceToken"),
-    (400, {"reason": "DeviceTokenNotForTopic"}, FailureKind.DEAD_TARGET, "DeviceTokenNotForTopic"),
+    (410, {"reason": "ExpiredToken", "timestamp": 1_700_000_000_000}, FailureKind.DEAD_TARGET, "ExpiredToken"),
+    (400, {"reason": "BadDeviceToken"}, FailureKind.PERMANENT, "BadDeviceToken"),
+    (400, {"reason": "DeviceTokenNotForTopic"}, FailureKind.PERMANENT, "DeviceTokenNotForTopic"),
     (400, {"reason": "BadCollapseId"}, FailureKind.PERMANENT, "BadCollapseId"),
     (400, {"reason": "IdleTimeout"}, FailureKind.TRANSIENT, "IdleTimeout"),
     (403, {"reason": "InvalidProviderToken"}, FailureKind.CREDENTIALS, "InvalidProviderToken"),
@@ -219,6 +220,15 @@ def test_classification(status: int, body: Any, kind: FailureKind, reason: str) 
         assert outcome.dead_since == 1_700_000_000.0
     if kind is FailureKind.TRANSIENT and status != 400:
         assert outcome.retry_after == 7
+
+
+@pytest.mark.parametrize(("reason", "hint"), [("BadDeviceToken", "environment"),
+                                              ("DeviceTokenNotForTopic", "bundle_id")])
+def test_config_shaped_token_errors_say_what_to_check(reason: str, hint: str) -> None:
+    # A wrong environment (or bundle id) answers this for every device: it must not read as "dead token".
+    outcome = classify_response(400, json.dumps({"reason": reason}).encode(), {})
+    assert outcome.kind is FailureKind.PERMANENT and outcome.dead_since is None
+    assert hint in outcome.message
 
 
 # -- over the wire ------------------------------------------------------------------------------
@@ -348,7 +358,10 @@ async def test_permanent_failures_are_not_retried(
         await manager.aclose()
     [result] = report.results
     assert not result.success and result.attempts == 1 and len(fake.seen) == 1
-    assert result.unregistered is (failure == "bad-token")
+    assert not result.unregistered
+    assert len(await sqlite_store.list_user_devices("acme", "u1")) == 1  # only a 410 prunes
+    if failure == "bad-token":
+        assert "environment" in result.message
 
 
 async def test_expired_provider_token_is_reminted_once(

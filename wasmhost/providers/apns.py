@@ -2,8 +2,13 @@
 
 Both read the same ``apns`` credentials document (``apns_voip`` prefers its own document when one is
 saved) and share one provider-token cache, so alert and VoIP sends, every connection and every
-dispatcher rebuild use one JWT per key. Each provider instance holds one HTTP/2 client that the
-factory keeps alive while the document is unchanged.
+dispatcher rebuild use one JWT per key. Each provider instance holds one HTTP/2 connection (our own
+asyncio + h2 client, `_h2`, about twice as fast as httpx here) that the factory keeps alive while the
+document is unchanged.
+
+Only 410 prunes a device. 400 BadDeviceToken also means "token for the other environment" and
+DeviceTokenNotForTopic "token for another bundle id": both are what a tenant's wrong ``environment`` or
+``bundle_id`` produces for every device, so they fail permanently with a reason saying what to check.
 """
 
 from __future__ import annotations
@@ -15,20 +20,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
+from ..push.redact import redact
+from ._h2 import (
+    Blocked,
+    ConnectFailed,
+    H2Client,
+    H2Error,
+    ProtocolFailure,
+    RequestTimeout,
+    TLSVerifyFailed,
+    Unanswered,
+    make_ssl_context,
+)
 from ._http import (
     CredentialsBreaker,
     check_ca_bundle,
     check_https_url,
-    make_client,
     parse_retry_after,
     reject_unknown_fields,
     require_string,
-    transport_failure,
 )
 from ._jwt import ApnsSigner, ApnsTokenCache, load_p8_key
 
@@ -45,6 +58,7 @@ __all__ = [
     "apns_specs",
     "build_request",
     "classify_response",
+    "transport_failure",
 ]
 
 PRODUCTION_URL = "https://api.push.apple.com"
@@ -55,12 +69,10 @@ MAX_VOIP_PAYLOAD = 5120
 MAX_COLLAPSE_ID_BYTES = 64
 #: A VoIP push rings a phone: delivered late it is worse than not at all.
 VOIP_RING_WINDOW = 30
-#: Requests in flight per provider, multiplexed over one connection. Enough to hide real RTTs
-#: (32 / 20 ms ≈ 1,600 pushes/s per tenant); more only slows httpcore's HTTP/2, whose per-request cost
-#: grows with open streams (bench/providers_apns_fcm.py: 10 → ~750/s, 300 → ~400/s on loopback).
+#: Requests in flight per provider, multiplexed over one connection (the server's
+#: SETTINGS_MAX_CONCURRENT_STREAMS lowers it). Enough to hide real RTTs (32 / 20 ms ≈ 1,600 pushes/s per
+#: tenant) while one tenant's burst cannot hold the whole connection.
 APNS_CONCURRENCY = 32
-#: Connections per provider; one is the norm, more only if the server caps streams hard.
-APNS_MAX_CONNECTIONS = 4
 #: Seconds for one request (connect, write, read).
 APNS_TIMEOUT = 10.0
 #: Idle seconds before a connection is closed; Apple prefers long-lived connections.
@@ -74,8 +86,13 @@ _BUNDLE = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _FIELDS = {"team_id", "key_id", "bundle_id", "p8_key", "environment", "endpoint", "ca_bundle"}
 
-# Reasons that mean the token will never work for this app and environment: prune the device.
-_DEAD = {"Unregistered", "ExpiredToken", "BadDeviceToken", "DeviceTokenNotForTopic"}
+# Reasons that look like a dead token but are what a wrong environment or bundle id gives for every device:
+# permanent, never pruned, with a hint for the tenant.
+_CONFIG_HINTS = {
+    "BadDeviceToken": "the token is malformed or belongs to the other APNs environment; check the credentials'"
+                      " environment (sandbox for development builds, production for TestFlight and App Store)",
+    "DeviceTokenNotForTopic": "the token belongs to another app; check the credentials' bundle_id",
+}
 # Reasons that mean the credentials (or their environment) are wrong: surface, and stop sending a while.
 _CREDENTIALS = {
     "InvalidProviderToken", "MissingProviderToken", "BadCertificate", "BadCertificateEnvironment", "Forbidden",
@@ -177,13 +194,29 @@ def classify_response(status: int, body: bytes, headers: Mapping[str, str]) -> O
     reason = re.sub(r"[^A-Za-z0-9_.-]", "", reason) or f"HTTP{status}"
     text = f"APNs answered {status} {reason}"
     retry_after = parse_retry_after(headers.get("retry-after"))
-    if status == 410 or reason in _DEAD:
+    if status == 410:  # Unregistered / ExpiredToken: the only answer that prunes (by its timestamp)
         return Outcome.failed(FailureKind.DEAD_TARGET, reason, text, status, dead_since=timestamp)
+    if reason in _CONFIG_HINTS:
+        return Outcome.failed(FailureKind.PERMANENT, reason, f"{text}: {_CONFIG_HINTS[reason]}", status)
     if status == 403 or reason in _CREDENTIALS:
         return Outcome.failed(FailureKind.CREDENTIALS, reason, text, status)
     if status == 429 or status >= 500 or reason == "IdleTimeout":
         return Outcome.failed(FailureKind.TRANSIENT, reason, text, status, retry_after=retry_after)
     return Outcome.failed(FailureKind.PERMANENT, reason, text, status)
+
+
+def transport_failure(exc: H2Error, *secrets: str) -> Outcome:
+    """Classify a request that got no answer. The text names what failed, never the URL or a token."""
+    text = redact(f"{type(exc).__name__}: {exc}", *secrets)
+    if isinstance(exc, Blocked):
+        return Outcome.failed(FailureKind.PERMANENT, "BlockedURL", text)
+    if isinstance(exc, TLSVerifyFailed):  # will not verify on retry: the endpoint or ca_bundle is wrong
+        return Outcome.failed(FailureKind.CREDENTIALS, "TLSVerifyFailed", text)
+    if isinstance(exc, RequestTimeout):
+        return Outcome.failed(FailureKind.TRANSIENT, "Timeout", text)
+    if isinstance(exc, ConnectFailed | Unanswered | ProtocolFailure):
+        return Outcome.failed(FailureKind.TRANSIENT, "ConnectionError", text)
+    return Outcome.failed(FailureKind.PERMANENT, "RequestError", text)  # ClientClosed: the provider is gone
 
 
 # -- provider -----------------------------------------------------------------------------------
@@ -199,7 +232,7 @@ class ApnsProvider(BaseProvider):
         signer: ApnsSigner,
         tokens: ApnsTokenCache,
         bundle_id: str,
-        client: httpx.AsyncClient,
+        client: H2Client,
         breaker: CredentialsBreaker | None = None,
     ) -> None:
         super().__init__()
@@ -217,7 +250,7 @@ class ApnsProvider(BaseProvider):
             return refused
         if not _HEX.match(delivery.token) or len(delivery.token) > MAX_TOKEN_HEX:
             # The token becomes the URL path; one that was never valid must not shape the request.
-            return Outcome.failed(FailureKind.DEAD_TARGET, "BadDeviceToken", "the device token is not an APNs token")
+            return Outcome.failed(FailureKind.PERMANENT, "BadDeviceToken", "the device token is not an APNs token")
         try:
             request = build_request(delivery.message, bundle_id=self.bundle_id, voip=self.voip)
         except PayloadRefused as exc:
@@ -229,12 +262,14 @@ class ApnsProvider(BaseProvider):
 
     async def _post(self, device_token: str, request: ApnsRequest, *, retry_expired: bool) -> Outcome:
         jwt_token = self.tokens.token(self.signer)
-        headers = {**request.headers, "authorization": f"bearer {jwt_token}"}
+        headers = [("authorization", f"bearer {jwt_token}"), *request.headers.items()]
         try:
-            response = await self.client.post(f"/3/device/{device_token}", content=request.body, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await self.client.request(
+                "POST", f"/3/device/{device_token}", headers, request.body, timeout=APNS_TIMEOUT
+            )
+        except H2Error as exc:
             return transport_failure(exc, device_token, jwt_token)
-        outcome = classify_response(response.status_code, response.content, response.headers)
+        outcome = classify_response(response.status, response.body, response.headers)
         if outcome.reason == "ExpiredProviderToken" and retry_expired:
             self.tokens.invalidate(self.signer, jwt_token)
             return await self._post(device_token, request, retry_expired=False)
@@ -338,10 +373,9 @@ class ApnsSpec:
         base_url = custom or (SANDBOX_URL if document.get("environment") == "sandbox" else PRODUCTION_URL)
         # Apple's hosts and the operator's own documents are trusted; a tenant's endpoint goes through the guard.
         guarded = bool(custom) and self._source(config) not in config.operator_providers
-        client = make_client(
-            base_url=base_url, ca_bundle=document.get("ca_bundle") or "", guarded=guarded,
-            allow_private=self.allow_private_endpoints, timeout=APNS_TIMEOUT, max_connections=APNS_MAX_CONNECTIONS,
-            keepalive_expiry=APNS_IDLE_SECONDS,
+        client = H2Client(
+            base_url, ssl_context=make_ssl_context(document.get("ca_bundle") or ""), guarded=guarded,
+            allow_private=self.allow_private_endpoints, max_streams=APNS_CONCURRENCY, idle_timeout=APNS_IDLE_SECONDS,
         )
         return ApnsProvider(
             self.name, signer=signer, tokens=self.tokens, bundle_id=document["bundle_id"], client=client,

@@ -4,7 +4,8 @@ Apple checks and answering from a per-token script.
 `H2Server` is the generic part (also used by the FCM fake for its send endpoint): it accepts TLS
 connections with ALPN ``h2`` (and, like Apple, prior-knowledge HTTP/2 without ALPN, which aioapns
 uses), counts connections, ends header-only responses in the HEADERS frame, and can drop a connection
-mid-request.
+mid-request, send GOAWAY, refuse a stream, leave a request unanswered, advertise a small stream limit or
+flow-control window, and records the peak number of requests it held at once and the resets it received.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 import jwt
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["DROP", "FakeAPNs", "H2Server", "Reply", "Request", "make_ca"]
+__all__ = ["DROP", "SILENT", "FakeAPNs", "H2Server", "Reply", "Request", "make_ca"]
 
 
 def make_ca() -> tuple[trustme.CA, ssl.SSLContext, str]:
@@ -47,6 +50,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     connection: int
+    stream_id: int = 0
 
 
 @dataclass
@@ -58,6 +62,8 @@ class Reply:
 
 #: Returned by a handler to close the connection abruptly instead of answering.
 DROP = Reply(-1)
+#: Returned by a handler to leave the request unanswered (its stream stays open).
+SILENT = Reply(-2)
 
 
 class _Conn(asyncio.Protocol):
@@ -75,7 +81,11 @@ class _Conn(asyncio.Protocol):
         self.server.connections += 1
         self.server.open.add(self)
         self.h2.initiate_connection()
-        self.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_streams})
+        settings: dict[h2.settings.SettingCodes | int, int] = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_streams}
+        if self.server.initial_window is not None:
+            settings[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = self.server.initial_window
+        self.h2.update_settings(settings)
         transport.write(self.h2.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -96,25 +106,49 @@ class _Conn(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamEnded):
                 headers, body = self.streams.pop(event.stream_id)
                 asyncio.ensure_future(self._answer(event.stream_id, headers, bytes(body)))
+            elif isinstance(event, h2.events.StreamReset):
+                self.server.resets += 1
+                self.streams.pop(event.stream_id, None)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.abort()
                 return
         self.flush()
 
     async def _answer(self, stream_id: int, headers: dict[str, str], body: bytes) -> None:
-        request = Request(headers.get(":method", ""), headers.get(":path", ""), headers, body, self.id)
-        reply = await self.server.handler(self, request)
-        if self.transport is None or self.transport.is_closing():
+        request = Request(headers.get(":method", ""), headers.get(":path", ""), headers, body, self.id, stream_id)
+        server = self.server
+        server.in_flight += 1
+        server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+        try:
+            reply = await server.handler(self, request)
+        finally:
+            server.in_flight -= 1
+        if self.transport is None or self.transport.is_closing() or reply is SILENT:
             return
         if reply is DROP:
             self.abort()
             return
         out = [(":status", str(reply.status)), *reply.headers.items()]
-        if not reply.body:
-            self.h2.send_headers(stream_id, out, end_stream=True)  # as Apple does: no empty DATA frame
-        else:
-            self.h2.send_headers(stream_id, [*out, ("content-length", str(len(reply.body)))])
-            self.h2.send_data(stream_id, reply.body, end_stream=True)
+        try:
+            if not reply.body:
+                self.h2.send_headers(stream_id, out, end_stream=True)  # as Apple does: no empty DATA frame
+            else:
+                self.h2.send_headers(stream_id, [*out, ("content-length", str(len(reply.body)))])
+                self.h2.send_data(stream_id, reply.body, end_stream=True)
+        except h2.exceptions.ProtocolError:  # the client reset the stream (or the connection) meanwhile
+            return
+        self.flush()
+
+    def goaway(self, last_stream_id: int, *, reason: str = "Shutdown", close: bool = True) -> None:
+        """Say GOAWAY as APNs does (JSON reason in the debug data), then close the connection."""
+        self.h2.close_connection(0, json.dumps({"reason": reason}).encode(), last_stream_id=last_stream_id)
+        self.flush()
+        if close and self.transport is not None:
+            self.transport.close()
+
+    def refuse(self, stream_id: int) -> None:
+        """Reset one stream with REFUSED_STREAM: the server did not process it."""
+        self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
         self.flush()
 
     def flush(self) -> None:
@@ -132,11 +166,16 @@ Handler = Callable[[_Conn, Request], Awaitable[Reply]]
 class H2Server:
     """A raw HTTP/2 + TLS server on 127.0.0.1 with a free port; `handler` answers each request."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, handler: Handler, max_streams: int = 1000) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext, handler: Handler, max_streams: int = 1000,
+                 initial_window: int | None = None) -> None:
         self.ssl_context = ssl_context
         self.handler = handler
         self.max_streams = max_streams
+        self.initial_window = initial_window
         self.connections = 0
+        self.in_flight = 0  # requests received and not yet answered, across connections
+        self.peak_in_flight = 0
+        self.resets = 0  # RST_STREAM frames received from clients
         self.open: set[_Conn] = set()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -177,7 +216,9 @@ class FakeAPNs:
     `dead_timestamp_ms`), ``bad-token`` (400 BadDeviceToken), ``bad-request`` (400 BadMessageId),
     ``expired-auth`` (403 ExpiredProviderToken: the JWT in use is then expired for good),
     ``invalid-auth`` (403 InvalidProviderToken), ``rate-limit`` (429 TooManyRequests, Retry-After 1),
-    ``unavailable`` (503), ``drop`` (connection closed mid-request).
+    ``unavailable`` (503), ``drop`` (connection closed mid-request), ``goaway`` (GOAWAY below this stream,
+    so it was not processed, then close), ``goaway-processed`` (GOAWAY that covers this stream, then close
+    without answering it).
     """
 
     def __init__(self, ssl_context: ssl.SSLContext) -> None:
@@ -300,4 +341,7 @@ class FakeAPNs:
             return self._error(503, "ServiceUnavailable")
         if action == "drop":
             return DROP
+        if action in ("goaway", "goaway-processed"):
+            conn.goaway(req.stream_id - 2 if action == "goaway" else req.stream_id)
+            return SILENT
         return Reply(200)
