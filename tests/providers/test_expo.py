@@ -218,3 +218,35 @@ async def test_operator_default_token_and_no_token_in_reports_or_logs(
     text = report.to_json() + report2.to_json() + "\n".join(r.getMessage() for r in caplog.records)
     assert "secretTok" not in text and "expo-access" not in text
     await manager.aclose()
+
+
+async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanently_without(
+    sqlite_store: SQLiteStore,
+) -> None:
+    import ssl
+
+    import trustme
+
+    from tests.providers.fakes import FakeServer
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    expo = FakeExpo()
+    expo.server = await FakeServer(expo.handle, ssl_context=server_ctx).start()
+    try:
+        await sqlite_store.create_namespace("acme")
+        await sqlite_store.register_device("acme", "alice", "d0", "expo", tok(0))
+        spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
+        manager = Manager(sqlite_store, ProviderFactoryImpl([spec]), retry=FAST)
+        await sqlite_store.put_credentials("acme", "expo", spec.validate({"endpoint": expo.url}))
+        result = (await manager.send_to_user("acme", "alice", PushMessage(title="Hi"))).results[0]
+        assert (result.success, result.reason, result.attempts) == (False, "TLSError", 1)
+        await sqlite_store.put_credentials("acme", "expo", spec.validate(
+            {"endpoint": expo.url, "ca_bundle": ca.cert_pem.bytes().decode()}))
+        manager.invalidate("acme")
+        assert (await manager.send_to_user("acme", "alice", PushMessage(title="Hi"))).ok
+        assert expo.url.startswith("https://") and len(expo.delivered) == 1
+        await manager.aclose()
+    finally:
+        await expo.aclose()

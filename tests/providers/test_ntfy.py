@@ -253,3 +253,39 @@ async def test_no_token_or_url_in_reports_logs_or_errors(
         assert topic not in text
     assert "127.0.0.1:" not in text
     await manager.aclose()
+
+
+async def test_one_client_survives_dispatcher_rebuilds_and_is_replaced_when_credentials_change(
+    sqlite_store: SQLiteStore, fake: FakeNtfy
+) -> None:
+    manager = await make_manager(sqlite_store, defaults=Defaults(), allow_private=True)
+    await sqlite_store.put_credentials("acme", "ntfy", {"base_url": fake.url, "auth_token": "tk_secret_token_1"})
+    await sqlite_store.register_device("acme", "alice", "phone", "ntfy", "t1")
+    for _ in range(5):
+        assert (await manager.send_to_user("acme", "alice", PushMessage(title="t"))).ok
+        manager.invalidate("acme")  # what a config change elsewhere, or the TTL, does
+    assert fake.server is not None and fake.server.connections == 1
+    first = manager.factory._live[("acme", "ntfy")][1]  # type: ignore[attr-defined]
+    await sqlite_store.put_credentials("acme", "ntfy", {"base_url": fake.url, "auth_token": "tk_rotated"})
+    manager.invalidate("acme")
+    fake.token = "tk_rotated"
+    assert (await manager.send_to_user("acme", "alice", PushMessage(title="t"))).ok
+    assert fake.auth_seen[-1] == "Bearer tk_rotated"
+    assert manager.factory._live[("acme", "ntfy")][1] is not first  # type: ignore[attr-defined]
+    assert fake.server.connections == 2  # the old client was closed, the new one connected
+    await manager.aclose()
+
+
+async def test_a_server_slower_than_the_timeout_is_a_transient_timeout(sqlite_store: SQLiteStore) -> None:
+    from wasmhost.providers.ntfy import NtfyProvider
+    from wasmhost.push.provider import Delivery
+
+    fake = await FakeNtfy(delay=1.0).start()
+    try:
+        provider = NtfyProvider(fake.url, trusted=True, timeout=0.2)
+        outcome = (await provider.send([Delivery("acme", "u", "d", "r", "t1", PushMessage(title="t"))]))[0]
+        assert (outcome.success, outcome.reason, outcome.kind.value if outcome.kind else "") == (
+            False, "Timeout", "transient")
+        await provider.aclose()
+    finally:
+        await fake.aclose()

@@ -197,12 +197,27 @@ def transport_failure(exc: httpx.HTTPError) -> Outcome:
     if blocked_by_guard(exc):
         cause = exc.__cause__ or exc
         return Outcome.failed(FailureKind.PERMANENT, "BlockedURL", str(cause).split(": ", 1)[-1])
+    if _caused_by(exc, ssl.SSLCertVerificationError):
+        # Not worth retrying: the endpoint's certificate does not verify (wrong host, or a private CA
+        # missing from ca_bundle).
+        return Outcome.failed(FailureKind.PERMANENT, "TLSError", "the push service's certificate did not verify")
     if isinstance(exc, httpx.TimeoutException):
         return Outcome.failed(FailureKind.TRANSIENT, "Timeout",
                               f"the push service did not answer ({type(exc).__name__})")
     if isinstance(exc, httpx.TransportError):
         return Outcome.failed(FailureKind.TRANSIENT, "ConnectionError", f"connection failed ({type(exc).__name__})")
     return Outcome.failed(FailureKind.PERMANENT, "RequestError", f"request failed ({type(exc).__name__})")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _RedactRequestURLs(logging.Filter):
