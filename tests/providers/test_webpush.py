@@ -291,3 +291,24 @@ async def test_no_endpoint_or_key_in_reports_logs_or_errors(
         assert b64url_encode(service.browsers[sub].auth) not in text
     assert "/wp/" not in text
     await manager.aclose()
+
+
+def test_our_decryptor_reads_pywebpush_output() -> None:
+    """The fake push service decrypts with `_ece.decrypt`; check it against an independent encryptor."""
+    from pywebpush import WebPusher
+
+    browser = Browser("x")
+    encoded = WebPusher(browser.subscription("https://push.example")).encode(b"independent plaintext")
+    assert decrypt(encoded["body"], browser.private_key, browser.auth) == b"independent plaintext"
+
+
+async def test_the_fake_refuses_a_jwt_for_another_audience(service: FakeWebPush) -> None:
+    import httpx
+
+    service.browser("s")
+    signer = VapidSigner(ec.generate_private_key(ec.SECP256R1()), "mailto:ops@example.com")
+    headers = {"Authorization": signer.authorization("https://other.example"), "TTL": "60",
+               "Content-Encoding": "aes128gcm"}
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{service.url}/wp/s", content=b"x", headers=headers)
+    assert response.status_code == 401 and b"audience" in response.content.lower()

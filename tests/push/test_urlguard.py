@@ -218,3 +218,25 @@ async def test_plain_network_errors_are_not_guard_refusals() -> None:
         with pytest.raises(httpx.ConnectError) as info:
             await client.get(f"http://127.0.0.1:{port}/")
     assert not blocked_by_guard(info.value)
+
+
+async def test_tls_verifies_the_host_name_although_the_guard_dials_the_checked_ip() -> None:
+    """The transport connects to the resolved, checked address, but SNI and certificate checks still use the
+    URL's name: a certificate for another name is refused."""
+    import ssl
+
+    import trustme
+
+    from tests.providers.fakes import FakeServer, Response
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    async with FakeServer(lambda r: Response(200, b"ok"), ssl_context=server_ctx) as server:
+        async with httpx.AsyncClient(transport=guarded_transport(True, verify=client_ctx)) as client:
+            assert (await client.get(f"https://localhost:{server.port}/")).text == "ok"
+            with pytest.raises(httpx.ConnectError) as info:
+                await client.get(f"https://127.0.0.1:{server.port}/")  # the certificate names localhost only
+    assert not blocked_by_guard(info.value)
