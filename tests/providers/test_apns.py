@@ -329,7 +329,7 @@ async def test_a_410_prunes_only_when_newer_than_the_registration(
     assert (remaining == []) is pruned
 
 
-@pytest.mark.parametrize("failure", ["unavailable", "rate-limit", "drop"])
+@pytest.mark.parametrize("failure", ["unavailable", "rate-limit", "drop", "goaway-processed"])
 async def test_transient_failures_are_retried_and_then_succeed(
     sqlite_store: SQLiteStore, specs: list[ApnsSpec], live_doc: dict[str, Any], fake: FakeAPNs, failure: str
 ) -> None:
@@ -344,6 +344,20 @@ async def test_transient_failures_are_retried_and_then_succeed(
     assert result.success and result.attempts == 2
     if failure == "rate-limit":
         assert time.monotonic() - started >= 0.9  # Retry-After: 1 was honoured
+
+
+async def test_a_goaway_before_the_stream_is_retried_on_a_new_connection_at_once(
+    sqlite_store: SQLiteStore, specs: list[ApnsSpec], live_doc: dict[str, Any], fake: FakeAPNs
+) -> None:
+    manager, _ = await _manager(sqlite_store, specs, live_doc, 1)
+    fake.script[_token(0)] = ["goaway"]  # GOAWAY whose last_stream_id is below ours: APNs never processed it
+    try:
+        report = await manager.send_to_user("acme", "u1", PushMessage(title="x"))
+    finally:
+        await manager.aclose()
+    [result] = report.results
+    assert result.success and result.attempts == 1  # the client re-sent it; no dispatcher backoff
+    assert fake.connections == 2 and len(fake.jwts) == 1
 
 
 @pytest.mark.parametrize("failure", ["bad-request", "bad-token"])

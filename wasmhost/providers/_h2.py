@@ -75,7 +75,7 @@ DEFAULT_MAX_STREAMS = 1000
 #: Idle seconds (no stream in flight) after which the connection is closed; the next request reconnects.
 IDLE_TIMEOUT = 600.0
 #: Bytes of one response body we accept (APNs error bodies are tens of bytes).
-MAX_RESPONSE_BODY = 64 * 1024
+MAX_RESPONSE_BODY = 16 * 1024
 #: Times one request is re-sent on a new connection after the server said it did not process it.
 MAX_UNPROCESSED_RETRIES = 2
 #: Seconds `aclose` waits for the TLS close before it aborts the connection.

@@ -134,7 +134,9 @@ class _Conn(asyncio.Protocol):
                 self.h2.send_headers(stream_id, out, end_stream=True)  # as Apple does: no empty DATA frame
             else:
                 self.h2.send_headers(stream_id, [*out, ("content-length", str(len(reply.body)))])
-                self.h2.send_data(stream_id, reply.body, end_stream=True)
+                step = self.h2.max_outbound_frame_size  # bodies fit the window; only the frame size splits them
+                for at in range(0, len(reply.body), step):
+                    self.h2.send_data(stream_id, reply.body[at:at + step], end_stream=at + step >= len(reply.body))
         except h2.exceptions.ProtocolError:  # the client reset the stream (or the connection) meanwhile
             return
         self.flush()
@@ -342,6 +344,6 @@ class FakeAPNs:
         if action == "drop":
             return DROP
         if action in ("goaway", "goaway-processed"):
-            conn.goaway(req.stream_id - 2 if action == "goaway" else req.stream_id)
+            conn.goaway(max(req.stream_id - 2, 0) if action == "goaway" else req.stream_id)
             return SILENT
         return Reply(200)
