@@ -5,6 +5,14 @@ used with two Engines aborts the process). Fuel gives a deterministic CPU budget
 interruption gives the wall-clock deadline, driven by one ticker thread every 10 ms. The Linker is
 built once with every host function; per-invocation state reaches them through a thread-local.
 
+Instances come from wasmtime's pooling allocator: slots for instances, memories and tables are
+reserved once (address space only) and reused, so a fresh Store per invocation no longer pays an
+mmap + munmap of a 4 GiB memory reservation and its page-table teardown (measured: instantiate
+21 -> 7 µs, Store drop 18 -> 9 µs, the welcome guest's whole run 120 -> 80 µs). Every slot is
+reset (zeroed and re-imaged) by wasmtime before reuse, so isolation is unchanged.
+``WASMHOST_WASM_POOLING=0`` turns it off, and the engine falls back to on-demand allocation by
+itself if the reservation is refused (e.g. under ``ulimit -v``).
+
 The ticker is reference-counted by the Runtimes using the engine, so ``Runtime.aclose`` stops it
 when the last one closes.
 """
@@ -13,34 +21,97 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import platform
 import threading
 from importlib import metadata
 
 import wasmtime
-from wasmtime import Config, Engine, FuncType, Linker, ValType
+from wasmtime import Config, Engine, FuncType, Linker, ValType, WasmtimeError
+from wasmtime import _ffi as ffi
 
 from .hostfuncs import define_host_functions
 
-__all__ = ["TICK_SECONDS", "EngineHost", "engine_host"]
+__all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "engine_host"]
+
+log = logging.getLogger(__name__)
 
 #: Epoch tick period. A deadline of n ticks lands within ((n-1)·tick, n·tick].
 TICK_SECONDS = 0.010
 #: Wasm stack per invocation; deep recursion traps STACK_OVERFLOW instead of growing.
 MAX_WASM_STACK = 512 * 1024
 #: Bump when the on-disk artifact format or the engine settings below change.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+
+#: Pooling allocator: instances (and, apart, memories and tables) alive at once across every Store of
+#: the process. Only one invocation runs per Runtime, so this bounds concurrent Runtimes x the core
+#: instances of one component. Each memory slot reserves 4 GiB + guard of address space, no RAM.
+POOL_SLOTS = 256
+#: Per component: core instances, memories and tables (match the Store limits in ``component``).
+POOL_COMPONENT_INSTANCES = 64
+POOL_COMPONENT_MEMORIES = 8
+POOL_COMPONENT_TABLES = 32
+#: Per core module: tables and memories (core guests are held to 1 memory by their Store limits).
+POOL_MODULE_TABLES = 4
+POOL_MODULE_MEMORIES = 8
+#: Elements per table slot (= the Store limit in ``invocation``).
+POOL_TABLE_ELEMENTS = 100_000
+#: Largest memory a slot holds: all of a 32-bit memory, so the pool never refuses a module the
+#: Store limits and `module.validate` would take (those apply the platform maximum, with reasons).
+POOL_MEMORY_BYTES = 1 << 32
+#: Largest vmctx of one instance / component instance (wasmtime's default is 1 MiB; big guests such
+#: as componentize-py's have many imports and functions).
+POOL_INSTANCE_SIZE = 4 << 20
+
+
+def _config(pooling: bool) -> Config:
+    cfg = Config()
+    cfg.consume_fuel = True
+    cfg.epoch_interruption = True
+    cfg.cranelift_opt_level = "speed"
+    cfg.max_wasm_stack = MAX_WASM_STACK
+    cfg.wasm_threads = False  # shared memories would escape the per-Store memory cap
+    if pooling:
+        pool = ffi.wasmtime_pooling_allocation_config_new()
+        try:
+            for setter, value in (
+                (ffi.wasmtime_pooling_allocation_config_total_core_instances_set, POOL_SLOTS),
+                (ffi.wasmtime_pooling_allocation_config_total_memories_set, POOL_SLOTS),
+                (ffi.wasmtime_pooling_allocation_config_total_tables_set, POOL_SLOTS),
+                (ffi.wasmtime_pooling_allocation_config_total_component_instances_set, POOL_SLOTS),
+                (ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set, POOL_COMPONENT_INSTANCES),
+                (ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set, POOL_COMPONENT_MEMORIES),
+                (ffi.wasmtime_pooling_allocation_config_max_tables_per_component_set, POOL_COMPONENT_TABLES),
+                (ffi.wasmtime_pooling_allocation_config_max_tables_per_module_set, POOL_MODULE_TABLES),
+                (ffi.wasmtime_pooling_allocation_config_max_memories_per_module_set, POOL_MODULE_MEMORIES),
+                (ffi.wasmtime_pooling_allocation_config_table_elements_set, POOL_TABLE_ELEMENTS),
+                (ffi.wasmtime_pooling_allocation_config_max_memory_size_set, POOL_MEMORY_BYTES),
+                (ffi.wasmtime_pooling_allocation_config_max_core_instance_size_set, POOL_INSTANCE_SIZE),
+                (ffi.wasmtime_pooling_allocation_config_max_component_instance_size_set, POOL_INSTANCE_SIZE),
+            ):
+                setter(pool, value)
+            ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), pool)  # copies the settings
+        finally:
+            ffi.wasmtime_pooling_allocation_config_delete(pool)
+    return cfg
+
+
+def _pooling_wanted() -> bool:
+    return os.environ.get("WASMHOST_WASM_POOLING", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class EngineHost:
     def __init__(self) -> None:
-        cfg = Config()
-        cfg.consume_fuel = True
-        cfg.epoch_interruption = True
-        cfg.cranelift_opt_level = "speed"
-        cfg.max_wasm_stack = MAX_WASM_STACK
-        cfg.wasm_threads = False  # shared memories would escape the per-Store memory cap
-        self.engine = Engine(cfg)
+        self.pooling = _pooling_wanted()
+        try:
+            self.engine = Engine(_config(self.pooling))
+        except WasmtimeError as exc:
+            if not self.pooling:
+                raise
+            log.warning("wasm pooling allocator unavailable (%s); allocating instances on demand", exc)
+            self.pooling = False
+            self.engine = Engine(_config(False))
         i32 = ValType.i32()
         #: (i32 × n) -> i32, built for this Engine only.
         self.functypes = {n: FuncType([i32] * n, [i32]) for n in range(5)}
@@ -52,8 +123,7 @@ class EngineHost:
         self._stop: threading.Event | None = None
         self._ticker: threading.Thread | None = None
 
-    @staticmethod
-    def _fingerprint() -> str:
+    def _fingerprint(self) -> str:
         """Identifies everything a serialized module depends on besides its own bytes."""
         try:
             version = metadata.version("wasmtime")
@@ -69,6 +139,8 @@ class EngineHost:
             "opt_level": "speed",
             "max_wasm_stack": MAX_WASM_STACK,
             "wasm_threads": False,
+            # The allocator does not change compiled code, but keep artifacts apart to be safe.
+            "pooling": self.pooling,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 

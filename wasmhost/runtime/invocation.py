@@ -18,6 +18,7 @@ from .hostfuncs import CoreContext, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
+from .worker import release_after_reply
 
 __all__ = ["classify", "run_core"]
 
@@ -48,6 +49,8 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
         where = "during instantiation" if instantiating else "in handle"
         return InvocationError("trap", f"wasm trap {name} {where}: {_text(exc)}")
     text = _text(exc)
+    if instantiating and "maximum concurrent limit" in text:  # the engine's instance pool is full
+        return InvocationError("link", f"instantiation failed: the host has no free instance slot ({text}); try again")
     if instantiating and "limit" in text and ("memory" in text or "table" in text or "instance" in text):
         return InvocationError("memory", f"the module does not fit its limits ({limits.memory_mb} MiB): {text}")
     if instantiating:
@@ -98,4 +101,5 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
         fuel_used = limits.fuel - store.get_fuel()
     except WasmtimeError:
         fuel_used = limits.fuel
+    release_after_reply(store)
     return code, error, fuel_used

@@ -9,7 +9,6 @@ delivered on the caller's event loop concurrently with the guest.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from pathlib import Path
 
 from .cache import CacheStats, ModuleCache
@@ -21,6 +20,7 @@ from .invocation import run_core
 from .limits import Limits
 from .module import CompiledModule, InvalidModule
 from .result import InvocationError, InvocationResult
+from .worker import Worker
 
 __all__ = ["MAX_INPUT_BYTES", "Runtime"]
 
@@ -46,7 +46,7 @@ class Runtime:
         self._host: EngineHost = engine_host()
         self._cache = ModuleCache(self._host, cache_dir, cache_key)
         self._components = ComponentCache(self._host, cache_dir, cache_key)
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasmhost-wasm")
+        self._worker = Worker("wasmhost-wasm")
         self._host.acquire()
         self._closed = False
 
@@ -91,7 +91,7 @@ class Runtime:
             raise ValueError(f"input is {len(input)} bytes; the limit is {MAX_INPUT_BYTES}")
         loop = asyncio.get_running_loop()
         ctx = CoreContext(namespace, input, limits, loop=loop, sender=self.sender, send_limiter=self.send_limiter)
-        code, error, fuel = await loop.run_in_executor(self._executor, self._run, module, ctx)
+        code, error, fuel = await self._worker.run(self._run, module, ctx)
         if ctx.sends:
             await ctx.drain()
         return ctx.result(code, error, fuel)
@@ -114,5 +114,5 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self._worker.close, True)
         self._host.release()

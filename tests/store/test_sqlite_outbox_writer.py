@@ -1,0 +1,157 @@
+"""The SQLite outbox write path: committed on the loop thread when that cannot wait, through
+aiosqlite otherwise, grouped under concurrency, and never reported written before its COMMIT."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wasmhost.store import KeyRing, SQLiteStore, StoreError
+from wasmhost.store import sqlite as sqlite_mod
+
+MSG = {"title": "hi"}
+
+
+async def _open(path: Path, keyring: KeyRing) -> SQLiteStore:
+    store = await SQLiteStore(path, keyring).open()
+    if not await store.namespace_exists("acme"):
+        await store.create_namespace("acme")
+    return store
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+@pytest.fixture
+async def store(tmp_path: Path, keyring: KeyRing) -> Any:
+    s = await _open(tmp_path / "w.db", keyring)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def _spy_thread_path(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    original = store._write
+
+    async def spy(sql: str, params: tuple[Any, ...] = (), change: Any = None) -> Any:
+        calls.append(sql)
+        return await original(sql, params, change)
+
+    monkeypatch.setattr(store, "_write", spy)
+    return calls
+
+
+async def test_a_delivery_is_committed_on_the_loop_thread(store: SQLiteStore, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    thread_path = _spy_thread_path(store, monkeypatch)
+    await store.record_delivery("acme", "alice", "phone", MSG)
+    assert thread_path == []
+    assert _count(tmp_path / "w.db") == 1  # visible to another connection: committed
+    [rec] = await store.list_deliveries("acme")
+    assert rec.message == MSG and rec.device_id == "phone"
+
+
+async def test_concurrent_deliveries_share_a_commit(store: SQLiteStore, tmp_path: Path) -> None:
+    writer = store._outbox
+    assert writer is not None
+    before = writer._commits
+    await asyncio.gather(*(store.record_delivery("acme", "alice", f"d{i}", MSG) for i in range(50)))
+    assert _count(tmp_path / "w.db") == 50
+    assert writer._commits - before <= 3  # the first at once, the rest grouped (one transaction each burst)
+
+
+async def test_a_held_write_lock_sends_the_row_through_the_thread_without_blocking_the_loop(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thread_path = _spy_thread_path(store, monkeypatch)
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process or tool holds the write lock
+    try:
+        write = asyncio.ensure_future(store.record_delivery("acme", "alice", "phone", MSG))
+        for _ in range(20):  # the loop keeps running while the write waits on aiosqlite's thread
+            await asyncio.sleep(0.005)
+        assert not write.done() and thread_path
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await asyncio.wait_for(write, 10)
+    assert _count(tmp_path / "w.db") == 1
+
+
+async def test_slow_commits_turn_the_loop_path_off(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    thread_path = _spy_thread_path(store, monkeypatch)
+    monkeypatch.setattr(sqlite_mod, "LOOP_WRITE_BUDGET", -1.0)  # every commit counts as slow
+    for i in range(sqlite_mod.LOOP_WRITE_STRIKES):
+        await store.record_delivery("acme", "alice", f"d{i}", MSG)
+        await asyncio.sleep(0)
+    assert thread_path == []
+    await store.record_delivery("acme", "alice", "later", MSG)
+    assert len(thread_path) == 1
+    assert [r.device_id for r in await store.list_deliveries("acme")][-1] == "later"
+
+
+async def test_one_slow_commit_alone_does_not(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = store._outbox
+    assert writer is not None
+    monkeypatch.setattr(sqlite_mod, "LOOP_WRITE_BUDGET", -1.0)
+    await store.record_delivery("acme", "alice", "slow", MSG)
+    monkeypatch.setattr(sqlite_mod, "LOOP_WRITE_BUDGET", 3600.0)
+    await asyncio.sleep(0)
+    await store.record_delivery("acme", "alice", "fast", MSG)
+    assert writer.usable()
+
+
+async def test_checkpoints_run_off_the_loop(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = store._outbox
+    assert writer is not None
+    monkeypatch.setattr(sqlite_mod, "CHECKPOINT_EVERY", 3)
+    ran: list[bool] = []
+    original = writer._run_checkpoint
+
+    def spy() -> None:
+        import threading
+
+        ran.append(threading.current_thread() is not threading.main_thread())
+        original()
+
+    monkeypatch.setattr(writer, "_run_checkpoint", spy)
+    for i in range(3):
+        await store.record_delivery("acme", "alice", f"d{i}", MSG)
+        await asyncio.sleep(0)
+    assert writer._checkpoint is not None
+    await asyncio.wait_for(asyncio.shield(writer._checkpoint), 10)
+    assert ran == [True]
+
+
+async def test_failures_are_store_errors(store: SQLiteStore) -> None:
+    with pytest.raises(StoreError, match="outbox write failed"):
+        await store.record_delivery("no-such-namespace", "alice", "phone", MSG)
+
+
+async def test_close_commits_rows_still_grouped(tmp_path: Path, keyring: KeyRing) -> None:
+    store = await _open(tmp_path / "c.db", keyring)
+    await store.record_delivery("acme", "alice", "first", MSG)  # opens a group for this loop iteration
+    pending = [asyncio.ensure_future(store.record_delivery("acme", "alice", f"d{i}", MSG)) for i in range(5)]
+    await asyncio.sleep(0)  # they join the group
+    assert store._outbox is not None and store._outbox._burst  # waiting for their shared commit
+    await store.aclose()
+    await asyncio.gather(*pending)
+    assert _count(tmp_path / "c.db") == 6
+
+
+async def test_in_memory_store_uses_the_thread(keyring: KeyRing) -> None:
+    store = await SQLiteStore(":memory:", keyring).open()
+    try:
+        await store.create_namespace("acme")
+        await store.record_delivery("acme", "alice", "phone", MSG)
+        assert store._outbox is None and len(await store.list_deliveries("acme")) == 1
+    finally:
+        await store.aclose()
