@@ -56,7 +56,7 @@ VAPID_REFRESH_MARGIN = 3600
 WEBPUSH_TIMEOUT = 10.0
 WEBPUSH_CONCURRENCY = 64
 #: Connections kept per push-service origin, and origins kept open (browsers use a handful of services).
-LANES_PER_ORIGIN = 16
+LANES_PER_ORIGIN = 64
 MAX_ORIGINS = 32
 MAX_SUBSCRIPTION_BYTES = 4096
 MAX_TOPIC_CHARS = 32
