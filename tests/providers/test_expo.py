@@ -250,3 +250,14 @@ async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanen
         await manager.aclose()
     finally:
         await expo.aclose()
+
+
+async def test_a_whole_request_error_never_shows_one_device_another_devices_token(
+    sqlite_store: SQLiteStore, fake: FakeExpo
+) -> None:
+    manager = await setup(sqlite_store, fake, devices=3)
+    fake.request_script = ["400-echo"]
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="Hi"))
+    assert [r.reason for r in report.results] == ["VALIDATION_ERROR"] * 3
+    assert "secretTok" not in report.to_json() and "[device-token]" in report.results[0].message
+    await manager.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import json
 import logging
@@ -25,6 +26,7 @@ import httpx
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig
+from ..push.redact import redact
 from ..push.urlguard import UnsafeURL, check_url
 from ..store.base import DeviceStore, StoreError
 from ._tenant_http import (
@@ -203,6 +205,9 @@ class ExpoProvider:
         if response.status_code != 200:
             outcome, error = _request_failure(response.status_code, response.content,
                                               response.headers.get("retry-after"))
+            # One outcome is shared by the whole batch, and the dispatcher scrubs only each device's own
+            # token from it: scrub every token of the batch here.
+            outcome = dataclasses.replace(outcome, message=redact(outcome.message, *(d.token for d in deliveries)))
             if split and error and error.get("code") == "PUSH_TOO_MANY_EXPERIENCE_IDS":
                 return await self._split(deliveries, error.get("details"), outcome)
             if outcome.kind is FailureKind.CREDENTIALS:

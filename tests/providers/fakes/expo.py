@@ -31,7 +31,7 @@ def _errors(status: int, code: str, message: str, details: Any = None,
 class FakeExpo:
     """`access_tokens`: when set, requests must carry one of them. `script[push_token]`: per-message
     actions consumed per send (``ok``, ``dead``, ``toobig``, ``rate``, ``receipt_dead``).
-    `request_script`: per-request actions (``429``, ``500``, ``drop``, ``401``).
+    `request_script`: per-request actions (``429``, ``500``, ``drop``, ``401``, ``400-echo``).
     `projects`: push-token substring → project; a request mixing projects gets PUSH_TOO_MANY_EXPERIENCE_IDS."""
 
     access_tokens: set[str] = field(default_factory=set)
@@ -92,6 +92,8 @@ class FakeExpo:
                 return _errors(429, "TOO_MANY_REQUESTS", "rate limited", headers={"retry-after": "1"})
             if action == "401":
                 return _errors(401, "UNAUTHORIZED", "bad token")
+            if action == "400-echo":  # an error text that quotes every token of the request
+                return _errors(400, "VALIDATION_ERROR", "bad messages: " + ", ".join(m["to"] for m in messages))
             return _errors(int(action), "INTERNAL_SERVER_ERROR", "boom")
         if self.projects:
             groups: dict[str, list[str]] = defaultdict(list)
