@@ -190,6 +190,13 @@ def test_an_alert_with_nothing_visible_is_refused() -> None:
     assert info.value.reason == "EmptyContent"
 
 
+@pytest.mark.parametrize("collapse_id", ["a\nb", " padded", "nul\x00"])
+def test_a_collapse_id_that_is_not_a_clean_header_value_is_refused(collapse_id: str) -> None:
+    with pytest.raises(PayloadRefused) as info:
+        build_request(PushMessage(title="x", message_id=collapse_id), bundle_id=BUNDLE, voip=False)
+    assert info.value.reason == "BadCollapseId"
+
+
 def test_payload_limits_are_4096_for_alerts_and_5120_for_voip() -> None:
     big = PushMessage(title="x", data={"pad": "y" * (MAX_ALERT_PAYLOAD - 20)})
     with pytest.raises(PayloadRefused, match="4096"):
@@ -442,7 +449,7 @@ async def test_no_token_key_or_url_in_reports_logs_or_exceptions(
     manager, _ = await _manager(sqlite_store, specs, live_doc, 6)
     # (A dropped connection fails every stream in flight on it, so it gets its own test.)
     fake.script.update({_token(0): ["dead"], _token(2): ["bad-request"], _token(3): ["unavailable"] * 3,
-                        _token(4): ["invalid-auth"]})
+                        _token(4): ["invalid-auth"], _token(5): ["bad-token"]})
     fake.dead_timestamp_ms = int((time.time() + 60) * 1000)
     try:
         report = await manager.send_to_user("acme", "u1", PushMessage(title="x"))
@@ -450,6 +457,24 @@ async def test_no_token_key_or_url_in_reports_logs_or_exceptions(
         await manager.aclose()
     text = report.to_json() + caplog.text
     assert not report.ok and any(r.unregistered for r in report.results)
+    assert "environment" in text  # the BadDeviceToken hint reached the report
     secrets = [_token(i) for i in range(6)] + list(fake.jwts) + [live_doc["p8_key"].splitlines()[1], fake.url]
     for secret in secrets:
+        assert secret not in text
+
+
+async def test_a_goaway_and_a_dropped_connection_log_nothing_secret(
+    specs: list[ApnsSpec], live_doc: dict[str, Any], fake: FakeAPNs, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    provider = specs[0].build(ResolvedConfig("acme", credentials={"apns": live_doc}), live_doc)
+    fake.script.update({_token(1): ["goaway-processed"], _token(2): ["drop"]})
+    try:
+        outcomes = [*(await provider.send([_delivery(_token(1))])), *(await provider.send([_delivery(_token(2))]))]
+    finally:
+        await provider.aclose()
+    assert [(o.kind, o.reason) for o in outcomes] == [(FailureKind.TRANSIENT, "ConnectionError")] * 2
+    assert "GOAWAY" in outcomes[0].message and "GOAWAY" in caplog.text
+    text = caplog.text + "".join(o.message for o in outcomes)
+    for secret in [_token(1), _token(2), fake.url, *fake.jwts]:
         assert secret not in text

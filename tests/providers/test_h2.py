@@ -19,6 +19,7 @@ from wasmhost.providers._h2 import (
     ConnectionLost,
     H2Client,
     H2Error,
+    InvalidRequest,
     ProtocolFailure,
     RequestTimeout,
     TLSVerifyFailed,
@@ -304,6 +305,30 @@ async def test_aclose_fails_what_is_in_flight_and_refuses_new_requests(serve: An
         await _post(client)
     assert client.is_closed
     await client.aclose()  # idempotent
+
+
+async def test_a_connection_that_ran_out_of_stream_ids_hands_over_to_a_new_one(serve: Any, clients: Any) -> None:
+    server = await serve()
+    client = clients(server)
+    assert (await _post(client)).status == 200
+    first = client._conn
+    assert first is not None
+    first.h2.highest_outbound_stream_id = 2**31 - 1 - 2 * 1000  # what ~1 billion requests leave behind
+    assert (await _post(client)).status == 200  # the last stream goes out on the old connection...
+    assert (await _post(client)).status == 200  # ...the next on a new one, and the old one is closed
+    assert server.connections == 2 and first.closed and client._conn is not first
+
+
+@pytest.mark.parametrize("header", [("apns-collapse-id", "a\r\nx-injected: 1"), ("apns-collapse-id", "nul\x00"),
+                                    ("apns-collapse-id", " padded"), ("APNs-Topic", "x"), ("bad name", "x")])
+async def test_a_header_that_is_not_valid_http2_is_refused_before_sending(
+    serve: Any, clients: Any, header: tuple[str, str]
+) -> None:
+    server = await serve()
+    client = clients(server)
+    with pytest.raises(InvalidRequest):
+        await client.request("POST", "/", [header], timeout=2.0)
+    assert server.connections == 0
 
 
 def test_base_url_must_be_an_https_origin() -> None:

@@ -170,6 +170,10 @@ def build_request(message: PushMessage, *, bundle_id: str, voip: bool, now: floa
             raise PayloadRefused(
                 "BadCollapseId", f"message_id is longer than {MAX_COLLAPSE_ID_BYTES} bytes (apns-collapse-id)"
             )
+        if not message.message_id.isprintable() or message.message_id != message.message_id.strip():
+            raise PayloadRefused(
+                "BadCollapseId", "message_id must be printable, without surrounding spaces (apns-collapse-id)"
+            )
         headers["apns-collapse-id"] = message.message_id
     return ApnsRequest(headers, body)
 
