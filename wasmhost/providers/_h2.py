@@ -53,7 +53,7 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from ..push.urlguard import UnsafeURL, _resolve, check_address, check_url_syntax
+from ..push.urlguard import UnsafeURL, check_address, check_url_syntax, resolve_host
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -650,7 +650,7 @@ class H2Client:
             try:
                 addresses: list[Any] = [ipaddress.ip_address(self.host)]
             except ValueError:
-                addresses = await _resolve(self.host, self.port)
+                addresses = await resolve_host(self.host, self.port)
             for ip in addresses:
                 check_address(ip, allow_private=self.allow_private)
         except UnsafeURL as exc:

@@ -38,6 +38,7 @@ __all__ = [
     "check_url_syntax",
     "guarded_transport",
     "is_reserved",
+    "resolve_host",
 ]
 
 #: Bound on one name resolution, at save and at connect time.
@@ -182,7 +183,8 @@ def check_url_syntax(url: str, *, allow_private: bool = False) -> httpx.URL:
     return parsed
 
 
-async def _resolve(host: str, port: int) -> list[IPAddress]:
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (bounded by DNS_TIMEOUT); UnsafeURL when it resolves to none."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(DNS_TIMEOUT):
@@ -206,7 +208,7 @@ async def check_url(url: str, *, allow_private: bool = False) -> httpx.URL:
     parsed = check_url_syntax(url, allow_private=allow_private)
     if allow_private or _literal(parsed.host) is not None:
         return parsed  # nothing DNS could add: every address is allowed, or the address is already checked
-    for ip in await _resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)):
+    for ip in await resolve_host(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)):
         check_address(ip, allow_private=False)
     return parsed
 
@@ -230,7 +232,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             literal = _literal(host)
             if literal is None:
                 check_url_syntax(f"http://{host}/", allow_private=self.allow_private)
-            addresses = [literal] if literal is not None else await _resolve(host, port)
+            addresses = [literal] if literal is not None else await resolve_host(host, port)
             for ip in addresses:
                 check_address(ip, allow_private=self.allow_private)
         except UnsafeURL as exc:
