@@ -38,10 +38,10 @@ from ._h2 import (
 from ._http import (
     CredentialsBreaker,
     check_ca_bundle,
-    check_https_url,
     parse_retry_after,
     reject_unknown_fields,
     require_string,
+    url_field,
 )
 from ._jwt import ApnsSigner, ApnsTokenCache, load_p8_key
 
@@ -329,11 +329,9 @@ class ApnsSpec:
             "team_id": team_id, "key_id": key_id, "bundle_id": bundle_id, "p8_key": p8.strip() + "\n",
             "environment": environment,
         }
-        endpoint = require_string(document, "endpoint", max_len=2048, required=False)
+        endpoint = url_field(document, "endpoint", allow_private=self.allow_private_endpoints, path_allowed=False)
         if endpoint:
-            out["endpoint"] = check_https_url(
-                endpoint, "endpoint", allow_private=self.allow_private_endpoints, path_allowed=False
-            )
+            out["endpoint"] = endpoint
         bundle = check_ca_bundle(document)
         if bundle:
             out["ca_bundle"] = bundle

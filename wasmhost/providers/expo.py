@@ -29,15 +29,15 @@ from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.redact import redact
 from ..push.urlguard import UnsafeURL, check_url
 from ..store.base import DeviceStore, StoreError
-from ._tenant_http import (
-    Cooldown,
-    check_fields,
-    make_client,
+from ._http import (
+    CredentialsBreaker,
+    check_ca_bundle,
+    make_lane_client,
     parse_retry_after,
+    reject_unknown_fields,
     transport_failure,
-    validate_ca_bundle,
+    url_field,
     validate_secret,
-    validate_url,
 )
 
 __all__ = [
@@ -173,9 +173,9 @@ class ExpoProvider:
                          "Content-Type": "application/json"}
         if access_token:
             self._headers["Authorization"] = f"Bearer {access_token}"
-        self.client = make_client(guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle,
+        self.client = make_lane_client(guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle,
                                   timeout=timeout, max_connections=EXPO_CONCURRENCY)
-        self.cooldown = Cooldown()
+        self.breaker = CredentialsBreaker()
         self.receipt_delay = receipt_delay
         self.receipt_retry = receipt_retry
         self._slots = asyncio.Semaphore(EXPO_CONCURRENCY)
@@ -185,7 +185,7 @@ class ExpoProvider:
         self.receipts_pruned = 0
 
     async def send(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        blocked = self.cooldown.active()
+        blocked = self.breaker.check()
         if blocked is not None:
             return [blocked] * len(deliveries)
         return await self._send(list(deliveries), split=True)
@@ -211,7 +211,7 @@ class ExpoProvider:
             if split and error and error.get("code") == "PUSH_TOO_MANY_EXPERIENCE_IDS":
                 return await self._split(deliveries, error.get("details"), outcome)
             if outcome.kind is FailureKind.CREDENTIALS:
-                self.cooldown.trip(outcome)
+                self.breaker.trip(outcome)
             return [outcome] * len(deliveries)
         try:
             tickets = response.json().get("data")
@@ -370,12 +370,12 @@ class ExpoSpec:
         self.receipt_retry = receipt_retry
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields("expo", document, _FIELDS)
+        reject_unknown_fields(document, _FIELDS, "expo credentials")
         out: dict[str, Any] = {}
         for key, value in (
             ("access_token", validate_secret(document, "access_token")),
-            ("endpoint", validate_url(document, "endpoint", allow_private=self.allow_private)),
-            ("ca_bundle", validate_ca_bundle(document)),
+            ("endpoint", url_field(document, "endpoint", allow_private=self.allow_private, https_only=False)),
+            ("ca_bundle", check_ca_bundle(document)),
         ):
             if value:
                 out[key] = value

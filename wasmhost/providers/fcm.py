@@ -23,12 +23,13 @@ from ..push.urlguard import UnsafeURL, check_url
 from ._http import (
     CredentialsBreaker,
     check_ca_bundle,
-    check_https_url,
-    make_client,
+    check_tenant_url,
+    make_http2_client,
     parse_retry_after,
     reject_unknown_fields,
     require_string,
     transport_failure,
+    url_field,
 )
 from ._jwt_oauth import GoogleTokenCache, ServiceAccount, TokenRefused, load_rsa_key
 
@@ -234,7 +235,7 @@ class FcmProvider(BaseProvider):
         try:
             response = await self.client.post(self.path, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return transport_failure(exc, device_token, access)
+            return transport_failure(exc)
         outcome = classify_response(response.status_code, response.content, response.headers)
         if refresh_once and outcome.reason == "UNAUTHENTICATED":
             self.tokens.invalidate(self.account, access)
@@ -287,8 +288,8 @@ class FcmSpec:
             raise CredentialsError("service_account.private_key is required")
         load_rsa_key(pem)
         token_uri = require_string(raw, "token_uri", max_len=2048, required=False) or GOOGLE_TOKEN_URI
-        token_uri = check_https_url(token_uri, "service_account.token_uri",
-                                    allow_private=self.allow_private_endpoints, path_allowed=True)
+        token_uri = check_tenant_url(token_uri, "service_account.token_uri",
+                                     allow_private=self.allow_private_endpoints, base=False)
         account = {"type": "service_account", "project_id": project_id, "client_email": email,
                    "private_key": pem, "token_uri": token_uri}
         if key_id:
@@ -300,11 +301,9 @@ class FcmSpec:
             raise CredentialsError("credentials must be a JSON object")
         reject_unknown_fields(document, _FIELDS, "fcm credentials")
         out: dict[str, Any] = {"service_account": self._account(document.get("service_account"))}
-        endpoint = require_string(document, "endpoint", max_len=2048, required=False)
+        endpoint = url_field(document, "endpoint", allow_private=self.allow_private_endpoints, path_allowed=False)
         if endpoint:
-            out["endpoint"] = check_https_url(
-                endpoint, "endpoint", allow_private=self.allow_private_endpoints, path_allowed=False
-            )
+            out["endpoint"] = endpoint
         bundle = check_ca_bundle(document)
         if bundle:
             out["ca_bundle"] = bundle
@@ -351,7 +350,7 @@ class FcmSpec:
         custom = document.get("endpoint") or ""
         # The token URI and endpoint come from the tenant unless the operator supplied the document.
         guarded = self.name not in config.operator_providers
-        client = make_client(
+        client = make_http2_client(
             base_url=custom or FCM_URL, ca_bundle=document.get("ca_bundle") or "", guarded=guarded,
             allow_private=self.allow_private_endpoints, timeout=FCM_TIMEOUT, max_connections=FCM_MAX_CONNECTIONS,
             keepalive_expiry=FCM_IDLE_SECONDS,

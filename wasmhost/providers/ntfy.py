@@ -22,16 +22,17 @@ from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.urlguard import UnsafeURL, check_url, check_url_syntax
-from ._tenant_http import (
-    Cooldown,
-    check_fields,
-    make_client,
-    optional_str,
+from ._http import (
+    MAX_SECRET_BYTES,
+    CredentialsBreaker,
+    check_ca_bundle,
+    make_lane_client,
     parse_retry_after,
+    reject_unknown_fields,
+    require_string,
     transport_failure,
-    validate_ca_bundle,
+    url_field,
     validate_secret,
-    validate_url,
 )
 
 __all__ = ["MAX_MESSAGE_BYTES", "NTFY_TIMEOUT", "NtfyProvider", "NtfySpec", "NtfyTarget"]
@@ -167,14 +168,14 @@ class NtfyProvider(BaseProvider):
         self.base_url = base_url.rstrip("/")
         self._base = httpx.URL(self.base_url + "/")
         self._authorization = authorization
-        self.client = make_client(
+        self.client = make_lane_client(
             guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle, timeout=timeout,
             max_connections=NTFY_CONCURRENCY,
         )
-        self.cooldown = Cooldown()
+        self.breaker = CredentialsBreaker()
 
     async def send_one(self, delivery: Delivery) -> Outcome:
-        blocked = self.cooldown.active()
+        blocked = self.breaker.check()
         if blocked is not None:
             return blocked
         try:
@@ -207,7 +208,7 @@ class NtfyProvider(BaseProvider):
                                   "redirects are not followed", response.status_code)
         outcome = classify(response.status_code, response.content, response.headers.get("retry-after"))
         if outcome.kind is FailureKind.CREDENTIALS:
-            self.cooldown.trip(outcome)
+            self.breaker.trip(outcome)
         return outcome
 
     async def aclose(self) -> None:
@@ -234,13 +235,14 @@ class NtfySpec:
         self.timeout = timeout
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields("ntfy", document, _FIELDS)
+        reject_unknown_fields(document, _FIELDS, "ntfy credentials")
         out: dict[str, Any] = {}
-        base_url = validate_url(document, "base_url", allow_private=self.allow_private)
+        # Plain http stays allowed: self-hosted ntfy servers often run without TLS.
+        base_url = url_field(document, "base_url", allow_private=self.allow_private, https_only=False)
         token = validate_secret(document, "auth_token")
-        username = optional_str(document, "username")
+        username = require_string(document, "username", max_len=MAX_SECRET_BYTES, required=False)
         password = validate_secret(document, "password")
-        ca_bundle = validate_ca_bundle(document)
+        ca_bundle = check_ca_bundle(document)
         if token and (username or password):
             raise CredentialsError("give either auth_token or username + password, not both")
         if bool(username) != bool(password):

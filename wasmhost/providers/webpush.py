@@ -27,15 +27,16 @@ from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.urlguard import UnsafeURL, check_url, check_url_syntax
 from ._ece import MAX_PLAINTEXT, b64url_decode, b64url_encode, encrypt
-from ._tenant_http import (
-    Cooldown,
+from ._http import (
+    MAX_SECRET_BYTES,
+    CredentialsBreaker,
     LaneClient,
-    check_fields,
-    make_client,
-    optional_str,
+    check_ca_bundle,
+    make_lane_client,
     parse_retry_after,
+    reject_unknown_fields,
+    require_string,
     transport_failure,
-    validate_ca_bundle,
 )
 
 __all__ = [
@@ -207,7 +208,7 @@ class WebPushProvider(BaseProvider):
         self._closing: set[asyncio.Future[None]] = set()
         # 401 means our VAPID signature is refused by that push service: stop sending there for a while.
         # 403 is per subscription (subscribed with another key) and must not block the others.
-        self.cooldown = Cooldown()
+        self.breaker = CredentialsBreaker()
 
     async def send_one(self, delivery: Delivery) -> Outcome:
         try:
@@ -218,7 +219,7 @@ class WebPushProvider(BaseProvider):
         except UnsafeURL as exc:
             return Outcome.failed(FailureKind.PERMANENT, "BlockedURL", str(exc))
         audience = f"{url.scheme}://{url.netloc.decode('ascii')}"
-        blocked = self.cooldown.active(audience)
+        blocked = self.breaker.check(audience)
         if blocked is not None:
             return blocked
         plaintext = build_payload(delivery.message)
@@ -244,13 +245,13 @@ class WebPushProvider(BaseProvider):
             return Outcome.ok(response.status_code)
         outcome = classify(response.status_code, response.headers.get("retry-after"))
         if response.status_code == 401:
-            self.cooldown.trip(outcome, audience)
+            self.breaker.trip(outcome, audience)
         return outcome
 
     def _client_for(self, origin: str) -> LaneClient:
         client = self._clients.get(origin)
         if client is None:
-            client = make_client(guarded=True, allow_private=self.allow_private, ca_bundle=self.ca_bundle,
+            client = make_lane_client(guarded=True, allow_private=self.allow_private, ca_bundle=self.ca_bundle,
                                  timeout=self.timeout, max_connections=LANES_PER_ORIGIN)
             self._clients[origin] = client
             if len(self._clients) > MAX_ORIGINS:
@@ -281,12 +282,12 @@ class WebPushSpec:
         self.timeout = timeout
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields("webpush", document, _FIELDS)
-        raw_key = optional_str(document, "vapid_private_key")
+        reject_unknown_fields(document, _FIELDS, "webpush credentials")
+        raw_key = require_string(document, "vapid_private_key", max_len=MAX_SECRET_BYTES, required=False)
         if not raw_key:
             raise CredentialsError("vapid_private_key is required")
         key = load_vapid_key(raw_key)
-        subject = optional_str(document, "vapid_subject")
+        subject = require_string(document, "vapid_subject", max_len=MAX_SECRET_BYTES, required=False)
         if not (subject.startswith("mailto:") and "@" in subject) and not subject.startswith("https://"):
             raise CredentialsError("vapid_subject must be a mailto: address or an https: URL")
         if len(subject) > 512:
@@ -297,7 +298,7 @@ class WebPushSpec:
             ).decode(),
             "vapid_subject": subject,
         }
-        ca_bundle = validate_ca_bundle(document)
+        ca_bundle = check_ca_bundle(document)
         if ca_bundle:
             out["ca_bundle"] = ca_bundle
         return out
