@@ -12,7 +12,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -20,7 +20,14 @@ import httpx
 from ..push.credentials import CredentialsError
 from ..push.provider import FailureKind, Outcome
 from ..push.redact import REQUEST_URL
-from ..push.urlguard import MAX_URL_BYTES, UnsafeURL, blocked_by_guard, check_url_syntax, guarded_transport
+from ..push.urlguard import (
+    MAX_URL_BYTES,
+    UnsafeURL,
+    blocked_by_guard,
+    check_url,
+    check_url_syntax,
+    guarded_transport,
+)
 
 __all__ = [
     "CREDENTIALS_COOLDOWN",
@@ -32,7 +39,9 @@ __all__ = [
     "CredentialsBreaker",
     "LaneClient",
     "check_ca_bundle",
+    "check_saved_urls",
     "check_tenant_url",
+    "endpoint_fields",
     "make_http2_client",
     "make_lane_client",
     "parse_retry_after",
@@ -178,6 +187,27 @@ def check_ca_bundle(document: Mapping[str, Any], field: str = "ca_bundle") -> st
     except (ssl.SSLError, ValueError):
         raise CredentialsError(f"{field} does not parse as PEM certificates") from None
     return value
+
+
+def endpoint_fields(document: Mapping[str, Any], *, allow_private: bool, https_only: bool = True,
+                    path_allowed: bool = False) -> dict[str, str]:
+    """The private-deployment overrides every network provider accepts, ``endpoint`` and ``ca_bundle``,
+    checked; only those given."""
+    out = {"endpoint": url_field(document, "endpoint", allow_private=allow_private, https_only=https_only,
+                                 path_allowed=path_allowed),
+           "ca_bundle": check_ca_bundle(document)}
+    return {k: v for k, v in out.items() if v}
+
+
+async def check_saved_urls(fields: Iterable[tuple[str, Any]], *, allow_private: bool) -> None:
+    """The save-time SSRF check of each given (field, URL): resolves the host (fail closed) and refuses
+    any non-public address; the error names the field and the host, never the URL."""
+    for field, url in fields:
+        if url:
+            try:
+                await check_url(str(url), allow_private=allow_private)
+            except UnsafeURL as exc:
+                raise CredentialsError(f"{field} rejected: {exc}") from None
 
 
 # -- clients -------------------------------------------------------------------------------------

@@ -37,11 +37,10 @@ from ._h2 import (
 )
 from ._http import (
     CredentialsBreaker,
-    check_ca_bundle,
+    endpoint_fields,
     parse_retry_after,
     reject_unknown_fields,
     require_string,
-    url_field,
 )
 from ._jwt import ApnsSigner, ApnsTokenCache, load_p8_key
 
@@ -329,12 +328,7 @@ class ApnsSpec:
             "team_id": team_id, "key_id": key_id, "bundle_id": bundle_id, "p8_key": p8.strip() + "\n",
             "environment": environment,
         }
-        endpoint = url_field(document, "endpoint", allow_private=self.allow_private_endpoints, path_allowed=False)
-        if endpoint:
-            out["endpoint"] = endpoint
-        bundle = check_ca_bundle(document)
-        if bundle:
-            out["ca_bundle"] = bundle
+        out.update(endpoint_fields(document, allow_private=self.allow_private_endpoints))
         return out
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,16 +27,15 @@ from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.redact import redact
-from ..push.urlguard import UnsafeURL, check_url
 from ..store.base import DeviceStore, StoreError
 from ._http import (
     CredentialsBreaker,
-    check_ca_bundle,
+    check_saved_urls,
+    endpoint_fields,
     make_lane_client,
     parse_retry_after,
     reject_unknown_fields,
     transport_failure,
-    url_field,
     validate_secret,
 )
 
@@ -371,22 +370,14 @@ class ExpoSpec:
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
         reject_unknown_fields(document, _FIELDS, "expo credentials")
-        out: dict[str, Any] = {}
-        for key, value in (
-            ("access_token", validate_secret(document, "access_token")),
-            ("endpoint", url_field(document, "endpoint", allow_private=self.allow_private, https_only=False)),
-            ("ca_bundle", check_ca_bundle(document)),
-        ):
-            if value:
-                out[key] = value
+        token = validate_secret(document, "access_token")
+        out: dict[str, Any] = {"access_token": token} if token else {}
+        # Plain http and a path prefix stay allowed for a self-hosted relay, as before.
+        out.update(endpoint_fields(document, allow_private=self.allow_private, https_only=False, path_allowed=True))
         return out
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
-        if document.get("endpoint"):
-            try:
-                await check_url(str(document["endpoint"]), allow_private=self.allow_private)
-            except UnsafeURL as exc:
-                raise CredentialsError(f"endpoint rejected: {exc}") from None
+        await check_saved_urls([("endpoint", document.get("endpoint"))], allow_private=self.allow_private)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         return {"endpoint": document.get("endpoint", ""), "has_access_token": bool(document.get("access_token")),

@@ -19,17 +19,16 @@ import httpx
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
-from ..push.urlguard import UnsafeURL, check_url
 from ._http import (
     CredentialsBreaker,
-    check_ca_bundle,
+    check_saved_urls,
     check_tenant_url,
+    endpoint_fields,
     make_http2_client,
     parse_retry_after,
     reject_unknown_fields,
     require_string,
     transport_failure,
-    url_field,
 )
 from ._jwt_oauth import GoogleTokenCache, ServiceAccount, TokenRefused, load_rsa_key
 
@@ -301,24 +300,15 @@ class FcmSpec:
             raise CredentialsError("credentials must be a JSON object")
         reject_unknown_fields(document, _FIELDS, "fcm credentials")
         out: dict[str, Any] = {"service_account": self._account(document.get("service_account"))}
-        endpoint = url_field(document, "endpoint", allow_private=self.allow_private_endpoints, path_allowed=False)
-        if endpoint:
-            out["endpoint"] = endpoint
-        bundle = check_ca_bundle(document)
-        if bundle:
-            out["ca_bundle"] = bundle
+        out.update(endpoint_fields(document, allow_private=self.allow_private_endpoints))
         return out
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
         """Save-time SSRF check (with DNS, fail closed) of the tenant's `endpoint` and `token_uri`."""
         account = document.get("service_account") or {}
-        for field, url in (("endpoint", document.get("endpoint")), ("service_account.token_uri",
-                                                                    account.get("token_uri"))):
-            if url:
-                try:
-                    await check_url(str(url), allow_private=self.allow_private_endpoints)
-                except UnsafeURL as exc:
-                    raise CredentialsError(f"{field} rejected: {exc}") from None
+        await check_saved_urls([("endpoint", document.get("endpoint")),
+                                ("service_account.token_uri", account.get("token_uri"))],
+                               allow_private=self.allow_private_endpoints)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         account = document.get("service_account") or {}

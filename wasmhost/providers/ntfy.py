@@ -21,11 +21,12 @@ import httpx
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
-from ..push.urlguard import UnsafeURL, check_url, check_url_syntax
+from ..push.urlguard import UnsafeURL, check_url_syntax
 from ._http import (
     MAX_SECRET_BYTES,
     CredentialsBreaker,
     check_ca_bundle,
+    check_saved_urls,
     make_lane_client,
     parse_retry_after,
     reject_unknown_fields,
@@ -259,11 +260,7 @@ class NtfySpec:
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
         """Save-time SSRF check of base_url: every resolved address must be public."""
-        if document.get("base_url"):
-            try:
-                await check_url(str(document["base_url"]), allow_private=self.allow_private)
-            except UnsafeURL as exc:
-                raise CredentialsError(f"base_url rejected: {exc}") from None
+        await check_saved_urls([("base_url", document.get("base_url"))], allow_private=self.allow_private)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"base_url": document.get("base_url", "")}
