@@ -12,9 +12,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["DROP", "FakeServer", "Request", "Response"]
+__all__ = ["DROP", "FakeServer", "Request", "Response", "ServedFake"]
 
 #: Returned by a handler: close the connection without answering.
 DROP: Any = object()
@@ -134,3 +134,27 @@ class FakeServer:
             return
         finally:
             self._writers.discard(writer)
+
+
+@dataclass
+class ServedFake:
+    """A fake push service served by a plain-HTTP `FakeServer` on 127.0.0.1 once started. Subclasses
+    define `handle`; a test may set `server` itself (with TLS, say) instead of calling `start`."""
+
+    server: FakeServer | None = field(default=None, kw_only=True)
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self.server = await FakeServer(self.handle).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    async def aclose(self) -> None:
+        if self.server is not None:
+            await self.server.aclose()

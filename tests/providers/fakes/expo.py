@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import DROP, FakeServer, Request, Response
+from . import DROP, Request, Response, ServedFake
 
 __all__ = ["FakeExpo"]
 
@@ -28,7 +28,7 @@ def _errors(status: int, code: str, message: str, details: Any = None,
 
 
 @dataclass
-class FakeExpo:
+class FakeExpo(ServedFake):
     """`access_tokens`: when set, requests must carry one of them. `script[push_token]`: per-message
     actions consumed per send (``ok``, ``dead``, ``toobig``, ``rate``, ``receipt_dead``).
     `request_script`: per-request actions (``429``, ``500``, ``drop``, ``401``, ``400-echo``).
@@ -45,20 +45,6 @@ class FakeExpo:
     receipt_requests: list[list[str]] = field(default_factory=list)
     delivered: list[dict[str, Any]] = field(default_factory=list)
     receipts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    server: FakeServer | None = None
-
-    async def start(self) -> FakeExpo:
-        self.server = await FakeServer(self.handle).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    async def aclose(self) -> None:
-        if self.server is not None:
-            await self.server.aclose()
 
     async def handle(self, req: Request) -> Response:
         if self.delay:

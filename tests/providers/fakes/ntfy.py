@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import DROP, FakeServer, Request, Response
+from . import DROP, Request, Response, ServedFake
 
 __all__ = ["FakeNtfy"]
 
@@ -25,7 +25,7 @@ def _error(status: int, code: int, text: str, headers: dict[str, str] | None = N
 
 
 @dataclass
-class FakeNtfy:
+class FakeNtfy(ServedFake):
     """`token` or `username`/`password` turn auth on. `script[topic]` is a list of actions consumed per
     request: ``ok``, ``drop``, ``400``, ``401``, ``413``, ``429``, ``42908``, ``42909``, ``500``, ``507``."""
 
@@ -37,20 +37,6 @@ class FakeNtfy:
     published: list[dict[str, Any]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     auth_seen: list[str] = field(default_factory=list)
-    server: FakeServer | None = None
-
-    async def start(self) -> FakeNtfy:
-        self.server = await FakeServer(self.handle).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    async def aclose(self) -> None:
-        if self.server is not None:
-            await self.server.aclose()
 
     def _authorized(self, header: str) -> bool:
         if not (self.token or self.username):

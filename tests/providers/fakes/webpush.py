@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from wasmhost.providers._ece import b64url_decode, b64url_encode, decrypt
 
-from . import DROP, FakeServer, Request, Response
+from . import DROP, Request, Response, ServedFake
 
 __all__ = ["Browser", "FakeWebPush"]
 
@@ -47,7 +47,7 @@ class Browser:
 
 
 @dataclass
-class FakeWebPush:
+class FakeWebPush(ServedFake):
     """`script[sub_id]`: actions consumed per request: ``ok``, ``drop``, or a status (``404``, ``410``,
     ``413``, ``429`` (with Retry-After: 1), ``500``, ``401``, ``403``, ``400``)."""
 
@@ -60,20 +60,6 @@ class FakeWebPush:
     received: list[dict[str, Any]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     jwts: set[str] = field(default_factory=set)
-    server: FakeServer | None = None
-
-    async def start(self) -> FakeWebPush:
-        self.server = await FakeServer(self.handle).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    async def aclose(self) -> None:
-        if self.server is not None:
-            await self.server.aclose()
 
     def browser(self, sub_id: str) -> Browser:
         self.browsers[sub_id] = Browser(sub_id)
