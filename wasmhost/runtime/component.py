@@ -24,11 +24,8 @@ import hmac
 import logging
 import mmap
 import os
-import secrets
 import sys
-import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +37,7 @@ from wasmtime import component as wc
 from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
 
 from . import abi
-from .cache import CacheStats
+from .cache import ArtifactCache, write_atomic
 from .context import InvocationContext
 from .engine import EngineHost
 from .invocation import MAX_TABLE_ELEMENTS, classify, epoch_ticks
@@ -73,7 +70,6 @@ _PREAMBLE = b"\0asm"
 _COMPONENT_LAYER = b"\x0d\x00\x01\x00"
 _MAGIC = b"WHCMPv1\n"
 _MAC_LEN = 32
-_PROCESS_KEY = secrets.token_bytes(32)
 _LEVELS = {name: i for i, name in enumerate(abi.LOG_LEVELS)}
 
 
@@ -133,7 +129,7 @@ def compile_component(host: EngineHost, source: bytes, sha: str | None = None) -
 # -- cache ---------------------------------------------------------------------------------------
 
 
-class ComponentCache:
+class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
     """Memory LRU in front of HMAC-signed serialized components on disk (see the module docstring).
 
     Files: ``<cache_dir>/<sha256>-<engine fingerprint>.ccwasm`` is wasmtime's artifact as is (so it
@@ -141,48 +137,16 @@ class ComponentCache:
     fingerprint || sha256 || artifact)``.
     """
 
-    def __init__(
-        self, host: EngineHost, cache_dir: Path | None = None, key: bytes | None = None, capacity: int = 16
-    ) -> None:
-        self._host = host
-        self._dir = Path(cache_dir) if cache_dir is not None else None
-        self._key = bytes(key) if key else _PROCESS_KEY
-        self._capacity = capacity
-        self._lru: OrderedDict[str, CompiledComponent] = OrderedDict()
-        self._lock = threading.Lock()
-        self.stats = CacheStats()
+    suffix = ".ccwasm"
+    label = "component cache"
+    domain = b"component\0"
+    default_capacity = 16
 
-    def get(self, source: bytes) -> CompiledComponent:
-        """The compiled component for ``source``: from memory, from disk, or freshly compiled."""
-        sha = hashlib.sha256(source).hexdigest()
-        with self._lock:
-            hit = self._lru.get(sha)
-            if hit is not None:
-                self._lru.move_to_end(sha)
-                self.stats.memory_hits += 1
-                return hit
-        compiled = self._load(sha)
-        if compiled is None:
-            compiled = compile_component(self._host, source, sha)
-            with self._lock:
-                self.stats.compiles += 1
-            self._store(compiled)
-        with self._lock:
-            self._lru[sha] = compiled
-            self._lru.move_to_end(sha)
-            while len(self._lru) > self._capacity:
-                self._lru.popitem(last=False)
-        return compiled
+    def _key_of(self, source: bytes) -> str:
+        return hashlib.sha256(source).hexdigest()
 
-    def path_for(self, sha: str) -> Path | None:
-        if self._dir is None:
-            return None
-        return self._dir / f"{sha}-{self._host.fingerprint}.ccwasm"
-
-    def _mac(self, sha: str) -> Any:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        mac.update(b"component\0" + self._host.fingerprint.encode() + b"\0" + sha.encode() + b"\0")
-        return mac
+    def _compile(self, source: bytes, sha: str) -> CompiledComponent:
+        return compile_component(self._host, source, sha)
 
     def _load(self, sha: str) -> CompiledComponent | None:
         path = self.path_for(sha)
@@ -204,18 +168,7 @@ class ComponentCache:
             log.warning("component cache: discarding %s: %s", path.name, _first_line(exc))
         finally:
             os.close(fd)
-        if compiled is None:
-            with self._lock:
-                self.stats.disk_rejected += 1
-            for stale in (path, Path(f"{path}.mac")):
-                try:
-                    stale.unlink()
-                except OSError:
-                    pass
-            return None
-        with self._lock:
-            self.stats.disk_hits += 1
-        return compiled
+        return self._loaded(compiled, path, Path(f"{path}.mac"))
 
     def _verify_and_load(self, fd: int, sha: str) -> CompiledComponent | None:
         path = self.path_for(sha)
@@ -226,10 +179,9 @@ class ComponentCache:
         size = os.fstat(fd).st_size
         if size == 0:
             return None
-        mac = self._mac(sha)
         with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
-            mac.update(mapped)
-        if not hmac.compare_digest(tag[len(_MAGIC) :], mac.digest()):
+            digest = self._digest(sha, mapped)
+        if not hmac.compare_digest(tag[len(_MAGIC) :], digest):
             return None
         if sys.platform.startswith("linux"):
             # Load the verified open file itself, not the path again: a file swapped in after the
@@ -240,34 +192,11 @@ class ComponentCache:
         validate(self._host.engine, component)
         return CompiledComponent(sha, self._host.engine, component, "disk")
 
-    def _store(self, compiled: CompiledComponent) -> None:
-        path = self.path_for(compiled.sha256)
-        if path is None:
-            return
-        try:
-            blob = compiled.component.serialize()
-            mac = self._mac(compiled.sha256)
-            mac.update(blob)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The tag first: a blob without a matching tag is refused, never trusted.
-            _write_atomic(Path(f"{path}.mac"), _MAGIC + mac.digest())
-            _write_atomic(path, blob)
-        except (OSError, WasmtimeError) as exc:
-            log.warning("component cache: cannot write %s: %s", path, exc)
-            return
-        with self._lock:
-            self.stats.disk_writes += 1
-
-
-def _write_atomic(path: Path, data: bytes | bytearray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    def _write(self, path: Path, sha: str, compiled: CompiledComponent) -> None:
+        blob = compiled.component.serialize()
+        # The tag first: a blob without a matching tag is refused, never trusted.
+        write_atomic(Path(f"{path}.mac"), _MAGIC + self._digest(sha, blob))
+        write_atomic(path, blob)
 
 
 # -- host functions ------------------------------------------------------------------------------
