@@ -23,12 +23,27 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from ._rows import (
+    AUTH,
+    CONFIG,
+    CREDENTIALS,
+    DEVICE_COLUMNS,
+    FINGERPRINT_KEY,
+    TOKENS,
+    credentials_context,
+    devices_from_rows,
+    function_from_row,
+    open_fingerprint_key,
+    open_json,
+    open_text,
+    outbox_from_row,
+    push_config_from_row,
+)
 from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
 from .changes import Change, LocalChangeFeed
 from .migrations import MIGRATIONS, render
 from .rotation import SealedColumn, SealedRow, page_sql, swap_sql
-from .sealing import KeyRing, SealError, fingerprint
-from .sqlite import AUTH, CONFIG, CREDENTIALS, FINGERPRINT_KEY, TOKENS
+from .sealing import KeyRing, fingerprint
 
 __all__ = ["CHANNEL", "PgChangeFeed", "PostgresStore"]
 
@@ -51,7 +66,6 @@ LISTENER_HEALTH_TIMEOUT = 3.0
 LISTENER_BACKOFF_MIN = 0.05
 LISTENER_BACKOFF_MAX = 5.0
 
-_DEVICE_COLUMNS = "id, namespace, user_id, device_id, provider, platform, app_version, created_at, updated_at"
 _NOTIFY = f"SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', ${{n}}) FROM w) AS n"
 
 
@@ -360,16 +374,10 @@ class PostgresStore:
                 FINGERPRINT_KEY, self.keyring.seal(os.urandom(32), FINGERPRINT_KEY),
             )
             sealed = await conn.fetchval("SELECT value FROM meta WHERE key = $1", FINGERPRINT_KEY)
-        try:
-            return self.keyring.open(sealed, FINGERPRINT_KEY)
-        except SealError as exc:
-            raise StoreError(f"cannot open the fingerprint key: {exc} (is this the right master key?)") from None
+        return open_fingerprint_key(self.keyring, sealed)
 
     def _open(self, sealed: str, purpose: str, context: str) -> str:
-        try:
-            return self.keyring.open(sealed, purpose, context).decode()
-        except SealError as exc:
-            raise StoreError(str(exc)) from None
+        return open_text(self.keyring, sealed, purpose, context)
 
     # -- namespaces --------------------------------------------------------------------------
 
@@ -464,15 +472,7 @@ class PostgresStore:
                 "SELECT ntfy_base_url, ntfy_auth_token_sealed, expo_access_token_sealed, updated_at "
                 "FROM push_config WHERE namespace = $1", namespace,
             )
-        if row is None:
-            return None
-        return PushConfig(
-            namespace=namespace,
-            ntfy_base_url=row[0],
-            ntfy_auth_token=self._open(row[1], CONFIG, namespace) if row[1] else "",
-            expo_access_token=self._open(row[2], CONFIG, namespace) if row[2] else "",
-            updated_at=row[3],
-        )
+        return push_config_from_row(self.keyring, namespace, row) if row is not None else None
 
     async def put_push_config(self, config: PushConfig) -> PushConfig:
         ns = config.namespace
@@ -507,7 +507,7 @@ class PostgresStore:
             )
         if sealed is None:
             return None
-        return json.loads(self._open(sealed, CREDENTIALS, f"{namespace}\x00{provider}"))
+        return open_json(self.keyring, sealed, CREDENTIALS, credentials_context(namespace, provider))
 
     async def all_credentials(self, namespace: str) -> dict[str, dict[str, Any]]:
         async with self._conn() as conn:
@@ -515,7 +515,7 @@ class PostgresStore:
                 "SELECT provider, document_sealed FROM push_credentials WHERE namespace = $1 ORDER BY provider",
                 namespace,
             )
-        return {r[0]: json.loads(self._open(r[1], CREDENTIALS, f"{namespace}\x00{r[0]}")) for r in rows}
+        return {r[0]: open_json(self.keyring, r[1], CREDENTIALS, credentials_context(namespace, r[0])) for r in rows}
 
     async def credentials_updated_at(self, namespace: str) -> dict[str, float]:
         async with self._conn() as conn:
@@ -600,17 +600,13 @@ class PostgresStore:
         return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
 
     async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
-        columns = _DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
+        columns = DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {columns} FROM devices WHERE namespace = $1 AND user_id = $2 ORDER BY created_at, id",
                 namespace, user_id,
             )
-        devices = []
-        for r in rows:
-            token = self._open(r[9], TOKENS, f"{namespace}\x00{r[0]}") if with_tokens else ""
-            devices.append(Device(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], token))
-        return devices
+        return devices_from_rows(self.keyring, namespace, rows, with_tokens)
 
     async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
         change = Change(namespace, "device", device_row_id)
@@ -653,7 +649,7 @@ class PostgresStore:
                 "SELECT id, namespace, user_id, device_id, message_json, delivered_at FROM outbox"
                 " WHERE namespace = $1 ORDER BY id LIMIT $2", namespace, limit,
             )
-        return [OutboxRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+        return [outbox_from_row(r) for r in rows]
 
     # -- functions ---------------------------------------------------------------------------
 
@@ -679,7 +675,7 @@ class PostgresStore:
             )
         if r is None:
             raise NotFound(f"function {name!r} not found")
-        return FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bytes(r[7] or b""))
+        return function_from_row(r)
 
     async def list_functions(self, namespace: str) -> list[FunctionRecord]:
         async with self._conn() as conn:
@@ -687,7 +683,7 @@ class PostgresStore:
                 "SELECT namespace, name, sha256, size, limits_json, created_at, updated_at FROM functions"
                 " WHERE namespace = $1 ORDER BY name", namespace,
             )
-        return [FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [function_from_row(r) for r in rows]
 
     async def delete_function(self, namespace: str, name: str) -> None:
         count = await self._announce(

@@ -16,24 +16,32 @@ from typing import Any
 
 import aiosqlite
 
+from ._rows import (
+    AUTH,
+    CONFIG,
+    CREDENTIALS,
+    DEVICE_COLUMNS,
+    FINGERPRINT_KEY,
+    TOKENS,
+    credentials_context,
+    devices_from_rows,
+    function_from_row,
+    open_fingerprint_key,
+    open_json,
+    open_text,
+    outbox_from_row,
+    push_config_from_row,
+)
 from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
 from .changes import Change, LocalChangeFeed
 from .migrations import MIGRATIONS, render
 from .rotation import SealedColumn, SealedRow, page_sql, swap_sql
-from .sealing import KeyRing, SealError, fingerprint
+from .sealing import KeyRing, fingerprint
 
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
-# Purposes of the keys derived from the master key (see sealing.py).
-TOKENS = "device-tokens"
-CREDENTIALS = "push-credentials"
-CONFIG = "push-config"
-FINGERPRINT_KEY = "fingerprint-key"
-AUTH = "namespace-auth"
-
-_DEVICE_COLUMNS = "id, namespace, user_id, device_id, provider, platform, app_version, created_at, updated_at"
 
 
 _OUTBOX_INSERT = (
@@ -315,16 +323,10 @@ class SQLiteStore:
             async with self.db.execute("SELECT value FROM meta WHERE key = ?", (FINGERPRINT_KEY,)) as cur:
                 row = await cur.fetchone()
         assert row is not None
-        try:
-            return self.keyring.open(row[0], FINGERPRINT_KEY)
-        except SealError as exc:
-            raise StoreError(f"cannot open the fingerprint key: {exc} (is this the right master key?)") from None
+        return open_fingerprint_key(self.keyring, row[0])
 
     def _open(self, sealed: str, purpose: str, context: str) -> str:
-        try:
-            return self.keyring.open(sealed, purpose, context).decode()
-        except SealError as exc:
-            raise StoreError(str(exc)) from None
+        return open_text(self.keyring, sealed, purpose, context)
 
     # -- namespaces --------------------------------------------------------------------------
 
@@ -398,15 +400,7 @@ class SQLiteStore:
             "SELECT ntfy_base_url, ntfy_auth_token_sealed, expo_access_token_sealed, updated_at "
             "FROM push_config WHERE namespace = ?", (namespace,)
         )
-        if row is None:
-            return None
-        return PushConfig(
-            namespace=namespace,
-            ntfy_base_url=row[0],
-            ntfy_auth_token=self._open(row[1], CONFIG, namespace) if row[1] else "",
-            expo_access_token=self._open(row[2], CONFIG, namespace) if row[2] else "",
-            updated_at=row[3],
-        )
+        return push_config_from_row(self.keyring, namespace, row) if row is not None else None
 
     async def put_push_config(self, config: PushConfig) -> PushConfig:
         ns = config.namespace
@@ -438,13 +432,13 @@ class SQLiteStore:
         )
         if row is None:
             return None
-        return json.loads(self._open(row[0], CREDENTIALS, f"{namespace}\x00{provider}"))
+        return open_json(self.keyring, row[0], CREDENTIALS, credentials_context(namespace, provider))
 
     async def all_credentials(self, namespace: str) -> dict[str, dict[str, Any]]:
         rows = await self._fetchall(
             "SELECT provider, document_sealed FROM push_credentials WHERE namespace = ? ORDER BY provider", (namespace,)
         )
-        return {r[0]: json.loads(self._open(r[1], CREDENTIALS, f"{namespace}\x00{r[0]}")) for r in rows}
+        return {r[0]: open_json(self.keyring, r[1], CREDENTIALS, credentials_context(namespace, r[0])) for r in rows}
 
     async def credentials_updated_at(self, namespace: str) -> dict[str, float]:
         async with self.db.execute(
@@ -534,16 +528,12 @@ class SQLiteStore:
         return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
 
     async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
-        columns = _DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
+        columns = DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
         rows = await self._fetchall(
             f"SELECT {columns} FROM devices WHERE namespace = ? AND user_id = ? ORDER BY created_at, id",
             (namespace, user_id),
         )
-        devices = []
-        for r in rows:
-            token = self._open(r[9], TOKENS, f"{namespace}\x00{r[0]}") if with_tokens else ""
-            devices.append(Device(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], token))
-        return devices
+        return devices_from_rows(self.keyring, namespace, rows, with_tokens)
 
     async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
         if user_id is None:
@@ -586,7 +576,7 @@ class SQLiteStore:
             " ORDER BY id LIMIT ?", (namespace, limit)
         ) as cur:
             rows = await cur.fetchall()
-        return [OutboxRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+        return [outbox_from_row(r) for r in rows]
 
     # -- functions ---------------------------------------------------------------------------
 
@@ -615,14 +605,14 @@ class SQLiteStore:
             r = await cur.fetchone()
         if r is None:
             raise NotFound(f"function {name!r} not found")
-        return FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], bytes(r[7] or b""))
+        return function_from_row(r)
 
     async def list_functions(self, namespace: str) -> list[FunctionRecord]:
         rows = await self._fetchall(
             "SELECT namespace, name, sha256, size, limits_json, created_at, updated_at FROM functions"
             " WHERE namespace = ? ORDER BY name", (namespace,)
         )
-        return [FunctionRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [function_from_row(r) for r in rows]
 
     async def delete_function(self, namespace: str, name: str) -> None:
         cur = await self._write("DELETE FROM functions WHERE namespace = ? AND name = ?", (namespace, name),
