@@ -303,9 +303,7 @@ class ApnsSpec:
         self.breaker_factory = breaker_factory
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(document, Mapping):
-            raise CredentialsError("credentials must be a JSON object")
-        reject_unknown_fields(document, _FIELDS, "apns credentials")
+        reject_unknown_fields(document, _FIELDS, "apns credentials")  # also refuses a non-object
         team_id = require_string(document, "team_id", max_len=10)
         if not _TEAM_OR_KEY.match(team_id):
             raise CredentialsError("team_id must be the 10-character Team ID (A-Z, 0-9)")

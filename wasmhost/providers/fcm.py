@@ -296,9 +296,7 @@ class FcmSpec:
         return account
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(document, Mapping):
-            raise CredentialsError("credentials must be a JSON object")
-        reject_unknown_fields(document, _FIELDS, "fcm credentials")
+        reject_unknown_fields(document, _FIELDS, "fcm credentials")  # also refuses a non-object
         out: dict[str, Any] = {"service_account": self._account(document.get("service_account"))}
         out.update(endpoint_fields(document, allow_private=self.allow_private_endpoints))
         return out
