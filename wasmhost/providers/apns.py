@@ -37,6 +37,7 @@ from ._h2 import (
 )
 from ._http import (
     CredentialsBreaker,
+    check_saved_urls,
     endpoint_fields,
     parse_retry_after,
     reject_unknown_fields,
@@ -328,6 +329,10 @@ class ApnsSpec:
         }
         out.update(endpoint_fields(document, allow_private=self.allow_private_endpoints))
         return out
+
+    async def check_urls(self, document: Mapping[str, Any]) -> None:
+        """Save-time SSRF check (DNS, fail closed) of a tenant's `endpoint`; connect time checks again."""
+        await check_saved_urls([("endpoint", document.get("endpoint"))], allow_private=self.allow_private_endpoints)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {k: document[k] for k in ("team_id", "key_id", "bundle_id", "environment")

@@ -373,7 +373,9 @@ class ExpoSpec:
         token = validate_secret(document, "access_token")
         out: dict[str, Any] = {"access_token": token} if token else {}
         # Plain http and a path prefix stay allowed for a self-hosted relay, as before.
-        out.update(endpoint_fields(document, allow_private=self.allow_private, https_only=False, path_allowed=True))
+        # The access token travels to the endpoint: plain http only for private deployments and tests.
+        out.update(endpoint_fields(document, allow_private=self.allow_private, https_only=not self.allow_private,
+                                   path_allowed=True))
         return out
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:

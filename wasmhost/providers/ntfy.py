@@ -250,6 +250,9 @@ class NtfySpec:
             raise CredentialsError("username and password must be given together")
         if ":" in username or len(username) > 256:
             raise CredentialsError("username must be at most 256 characters without ':'")
+        if base_url.startswith("http:") and (token or password) and not self.allow_private:
+            raise CredentialsError("base_url must be https when auth_token or password is set "
+                                   "(they would travel unencrypted)")
         for key, value in (("base_url", base_url), ("auth_token", token), ("username", username),
                            ("password", password), ("ca_bundle", ca_bundle)):
             if value:
