@@ -5,18 +5,16 @@ push_wait is woken by the delivery itself."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import subprocess
 import sys
 import threading
-import weakref
 
 import pytest
 
 from wasmhost.runtime import Runtime
 from wasmhost.runtime.engine import engine_host
-from wasmhost.runtime.worker import Worker, release_after_reply
+from wasmhost.runtime.worker import Worker
 
 from .helpers import FakeSender
 
@@ -108,33 +106,6 @@ async def test_worker_close_runs_queued_jobs_then_refuses_new_ones() -> None:
     await asyncio.gather(*futs)
     with pytest.raises(RuntimeError, match="closed"):
         worker.run(ran.append, 6)
-
-
-async def test_objects_released_after_reply_outlive_the_job_but_not_the_next_one() -> None:
-    worker = Worker("test-wasm")
-
-    class Big:
-        pass
-
-    refs: list[weakref.ref[Big]] = []
-
-    def job() -> str:
-        obj = Big()
-        refs.append(weakref.ref(obj))
-        release_after_reply(obj)
-        return "ok"
-
-    try:
-        assert await worker.run(job) == "ok"
-        await worker.run(gc.collect)
-        assert refs[0]() is None
-    finally:
-        worker.close()
-
-
-async def test_release_after_reply_outside_a_worker_is_a_no_op() -> None:
-    obj = object()
-    release_after_reply(obj)  # no error, nothing kept
 
 
 async def test_a_slow_delivery_wakes_the_waiting_guest() -> None:

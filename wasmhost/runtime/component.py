@@ -44,7 +44,6 @@ from .invocation import MAX_TABLE_ELEMENTS, classify, epoch_ticks
 from .limits import Limits
 from .module import InvalidModule
 from .result import InvocationError
-from .worker import release_after_reply
 
 __all__ = [
     "HOST_INTERFACE",
@@ -371,5 +370,4 @@ def run_component(
         fuel_used = limits.fuel - store.get_fuel()
     except WasmtimeError:
         fuel_used = limits.fuel
-    release_after_reply(store)
     return code, error, fuel_used

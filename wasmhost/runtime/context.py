@@ -64,7 +64,6 @@ class SendRecord:
     error: str = ""
     task: asyncio.Task[None] | None = None
     _json: bytes | None = None
-    _dict: dict[str, Any] | None = None
 
     @property
     def report_json(self) -> bytes:
@@ -74,9 +73,6 @@ class SendRecord:
         return self._json
 
     def to_dict(self) -> dict[str, Any]:
-        """The send as the invocation result shows it (final once ``done``: then cached)."""
-        if self._dict is not None:
-            return self._dict
         base: dict[str, Any] = {"ticket": self.ticket, "user_id": self.user_id}
         if self.code == abi.OK and self.report is not None:
             base.update(self.report.to_dict())
@@ -84,8 +80,6 @@ class SendRecord:
         else:
             base.update(ok=False, devices_attempted=0, devices_succeeded=0, results=[])
             base["error"] = {"code": self.code, "kind": abi.strerror(self.code), "message": self.error}
-        if self.done:
-            self._dict = base
         return base
 
 
@@ -247,10 +241,6 @@ class InvocationContext:
             log.exception("sender failed for namespace %r", self.namespace)
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
         self._complete(record)
-        # While the woken guest thread gets going: encode what it and the result will need.
-        if record.code == abi.OK:
-            record.report_json  # noqa: B018 - fills the cache
-        record.to_dict()
 
     def _complete(self, record: SendRecord) -> None:
         with self._cond:

@@ -18,7 +18,6 @@ from .hostfuncs import CoreContext, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
-from .worker import release_after_reply
 
 __all__ = ["classify", "run_core"]
 
@@ -101,5 +100,4 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
         fuel_used = limits.fuel - store.get_fuel()
     except WasmtimeError:
         fuel_used = limits.fuel
-    release_after_reply(store)
     return code, error, fuel_used
