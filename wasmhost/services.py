@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .providers import ProviderFactoryImpl, default_specs
 from .push import Defaults, Manager, PushObserver
@@ -29,7 +27,7 @@ from .store import (
     state_dir_for,
 )
 
-__all__ = ["ChangeFeedCollector", "Services", "Settings"]
+__all__ = ["Services", "Settings"]
 
 LOG = logging.getLogger("wasmhost")
 
@@ -141,33 +139,3 @@ class Services:
             await self.manager.aclose()
         finally:
             await self.store.aclose()
-
-
-class ChangeFeedCollector:
-    """Prometheus view of the change feed (register it on the gateway's registry): whether this gateway
-    hears other gateways' changes, and how often it lost and regained that."""
-
-    def __init__(self, services: Callable[[], Services | None]) -> None:
-        self._services = services
-
-    def describe(self) -> list[Metric]:
-        return []  # names are only known once the services are open; collect() is authoritative
-
-    def collect(self) -> Iterator[Metric]:
-        svc = self._services()
-        if svc is None:
-            return
-        feed = svc.changes
-        yield CounterMetricFamily("wasmhost_change_invalidations", "Dispatcher invalidations caused by announced "
-                                  "changes (local or from other gateways)", value=svc.invalidations)
-        if feed is None or not hasattr(feed, "listener_connected"):
-            return
-        yield GaugeMetricFamily("wasmhost_change_listener_connected", "1 while the LISTEN connection that carries "
-                                "other gateways' changes is up", value=int(bool(feed.listener_connected)))
-        for name, attr, text in (
-            ("wasmhost_change_listener_disconnects", "disconnects", "LISTEN connections lost"),
-            ("wasmhost_change_listener_reconnects", "reconnects",
-             "LISTEN connections re-established (each followed by invalidating every cache once)"),
-            ("wasmhost_changes_received", "received", "Change notifications received from other gateways"),
-        ):
-            yield CounterMetricFamily(name, text, value=int(getattr(feed, attr, 0)))

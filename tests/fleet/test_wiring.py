@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from wasmhost.gateway.metrics import ChangeFeedCollector
 from wasmhost.push import Defaults
-from wasmhost.services import ChangeFeedCollector, Services, Settings
+from wasmhost.services import Services, Settings
 from wasmhost.store import Change
 
 

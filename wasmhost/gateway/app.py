@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..services import ChangeFeedCollector, Services, Settings
+from ..services import Services, Settings
 from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
 from .limits import InvocationSlots, SendRateLimiter
-from .metrics import Metrics
+from .metrics import ChangeFeedCollector, Metrics
 from .routes import devices, functions, namespace, operator, ops, push
 from .state import Gateway
 

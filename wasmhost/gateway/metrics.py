@@ -6,13 +6,17 @@ leak tenant names and grow without bound.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..push.observer import PushObserver
 from ..runtime import InvocationResult
+from ..services import Services
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "ChangeFeedCollector", "Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -82,3 +86,33 @@ def _send_outcome(send: dict[str, object]) -> str:
     if isinstance(error, dict):
         return str(error.get("kind", "error"))
     return "ok" if send.get("ok") else "partial"
+
+
+class ChangeFeedCollector:
+    """Prometheus view of the change feed (register it on the gateway's registry): whether this gateway
+    hears other gateways' changes, and how often it lost and regained that."""
+
+    def __init__(self, services: Callable[[], Services | None]) -> None:
+        self._services = services
+
+    def describe(self) -> list[Metric]:
+        return []  # names are only known once the services are open; collect() is authoritative
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self._services()
+        if svc is None:
+            return
+        feed = svc.changes
+        yield CounterMetricFamily("wasmhost_change_invalidations", "Dispatcher invalidations caused by announced "
+                                  "changes (local or from other gateways)", value=svc.invalidations)
+        if feed is None or not hasattr(feed, "listener_connected"):
+            return
+        yield GaugeMetricFamily("wasmhost_change_listener_connected", "1 while the LISTEN connection that carries "
+                                "other gateways' changes is up", value=int(bool(feed.listener_connected)))
+        for name, attr, text in (
+            ("wasmhost_change_listener_disconnects", "disconnects", "LISTEN connections lost"),
+            ("wasmhost_change_listener_reconnects", "reconnects",
+             "LISTEN connections re-established (each followed by invalidating every cache once)"),
+            ("wasmhost_changes_received", "received", "Change notifications received from other gateways"),
+        ):
+            yield CounterMetricFamily(name, text, value=int(getattr(feed, attr, 0)))
