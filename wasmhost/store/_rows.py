@@ -14,6 +14,7 @@ from .base import Device, FunctionRecord, OutboxRecord, PushConfig, StoreError
 from .sealing import KeyRing, SealError
 
 __all__ = [
+    "require_device_fields",
     "AUTH",
     "CONFIG",
     "CREDENTIALS",
@@ -47,6 +48,13 @@ Row = Sequence[Any]
 def credentials_context(namespace: str, provider: str) -> str:
     """The sealing context of one provider's credentials document: it opens for this row only."""
     return f"{namespace}\x00{provider}"
+
+
+def require_device_fields(user_id: str, device_id: str, provider: str, token: str) -> None:
+    """A registration names its user, device, provider and token; every backend refuses it otherwise."""
+    for label, value in (("user_id", user_id), ("device_id", device_id), ("provider", provider), ("token", token)):
+        if not value:
+            raise ValueError(f"{label} is required")
 
 
 def device_context(namespace: str, row_id: str) -> str:

@@ -38,6 +38,7 @@ from ._rows import (
     open_text,
     outbox_from_row,
     push_config_from_row,
+    require_device_fields,
 )
 from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
 from .changes import Change, LocalChangeFeed
@@ -554,9 +555,7 @@ class PostgresStore:
         platform: str = "",
         app_version: str = "",
     ) -> Device:
-        for label, value in (("user_id", user_id), ("device_id", device_id), ("provider", provider), ("token", token)):
-            if not value:
-                raise ValueError(f"{label} is required")
+        require_device_fields(user_id, device_id, provider, token)
         now = time.time()
         fp = self.token_fingerprint(namespace, token)
         try:

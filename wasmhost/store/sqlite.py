@@ -31,6 +31,7 @@ from ._rows import (
     open_text,
     outbox_from_row,
     push_config_from_row,
+    require_device_fields,
 )
 from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
 from .changes import Change, LocalChangeFeed
@@ -477,9 +478,7 @@ class SQLiteStore:
         platform: str = "",
         app_version: str = "",
     ) -> Device:
-        for label, value in (("user_id", user_id), ("device_id", device_id), ("provider", provider), ("token", token)):
-            if not value:
-                raise ValueError(f"{label} is required")
+        require_device_fields(user_id, device_id, provider, token)
         now = time.time()
         new_id = str(uuid.uuid4())
         fp = self.token_fingerprint(namespace, token)
