@@ -72,7 +72,9 @@ async def test_namespace_config_overrides_defaults_field_by_field(sqlite_store: 
     await manager.dispatcher_for("beta")
     acme, beta = factory.configs
     assert acme.ntfy_base_url == "https://ntfy.tenant" and acme.ntfy_base_url_tenant
-    assert acme.ntfy_auth_token == "op" and acme.expo_access_token == "expo-op"
+    # The operator's ntfy token stays with the operator's server: acme chose its own.
+    assert acme.ntfy_auth_token == "" and acme.expo_access_token == "expo-op"
+    assert beta.ntfy_auth_token == "op"
     assert beta.ntfy_base_url == "https://ntfy.operator" and not beta.ntfy_base_url_tenant
 
 

@@ -153,12 +153,15 @@ class Manager:
             raise PushUnavailable("reading the namespace's push configuration failed") from None
         merged: dict[str, Mapping[str, Any]] = {**d.credentials, **credentials}
         tenant_url = bool(own and own.ntfy_base_url)
+        # The operator's default tokens go only to the operator's servers: never to a URL the tenant chose.
+        ntfy_default = "" if tenant_url or (credentials.get("ntfy") or {}).get("base_url") else d.ntfy_auth_token
+        expo_default = "" if (credentials.get("expo") or {}).get("endpoint") else d.expo_access_token
         return ResolvedConfig(
             namespace=namespace,
             ntfy_base_url=own.ntfy_base_url if tenant_url and own else d.ntfy_base_url,
-            ntfy_auth_token=(own.ntfy_auth_token if own and own.ntfy_auth_token else d.ntfy_auth_token),
+            ntfy_auth_token=(own.ntfy_auth_token if own and own.ntfy_auth_token else ntfy_default),
             ntfy_base_url_tenant=tenant_url,
-            expo_access_token=(own.expo_access_token if own and own.expo_access_token else d.expo_access_token),
+            expo_access_token=(own.expo_access_token if own and own.expo_access_token else expo_default),
             credentials=merged,
             operator_providers=frozenset(p for p in d.credentials if p not in credentials),
         )

@@ -1,0 +1,89 @@
+"""The operator's fleet-wide default push tokens must never travel to a URL a tenant chose.
+
+Attack: a tenant points ntfy (flat config or credentials document) or Expo (credentials ``endpoint``) at a
+server it runs, leaves the token empty, and sends to one of its own devices; the send would carry the
+operator's default token (``WASMHOST_DEFAULT_NTFY_TOKEN`` / ``WASMHOST_DEFAULT_EXPO_TOKEN``) to that server.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.providers.fakes.expo import FakeExpo
+from tests.providers.fakes.ntfy import FakeNtfy
+from wasmhost.providers import ProviderFactoryImpl
+from wasmhost.providers.expo import ExpoSpec
+from wasmhost.providers.ntfy import NtfySpec
+from wasmhost.push import Defaults, Manager, PushMessage, RetryPolicy
+from wasmhost.store import SQLiteStore
+from wasmhost.store.base import PushConfig
+
+FAST = RetryPolicy(max_attempts=1, base_delay=0.01, max_delay=0.05)
+OPERATOR_NTFY = "tk_operator_default_secret"
+OPERATOR_EXPO = "expo-operator-default-secret"
+
+
+async def test_operator_ntfy_token_never_goes_to_a_tenant_flat_base_url(sqlite_store: SQLiteStore) -> None:
+    attacker = await FakeNtfy().start()
+    try:
+        await sqlite_store.create_namespace("evil")
+        manager = Manager(sqlite_store, ProviderFactoryImpl([NtfySpec(allow_private=True)]),
+                          Defaults(ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY),
+                          retry=FAST)
+        await sqlite_store.put_push_config(PushConfig("evil", ntfy_base_url=attacker.url))
+        await sqlite_store.register_device("evil", "mallory", "phone", "ntfy", "topic1")
+        await manager.send_to_user("evil", "mallory", PushMessage(body="hi"))
+        assert attacker.published, "the send should reach the tenant's server"
+        assert not any(OPERATOR_NTFY in seen for seen in attacker.auth_seen)
+        await manager.aclose()
+    finally:
+        await attacker.aclose()
+
+
+async def test_operator_ntfy_token_never_goes_to_a_tenant_document_base_url(sqlite_store: SQLiteStore) -> None:
+    attacker = await FakeNtfy().start()
+    try:
+        await sqlite_store.create_namespace("evil")
+        spec = NtfySpec(allow_private=True)
+        manager = Manager(sqlite_store, ProviderFactoryImpl([spec]),
+                          Defaults(ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY),
+                          retry=FAST)
+        await sqlite_store.put_credentials("evil", "ntfy", spec.validate({"base_url": attacker.url}))
+        await sqlite_store.register_device("evil", "mallory", "phone", "ntfy", "topic1")
+        await manager.send_to_user("evil", "mallory", PushMessage(body="hi"))
+        assert attacker.published, "the send should reach the tenant's server"
+        assert not any(OPERATOR_NTFY in seen for seen in attacker.auth_seen)
+        await manager.aclose()
+    finally:
+        await attacker.aclose()
+
+
+async def test_operator_expo_token_never_goes_to_a_tenant_endpoint(sqlite_store: SQLiteStore) -> None:
+    attacker = await FakeExpo().start()
+    try:
+        await sqlite_store.create_namespace("evil")
+        spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
+        manager = Manager(sqlite_store, ProviderFactoryImpl([spec]), Defaults(expo_access_token=OPERATOR_EXPO),
+                          retry=FAST)
+        await sqlite_store.put_credentials("evil", "expo", spec.validate({"endpoint": attacker.url}))
+        await sqlite_store.register_device("evil", "mallory", "phone", "expo", "ExponentPushToken[abc]")
+        await manager.send_to_user("evil", "mallory", PushMessage(title="hi"), deadline=time.monotonic() + 5)
+        assert attacker.requests, "the send should reach the tenant's server"
+        assert not any(OPERATOR_EXPO in r["auth"] for r in attacker.requests)
+        await manager.aclose()
+    finally:
+        await attacker.aclose()
+
+
+async def test_operator_defaults_still_apply_to_the_operator_servers(sqlite_store: SQLiteStore) -> None:
+    operator = await FakeNtfy(token=OPERATOR_NTFY).start()
+    try:
+        await sqlite_store.create_namespace("acme")
+        manager = Manager(sqlite_store, ProviderFactoryImpl([NtfySpec(allow_private=True)]),
+                          Defaults(ntfy_base_url=operator.url, ntfy_auth_token=OPERATOR_NTFY), retry=FAST)
+        await sqlite_store.register_device("acme", "alice", "phone", "ntfy", "topic1")
+        assert (await manager.send_to_user("acme", "alice", PushMessage(body="hi"))).ok
+        assert operator.auth_seen == [f"Bearer {OPERATOR_NTFY}"]
+        await manager.aclose()
+    finally:
+        await operator.aclose()
