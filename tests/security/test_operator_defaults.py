@@ -87,3 +87,18 @@ async def test_operator_defaults_still_apply_to_the_operator_servers(sqlite_stor
         await manager.aclose()
     finally:
         await operator.aclose()
+
+
+async def test_operator_tokens_are_not_sent_under_roots_the_tenant_pinned(sqlite_store: SQLiteStore) -> None:
+    """A tenant ``ca_bundle`` replaces the public roots: with the operator's token that would let the tenant
+    intercept it (a certificate of its own CA for the operator's host), so the default token is withheld."""
+    import trustme
+
+    pem = trustme.CA().cert_pem.bytes().decode()
+    await sqlite_store.create_namespace("evil")
+    manager = Manager(sqlite_store, ProviderFactoryImpl([]), Defaults(
+        ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY, expo_access_token=OPERATOR_EXPO))
+    await sqlite_store.put_credentials("evil", "ntfy", NtfySpec().validate({"ca_bundle": pem}))
+    await sqlite_store.put_credentials("evil", "expo", ExpoSpec(sqlite_store).validate({"ca_bundle": pem}))
+    config = await manager.resolve("evil")
+    assert config.ntfy_auth_token == "" and config.expo_access_token == ""

@@ -37,6 +37,11 @@ class PushStore(PushConfigStore, CredentialStore, DeviceStore, Protocol):
     """What the manager reads: flat config, credentials and devices."""
 
 
+def _tenant_target(document: Mapping[str, Any], url_field: str) -> bool:
+    """Whether a tenant's credentials document picks where (or under which roots) requests go."""
+    return bool(document.get(url_field) or document.get("ca_bundle"))
+
+
 @dataclass(frozen=True)
 class Defaults:
     """Operator defaults, used where a namespace has not set its own. Operator URLs are trusted."""
@@ -153,9 +158,11 @@ class Manager:
             raise PushUnavailable("reading the namespace's push configuration failed") from None
         merged: dict[str, Mapping[str, Any]] = {**d.credentials, **credentials}
         tenant_url = bool(own and own.ntfy_base_url)
-        # The operator's default tokens go only to the operator's servers: never to a URL the tenant chose.
-        ntfy_default = "" if tenant_url or (credentials.get("ntfy") or {}).get("base_url") else d.ntfy_auth_token
-        expo_default = "" if (credentials.get("expo") or {}).get("endpoint") else d.expo_access_token
+        # The operator's default tokens go only to the operator's servers: never to a URL the tenant chose,
+        # nor under roots the tenant pinned (its own CA could then vouch for the operator's host).
+        ntfy_doc, expo_doc = credentials.get("ntfy") or {}, credentials.get("expo") or {}
+        ntfy_default = "" if tenant_url or _tenant_target(ntfy_doc, "base_url") else d.ntfy_auth_token
+        expo_default = "" if _tenant_target(expo_doc, "endpoint") else d.expo_access_token
         return ResolvedConfig(
             namespace=namespace,
             ntfy_base_url=own.ntfy_base_url if tenant_url and own else d.ntfy_base_url,
