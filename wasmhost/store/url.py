@@ -43,4 +43,6 @@ async def open_store(url: str | None = None, keyring: KeyRing | None = None) -> 
         except ImportError as exc:  # pragma: no cover - until the fleet backend lands
             raise ValueError("the PostgreSQL backend is not available in this build") from exc
         return await PostgresStore(url, keyring).open()  # type: ignore[no-any-return]
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…")
+    # Name the scheme only: the rest of the URL may hold the database password.
+    scheme = url.partition(":")[0][:32] if ":" in url else "(none)"
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path or postgresql://…")
