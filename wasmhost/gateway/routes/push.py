@@ -57,6 +57,10 @@ async def put_config(body: PushConfigIn, gw: GatewayDep, admin: AdminDep) -> dic
         ntfy_auth_token=changes.get("ntfy_auth_token", current.ntfy_auth_token),
         expo_access_token=changes.get("expo_access_token", current.expo_access_token),
     )
+    # As for an ntfy credentials document: a token never travels unencrypted to a public server.
+    plain_http = updated.ntfy_base_url.lower().startswith("http:")
+    if plain_http and updated.ntfy_auth_token and not svc.settings.allow_private_endpoints:
+        raise ApiError(400, "ntfy_base_url must be https when ntfy_auth_token is set (it would travel unencrypted)")
     saved = await svc.store.put_push_config(updated)
     svc.manager.invalidate(admin.namespace)
     return _config_view(admin.namespace, saved)
