@@ -7,8 +7,10 @@ wasmtime-py's ``Memory.read`` would clamp silently), validates, hands off to the
 returns a code. None of them raises: an unexpected host error becomes UNAVAILABLE.
 
 WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
-``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. Every other WASI
-function is wasmtime's own, with no preopened directories, no environment and no arguments.
+``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` is
+refused (ENOTSUP): wasmtime's would sleep on the one worker thread, where neither fuel nor the epoch
+deadline reaches, stalling every tenant. Every other WASI function is wasmtime's own, with no preopened
+directories, no environment and no arguments.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _string_at = ctypes.string_at
 _memmove = ctypes.memmove
 
 # WASI errno values we return.
-_ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL = 0, 8, 21, 22, 28
+_ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL, _ENOTSUP = 0, 8, 21, 22, 28, 58
 _IOV_MAX = 1024
 _U32 = 0xFFFFFFFF
 
@@ -266,6 +268,11 @@ def fd_read(ctx: CoreContext, caller: int, a: Any) -> int:
     return _ESUCCESS
 
 
+def poll_oneoff(ctx: CoreContext, caller: int, a: Any) -> int:
+    """Never block: a sleep here holds the shared worker thread past any timeout (see the module doc)."""
+    return _ENOTSUP
+
+
 _ABI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
     "input_len": input_len,
     "input_read": input_read,
@@ -274,7 +281,9 @@ _ABI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
     "push_send_to_user": push_send_to_user,
     "push_wait": push_wait,
 }
-_WASI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {"fd_write": fd_write, "fd_read": fd_read}
+_WASI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
+    "fd_write": fd_write, "fd_read": fd_read, "poll_oneoff": poll_oneoff,
+}
 
 
 def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime.FuncType]) -> None:
