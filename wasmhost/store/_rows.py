@@ -17,6 +17,8 @@ __all__ = [
     "require_device_fields",
     "AUTH",
     "CONFIG",
+    "CONFIG_EXPO_TOKEN",
+    "CONFIG_NTFY_TOKEN",
     "CREDENTIALS",
     "DEVICE_COLUMNS",
     "FINGERPRINT_KEY",
@@ -36,6 +38,9 @@ __all__ = [
 TOKENS = "device-tokens"
 CREDENTIALS = "push-credentials"
 CONFIG = "push-config"
+#: Each sealed push-config column has its own purpose, so a value moved to the other column does not open.
+CONFIG_NTFY_TOKEN = CONFIG + "/ntfy-auth-token"
+CONFIG_EXPO_TOKEN = CONFIG + "/expo-access-token"
 FINGERPRINT_KEY = "fingerprint-key"
 AUTH = "namespace-auth"
 
@@ -86,8 +91,8 @@ def push_config_from_row(keyring: KeyRing, namespace: str, row: Row) -> PushConf
     return PushConfig(
         namespace=namespace,
         ntfy_base_url=row[0],
-        ntfy_auth_token=open_text(keyring, row[1], CONFIG, namespace) if row[1] else "",
-        expo_access_token=open_text(keyring, row[2], CONFIG, namespace) if row[2] else "",
+        ntfy_auth_token=open_text(keyring, row[1], CONFIG_NTFY_TOKEN, namespace) if row[1] else "",
+        expo_access_token=open_text(keyring, row[2], CONFIG_EXPO_TOKEN, namespace) if row[2] else "",
         updated_at=row[3],
     )
 

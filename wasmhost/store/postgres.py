@@ -25,7 +25,8 @@ import asyncpg
 
 from ._rows import (
     AUTH,
-    CONFIG,
+    CONFIG_EXPO_TOKEN,
+    CONFIG_NTFY_TOKEN,
     CREDENTIALS,
     DEVICE_COLUMNS,
     FINGERPRINT_KEY,
@@ -485,8 +486,8 @@ class PostgresStore:
             " ntfy_base_url = excluded.ntfy_base_url, ntfy_auth_token_sealed = excluded.ntfy_auth_token_sealed,"
             " expo_access_token_sealed = excluded.expo_access_token_sealed, updated_at = excluded.updated_at",
             (ns, config.ntfy_base_url,
-             seal(config.ntfy_auth_token.encode(), CONFIG, ns) if config.ntfy_auth_token else "",
-             seal(config.expo_access_token.encode(), CONFIG, ns) if config.expo_access_token else "",
+             seal(config.ntfy_auth_token.encode(), CONFIG_NTFY_TOKEN, ns) if config.ntfy_auth_token else "",
+             seal(config.expo_access_token.encode(), CONFIG_EXPO_TOKEN, ns) if config.expo_access_token else "",
              now),
             Change(ns, "push_config"),
         )

@@ -72,12 +72,12 @@ class SealedColumn:
 
 def sealed_columns() -> tuple[SealedColumn, ...]:
     """Every sealed column of the schema (the fingerprint key first: everything else is looked up by it)."""
-    from .sqlite import AUTH, CONFIG, CREDENTIALS, FINGERPRINT_KEY, TOKENS
+    from .sqlite import AUTH, CONFIG_EXPO_TOKEN, CONFIG_NTFY_TOKEN, CREDENTIALS, FINGERPRINT_KEY, TOKENS
 
     return (
         SealedColumn("meta", "value", ("key",), FINGERPRINT_KEY, where=f"key = '{FINGERPRINT_KEY}'"),
-        SealedColumn("push_config", "ntfy_auth_token_sealed", ("namespace",), CONFIG, ("namespace",)),
-        SealedColumn("push_config", "expo_access_token_sealed", ("namespace",), CONFIG, ("namespace",)),
+        SealedColumn("push_config", "ntfy_auth_token_sealed", ("namespace",), CONFIG_NTFY_TOKEN, ("namespace",)),
+        SealedColumn("push_config", "expo_access_token_sealed", ("namespace",), CONFIG_EXPO_TOKEN, ("namespace",)),
         SealedColumn("push_credentials", "document_sealed", ("namespace", "provider"), CREDENTIALS,
                      ("namespace", "provider")),
         SealedColumn("namespace_auth", "settings_sealed", ("namespace",), AUTH, ("namespace",)),
