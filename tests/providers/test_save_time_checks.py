@@ -47,3 +47,17 @@ def test_ntfy_plain_http_only_without_secrets() -> None:
             spec.validate({"base_url": "http://ntfy.example.com", **secret})
         assert spec.validate({"base_url": "https://ntfy.example.com", **secret})
     assert NtfySpec(allow_private=True).validate({"base_url": "http://127.0.0.1:1", "auth_token": "tk_abcdef"})
+
+
+def test_ntfy_secret_never_combined_with_a_plain_http_tenant_url_from_another_save() -> None:
+    from wasmhost.push import ResolvedConfig
+
+    config = ResolvedConfig("acme", ntfy_base_url="http://ntfy.example.com", ntfy_base_url_tenant=True,
+                            credentials={"ntfy": {"auth_token": "tk_secret"}})
+    effective = NtfySpec().document_for(config)
+    assert effective is not None and effective["base_url"] == "http://ntfy.example.com"
+    assert "auth_token" not in effective
+    https = ResolvedConfig("acme", ntfy_base_url="https://ntfy.example.com", ntfy_base_url_tenant=True,
+                           credentials={"ntfy": {"auth_token": "tk_secret"}})
+    assert NtfySpec().document_for(https)["auth_token"] == "tk_secret"  # type: ignore[index]
+    assert NtfySpec(allow_private=True).document_for(config)["auth_token"] == "tk_secret"  # type: ignore[index]

@@ -307,6 +307,11 @@ class NtfySpec:
             effective["auth_token"] = doc.get("auth_token") or config.ntfy_auth_token
         if doc.get("ca_bundle"):
             effective["ca_bundle"] = doc["ca_bundle"]
+        if not trusted and not self.allow_private and base_url.lower().startswith("http:"):
+            # The URL and the secret can come from two saves (flat config, credentials document), so
+            # neither save saw both: never send a tenant's secret to a plain-http tenant server.
+            for secret in ("auth_token", "username", "password"):
+                effective.pop(secret, None)
         return effective
 
     def build(self, config: ResolvedConfig, document: Mapping[str, Any]) -> NtfyProvider:
