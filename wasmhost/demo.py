@@ -27,7 +27,7 @@ async def run_demo(state: str | None = None) -> int:
     folder = Path(state) if state else Path(tempfile.mkdtemp(prefix="wasmhost-demo-"))
     if (folder / "wasmhost.db").exists():
         raise ValueError(f"{folder} already holds a wasmhost state; give a new or empty folder")
-    print(f"wasmhost demo — fresh state in {folder}\n")
+    print(f"wasmhost demo — fresh state in {folder}\n", flush=True)  # before the key notice on stderr
     services = await Services.open(Settings(db_url=f"sqlite:///{folder / 'wasmhost.db'}"))
     try:
         return await _story(services)
