@@ -112,7 +112,7 @@ def test_bad_input_is_one_line_error(acme: Path, tmp_path: Path) -> None:
     one_line_error(wasmhost(acme, "run", str(tmp_path / "missing.wasm"), "--namespace", "acme"), "not found")
     bad = tmp_path / "bad.wasm"
     bad.write_bytes(b"\0asm garbage")
-    one_line_error(wasmhost(acme, "run", str(bad), "--namespace", "acme"), "")
+    one_line_error(wasmhost(acme, "run", str(bad), "--namespace", "acme"), "not a valid WebAssembly module")
     one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--input", "{nope"), "not valid JSON")
     one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--fuel", "0"), "fuel")
     one_line_error(wasmhost(acme, "device", "add", "--namespace", "acme", "--user", "u", "--provider", "pigeon",
@@ -152,7 +152,8 @@ def test_keys_generate_and_rotate(acme: Path) -> None:
     assert len(devices) == 2
     assert json.loads(ok(with_ring("send", "--namespace", "acme", "--user", "alice", "--title", "x", "--json")))["ok"]
     # The old key alone no longer opens anything.
-    one_line_error(wasmhost(acme, "send", "--namespace", "acme", "--user", "alice", "--title", "x"), "")
+    one_line_error(wasmhost(acme, "send", "--namespace", "acme", "--user", "alice", "--title", "x"),
+                   "right master key")
 
 
 def test_sealing_can_be_pinned_to_an_older_key(acme: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.providers.fakes.expo import FakeExpo
 from tests.providers.fakes.ntfy import FakeNtfy
 from wasmhost.providers import ProviderFactoryImpl
@@ -23,24 +25,8 @@ OPERATOR_NTFY = "tk_operator_default_secret"
 OPERATOR_EXPO = "expo-operator-default-secret"
 
 
-async def test_operator_ntfy_token_never_goes_to_a_tenant_flat_base_url(sqlite_store: SQLiteStore) -> None:
-    attacker = await FakeNtfy().start()
-    try:
-        await sqlite_store.create_namespace("evil")
-        manager = Manager(sqlite_store, ProviderFactoryImpl([NtfySpec(allow_private=True)]),
-                          Defaults(ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY),
-                          retry=FAST)
-        await sqlite_store.put_push_config(PushConfig("evil", ntfy_base_url=attacker.url))
-        await sqlite_store.register_device("evil", "mallory", "phone", "ntfy", "topic1")
-        await manager.send_to_user("evil", "mallory", PushMessage(body="hi"))
-        assert attacker.published, "the send should reach the tenant's server"
-        assert not any(OPERATOR_NTFY in seen for seen in attacker.auth_seen)
-        await manager.aclose()
-    finally:
-        await attacker.aclose()
-
-
-async def test_operator_ntfy_token_never_goes_to_a_tenant_document_base_url(sqlite_store: SQLiteStore) -> None:
+@pytest.mark.parametrize("where", ["flat config", "credentials document"])
+async def test_operator_ntfy_token_never_goes_to_a_tenant_base_url(sqlite_store: SQLiteStore, where: str) -> None:
     attacker = await FakeNtfy().start()
     try:
         await sqlite_store.create_namespace("evil")
@@ -48,7 +34,10 @@ async def test_operator_ntfy_token_never_goes_to_a_tenant_document_base_url(sqli
         manager = Manager(sqlite_store, ProviderFactoryImpl([spec]),
                           Defaults(ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY),
                           retry=FAST)
-        await sqlite_store.put_credentials("evil", "ntfy", spec.validate({"base_url": attacker.url}))
+        if where == "flat config":
+            await sqlite_store.put_push_config(PushConfig("evil", ntfy_base_url=attacker.url))
+        else:
+            await sqlite_store.put_credentials("evil", "ntfy", spec.validate({"base_url": attacker.url}))
         await sqlite_store.register_device("evil", "mallory", "phone", "ntfy", "topic1")
         await manager.send_to_user("evil", "mallory", PushMessage(body="hi"))
         assert attacker.published, "the send should reach the tenant's server"
