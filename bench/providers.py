@@ -39,6 +39,7 @@ if str(_ROOT) not in sys.path:  # the fakes live in tests/, importable from the 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
+from bench._timing import bench_devices, best_rates  # noqa: E402
 from tests.providers.fakes.expo import FakeExpo  # noqa: E402
 from tests.providers.fakes.ntfy import FakeNtfy  # noqa: E402
 from tests.providers.fakes.webpush import Browser, FakeWebPush  # noqa: E402
@@ -64,8 +65,6 @@ class _NoStore:
         return False
 
 
-def _devices(provider: str, tokens: list[str]) -> list[Device]:
-    return [Device(f"r{i}", "bench", "u", f"d{i}", provider, "", "", 0.0, 0.0, t) for i, t in enumerate(tokens)]
 
 
 def _fake_process(kind: str, options: dict[str, Any], conn: Connection) -> None:
@@ -120,20 +119,6 @@ def _dispatch(provider: Any, devices: list[Device]) -> Callable[[], Awaitable[in
     return run
 
 
-async def _best(sides: list[tuple[str, Callable[[], Awaitable[int]]]], n: int) -> dict[str, float]:
-    """Warm each side up once, then run `ROUNDS` interleaved rounds; sends/s of each side's best round."""
-    for _name, run in sides:
-        await run()
-    best: dict[str, float] = {}
-    for _ in range(ROUNDS):
-        for name, run in sides:
-            started = time.perf_counter()
-            ok = await run()
-            elapsed = time.perf_counter() - started
-            if ok != n:
-                raise RuntimeError(f"{name}: only {ok} of {n} sends succeeded")
-            best[name] = max(best.get(name, 0.0), n / elapsed)
-    return best
 
 
 def _result(p: str, best: dict[str, float]) -> dict[str, Any]:
@@ -173,7 +158,8 @@ async def _bench_ntfy(n: int, url: str) -> dict[str, Any]:
         return await asyncio.to_thread(peer_sync)
 
     try:
-        best = await _best([("ours", _dispatch(provider, _devices("ntfy", topics))), ("peer", peer)], n)
+        sides = [("ours", _dispatch(provider, bench_devices("ntfy", topics))), ("peer", peer)]
+        best = await best_rates(sides, n, ROUNDS, warmup=True)
     finally:
         await provider.aclose()
     return _result("ntfy", best)
@@ -212,7 +198,8 @@ async def _bench_expo(n: int, url: str) -> dict[str, Any]:
         return await asyncio.to_thread(peer_sync)
 
     try:
-        best = await _best([("ours", _dispatch(provider, _devices("expo", tokens))), ("peer", peer)], n)
+        sides = [("ours", _dispatch(provider, bench_devices("expo", tokens))), ("peer", peer)]
+        best = await best_rates(sides, n, ROUNDS, warmup=True)
     finally:
         await provider.aclose()
         session.close()
@@ -265,8 +252,8 @@ async def _bench_webpush(n: int, url: str) -> dict[str, Any]:
 
     try:
         tokens = [json.dumps(s) for s in subs]
-        best = await _best([("ours", _dispatch(provider, _devices("webpush", tokens))), ("peer", peer),
-                            ("peer_async", peer_async)], n)
+        best = await best_rates([("ours", _dispatch(provider, bench_devices("webpush", tokens))), ("peer", peer),
+                            ("peer_async", peer_async)], n, ROUNDS, warmup=True)
     finally:
         await provider.aclose()
         await session.close()

@@ -31,6 +31,7 @@ if str(_ROOT) not in sys.path:  # the fakes live in tests/, importable from the 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
+from bench._timing import bench_devices, best_rates  # noqa: E402
 from tests.providers.fakes.apns import FakeAPNs, make_ca  # noqa: E402
 from tests.providers.fakes.fcm import FakeFCM, make_service_account  # noqa: E402
 from wasmhost.providers.apns import ApnsSpec  # noqa: E402
@@ -52,22 +53,8 @@ class _NoStore:
         return False
 
 
-def _devices(provider: str, tokens: list[str]) -> list[Device]:
-    return [Device(f"r{i}", "bench", "u", f"d{i}", provider, "", "", 0.0, 0.0, t) for i, t in enumerate(tokens)]
 
 
-async def _best(rounds: list[tuple[str, Callable[[], Awaitable[int]]]], n: int) -> dict[str, float]:
-    """Run each side `ROUNDS` times, interleaved; sends per second of each side's fastest round."""
-    best: dict[str, float] = {}
-    for _ in range(ROUNDS):
-        for name, run in rounds:
-            started = time.perf_counter()
-            ok = await run()
-            elapsed = time.perf_counter() - started
-            if ok != n:
-                raise RuntimeError(f"{name}: only {ok} of {n} sends succeeded")
-            best[name] = max(best.get(name, 0.0), n / elapsed)
-    return best
 
 
 @contextlib.contextmanager
@@ -99,7 +86,7 @@ async def bench_apns(n: int) -> dict[str, Any]:
     dispatcher = Dispatcher(_NoStore(), [provider])  # type: ignore[arg-type]
     message = PushMessage(title="Bench", body="hello", data={"k": "v"})
     tokens = [f"{i:064x}" for i in range(n)]
-    devices = _devices("apns", tokens)
+    devices = bench_devices("apns", tokens)
 
     async def ours(devs: list[Device] = devices) -> int:
         report = await dispatcher.send_to_devices("bench", devs, message, deadline=time.monotonic() + 300)
@@ -134,7 +121,7 @@ async def bench_apns(n: int) -> dict[str, Any]:
         if peer_run is not None:
             await peer(tokens[:WARMUP])
             rounds.append(("peer", peer_run))
-        best = await _best(rounds, n)
+        best = await best_rates(rounds, n, ROUNDS)
     finally:
         await provider.aclose()
         await fake.aclose()
@@ -158,7 +145,7 @@ async def bench_fcm(n: int) -> dict[str, Any]:
         dispatcher = Dispatcher(_NoStore(), [provider])  # type: ignore[arg-type]
         message = PushMessage(title="Bench", body="hello", data={"k": "v"})
         tokens = [f"fcm-token-{i}" for i in range(n)]
-        devices = _devices("fcm", tokens)
+        devices = bench_devices("fcm", tokens)
 
         async def ours(devs: list[Device] = devices) -> int:
             report = await dispatcher.send_to_devices("bench", devs, message, deadline=time.monotonic() + 300)
@@ -197,7 +184,7 @@ async def bench_fcm(n: int) -> dict[str, Any]:
                 if peer_run is not None:
                     await peer(tokens[:WARMUP])
                     rounds.append(("peer", peer_run))
-                best = await _best(rounds, n)
+                best = await best_rates(rounds, n, ROUNDS)
         finally:
             if app is not None:
                 # delete_app() calls asyncio.run(): close the async client here, delete from a thread.
