@@ -1,17 +1,19 @@
-"""Per-invocation state shared by every guest flavour (core modules now, components later).
+"""Per-invocation state shared by every guest flavour (core modules and components).
 
-Host functions run on the single wasm worker thread and only validate and hand off; the context
-is where they hand off to. It owns the invocation's output, logs and sends:
+Host functions only validate and hand off; the context is where they hand off to. It owns the
+invocation's output, logs and sends. A guest runs in one of two places, and sends follow it:
 
-* ``submit_send`` (worker thread) checks the caps and the limiter, queues the send and wakes the
-  event loop at most once per batch (``call_soon_threadsafe`` costs a pipe write, so several sends
-  issued before the loop runs share one wakeup).
-* ``_flush`` (loop thread) starts one task per queued send, so deliveries run concurrently with the
-  guest and with each other.
-* ``wait_send`` (worker thread) blocks on a condition until the send is done or the invocation
-  deadline passes; it never touches the loop, so it cannot deadlock it.
-* ``drain`` (loop thread, after the guest returned) awaits what is still in flight within the
-  deadline; anything unfinished is cancelled and reported as a timeout, never dropped.
+* On the event loop's thread (core modules, see `fiber`): ``submit_send`` checks the caps and the
+  limiter and queues the send; ``pause``, run whenever the guest suspends (a fuel slice ended, or
+  ``push_wait`` on a send not yet done), starts the queued sends as tasks and, for ``push_wait``,
+  awaits that one within the deadline. No thread is crossed.
+* On the wasm worker thread (components): ``submit_send`` queues and wakes the loop at most once per
+  batch (``call_soon_threadsafe`` costs a pipe write); ``_flush`` starts the tasks on the loop;
+  ``wait_send`` blocks the worker on a condition, never touching the loop, so it cannot deadlock it.
+
+Either way deliveries run concurrently with each other and with the guest, and ``drain`` (after the
+guest returned) awaits what is still in flight within the deadline; anything unfinished is cancelled
+and reported as a timeout, never dropped.
 
 The namespace is fixed when the context is made; nothing the guest passes can change it.
 """
@@ -37,6 +39,9 @@ from .result import InvocationError, InvocationResult, LogEntry
 __all__ = ["InvocationContext", "SendLimiter", "SendRecord", "Sender"]
 
 log = logging.getLogger(__name__)
+
+_TOO_LATE = "the send did not finish before the invocation deadline"
+_IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
 class Sender(Protocol):
@@ -95,6 +100,7 @@ class InvocationContext:
         loop: asyncio.AbstractEventLoop,
         sender: Sender,
         send_limiter: SendLimiter | None = None,
+        on_loop: bool = False,
     ) -> None:
         self.namespace = namespace
         self.input = input
@@ -110,9 +116,13 @@ class InvocationContext:
         self.logs_dropped = 0
         self.sends: list[SendRecord] = []
         self.guest_ms = 0.0
+        #: The guest runs on ``loop``'s own thread (a fiber, see `fiber`) rather than on the worker.
+        self.on_loop = on_loop
+        #: On the loop: the send whose ``push_wait`` has suspended the guest.
+        self.waiting: SendRecord | None = None
         self._queue: deque[SendRecord] = deque()
         self._scheduled = False
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = None if on_loop else threading.Condition(threading.Lock())
 
     def start_clock(self) -> None:
         """Restart the deadline when the worker actually starts (queueing time is not the guest's)."""
@@ -186,6 +196,8 @@ class InvocationContext:
         record = SendRecord(len(self.sends) + 1, user_id, message)
         self.sends.append(record)
         self._queue.append(record)
+        if self.on_loop:  # started by `pause` when the guest next suspends, or by `drain`
+            return record.ticket
         # Append first, then check the flag; _flush clears the flag first, then drains: no send is lost.
         if not self._scheduled:
             self._scheduled = True
@@ -204,9 +216,10 @@ class InvocationContext:
         return None
 
     def wait_send(self, record: SendRecord) -> bool:
-        """Block until ``record`` is done or the deadline passes; True if it is done."""
+        """Block until ``record`` is done or the deadline passes; True if it is done (worker thread)."""
         if record.done:
             return True
+        assert self._cond is not None, "a guest on the loop waits through `pause`"
         with self._cond:
             while not record.done:
                 remaining = self.deadline - time.monotonic()
@@ -223,29 +236,80 @@ class InvocationContext:
         create_task = self.loop.create_task
         while queue:
             record = queue.popleft()
-            record.task = create_task(self._deliver(record))
+            record.task = task = create_task(self._deliver(record))
+            # The loop holds tasks weakly: keep each one until it ends, whoever still awaits it.
+            _IN_FLIGHT.add(task)
+            task.add_done_callback(_IN_FLIGHT.discard)
+
+    def abandon(self) -> None:
+        """The caller stopped waiting (cancelled): the guest has stopped, its accepted sends go on."""
+        if self.on_loop and self._queue:
+            self._flush()
 
     async def _deliver(self, record: SendRecord) -> None:
+        """A send's task: deliver, and account for every ending (a cancelled task was too late)."""
         try:
-            report = await self.sender.send_to_user(
+            await self._send(record)
+        except asyncio.CancelledError:
+            record.code, record.error = abi.TIMEOUT, _TOO_LATE
+        self._complete(record)
+
+    async def _deliver_now(self, record: SendRecord) -> None:
+        """Deliver the send the guest waits for right here: no task, and no turn of the loop if the
+        delivery never has to wait (the outbox). Bounded by the deadline like a task's."""
+        try:
+            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+                await self._send(record)
+        except TimeoutError:
+            record.code, record.error = abi.TIMEOUT, _TOO_LATE
+        finally:
+            if not record.done:
+                if record.report is None and not record.code:  # the invocation itself was cancelled
+                    record.code, record.error = abi.TIMEOUT, "the invocation was cancelled before the send finished"
+                self._complete(record)
+
+    async def _send(self, record: SendRecord) -> None:
+        try:
+            record.report = await self.sender.send_to_user(
                 self.namespace, record.user_id, record.message, deadline=self.deadline
             )
-            record.report = report
         except PushNotConfigured as exc:
             record.code, record.error = abi.NOT_CONFIGURED, str(exc)
         except PushUnavailable as exc:
             record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
-        except asyncio.CancelledError:
-            record.code, record.error = abi.TIMEOUT, "the send did not finish before the invocation deadline"
         except Exception as exc:
             log.exception("sender failed for namespace %r", self.namespace)
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
-        self._complete(record)
 
     def _complete(self, record: SendRecord) -> None:
+        if self._cond is None:
+            record.done = True
+            return
         with self._cond:
             record.done = True
             self._cond.notify_all()
+
+    async def pause(self) -> None:
+        """The guest suspended (loop thread): start its queued sends, then let the loop run.
+
+        If it waits in ``push_wait``, return when that send is done or the deadline has passed;
+        otherwise (a fuel slice ended) after one turn of the loop, so other work gets its share.
+        """
+        record, self.waiting = self.waiting, None
+        if record is not None and record.task is None and not record.done:  # still queued: not started
+            self._queue.remove(record)
+            if self._queue:
+                self._flush()
+            await self._deliver_now(record)
+            return
+        if self._queue:
+            self._flush()
+        if record is None:
+            await asyncio.sleep(0)
+            return
+        remaining = self.deadline - time.monotonic()
+        if remaining > 0 and not record.done and record.task is not None:
+            await asyncio.wait((record.task,), timeout=remaining)
 
     async def drain(self, grace: float = 1.0) -> None:
         """Await in-flight sends until the deadline; cancel and mark the rest as timed out."""
@@ -265,7 +329,7 @@ class InvocationContext:
             await asyncio.wait(still, timeout=grace)
         for record in self.sends:
             if not record.done:
-                record.code, record.error = abi.TIMEOUT, "the send did not finish before the invocation deadline"
+                record.code, record.error = abi.TIMEOUT, _TOO_LATE
                 self._complete(record)
 
     # -- result ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import threading
 from importlib import metadata
 
@@ -31,6 +32,7 @@ import wasmtime
 from wasmtime import Config, Engine, FuncType, Linker, ValType, WasmtimeError
 from wasmtime import _ffi as ffi
 
+from .fiber import HOST_STACK_BYTES
 from .hostfuncs import define_host_functions
 
 __all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "engine_host"]
@@ -42,7 +44,7 @@ TICK_SECONDS = 0.010
 #: Wasm stack per invocation; deep recursion traps STACK_OVERFLOW instead of growing.
 MAX_WASM_STACK = 512 * 1024
 #: Bump when the on-disk artifact format or the engine settings below change.
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 
 #: Pooling allocator: instances (and, apart, memories and tables) alive at once across every Store of
 #: the process. Only one invocation runs per Runtime, so this bounds concurrent Runtimes x the core
@@ -72,6 +74,7 @@ def _config(pooling: bool) -> Config:
     cfg.cranelift_opt_level = "speed"
     cfg.max_wasm_stack = MAX_WASM_STACK
     cfg.wasm_threads = False  # shared memories would escape the per-Store memory cap
+    ffi.wasmtime_config_async_stack_size_set(cfg.ptr(), MAX_WASM_STACK + HOST_STACK_BYTES)
     if pooling:
         pool = ffi.wasmtime_pooling_allocation_config_new()
         try:
@@ -79,6 +82,7 @@ def _config(pooling: bool) -> Config:
                 (ffi.wasmtime_pooling_allocation_config_total_core_instances_set, POOL_SLOTS),
                 (ffi.wasmtime_pooling_allocation_config_total_memories_set, POOL_SLOTS),
                 (ffi.wasmtime_pooling_allocation_config_total_tables_set, POOL_SLOTS),
+                (ffi.wasmtime_pooling_allocation_config_total_stacks_set, POOL_SLOTS),
                 (ffi.wasmtime_pooling_allocation_config_total_component_instances_set, POOL_SLOTS),
                 (ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set, POOL_COMPONENT_INSTANCES),
                 (ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set, POOL_COMPONENT_MEMORIES),
@@ -97,13 +101,21 @@ def _config(pooling: bool) -> Config:
     return cfg
 
 
-def _pooling_wanted() -> bool:
-    return os.environ.get("WASMHOST_WASM_POOLING", "1").strip().lower() not in ("0", "false", "no", "off")
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _on_loop_wanted() -> bool:
+    # CPython 3.14 checks recursion against the thread's stack addresses, which a fiber's stack is
+    # not within; until that is verified, guests there run on the worker thread as before.
+    return _flag("WASMHOST_WASM_ON_LOOP") and sys.version_info < (3, 14)
 
 
 class EngineHost:
     def __init__(self) -> None:
-        self.pooling = _pooling_wanted()
+        self.pooling = _flag("WASMHOST_WASM_POOLING")
+        #: Core modules run on the event loop's thread as fibers (see `fiber`), else on the worker.
+        self.on_loop = _on_loop_wanted()
         try:
             self.engine = Engine(_config(self.pooling))
         except WasmtimeError as exc:
@@ -116,7 +128,7 @@ class EngineHost:
         #: (i32 × n) -> i32, built for this Engine only.
         self.functypes = {n: FuncType([i32] * n, [i32]) for n in range(5)}
         self.linker = Linker(self.engine)
-        define_host_functions(self.linker, self.functypes)
+        define_host_functions(self.linker, self.functypes, on_loop=self.on_loop)
         self.fingerprint = self._fingerprint()
         self._lock = threading.Lock()
         self._users = 0

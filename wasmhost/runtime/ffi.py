@@ -30,6 +30,7 @@ __all__ = [
     "caller_memory",
     "define_raw_func",
     "export",
+    "export_raw",
     "memory_data",
     "memory_size",
 ]
@@ -97,9 +98,14 @@ def caller_memory(caller: int) -> Export | None:
 
 def export(store: Store, instance: Instance, name: str) -> Export | None:
     """One export by name, without enumerating all of them the way ``Instance.exports`` does."""
+    return export_raw(store, instance._instance, name)
+
+
+def export_raw(store: Store, instance: Any, name: str) -> Export | None:
+    """`export` for a bare ``wasmtime_instance_t`` (what async instantiation fills in)."""
     item = ffi.wasmtime_extern_t()
     raw = name.encode()
-    if not ffi.wasmtime_instance_export_get(store._context(), byref(instance._instance), raw, len(raw), byref(item)):
+    if not ffi.wasmtime_instance_export_get(store._context(), byref(instance), raw, len(raw), byref(item)):
         return None
     return Export(item)
 

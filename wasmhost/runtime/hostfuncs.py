@@ -1,24 +1,26 @@
 """ABI v1 host functions for core modules, plus the two WASI calls we take over (stdin/stdout/stderr).
 
 They are defined once per Engine on a shared Linker, so they cannot close over an invocation: they
-find it in a thread-local (all wasm runs on one worker thread, and host functions run on the thread
-that called into wasm). Each one bounds-checks every (ptr, len) itself (``i32`` arrives signed, and
+find it in a thread-local, set by whoever resumes the guest (the event loop's driver between polls, or
+the worker thread) for exactly as long as the guest runs. Each one bounds-checks every (ptr, len) itself (``i32`` arrives signed, and
 wasmtime-py's ``Memory.read`` would clamp silently), validates, hands off to the context, and
 returns a code. None of them raises: an unexpected host error becomes UNAVAILABLE.
 
 WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
 ``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` is
-refused (ENOTSUP): wasmtime's would sleep on the one worker thread, where neither fuel nor the epoch
-deadline reaches, stalling every tenant. Every other WASI function is wasmtime's own, with no preopened
+refused (ENOTSUP): wasmtime's would sleep on the thread running the guest (the event loop's, or the
+worker's), where neither fuel nor the epoch deadline reaches, stalling every tenant. Every other WASI function is wasmtime's own, with no preopened
 directories, no environment and no arguments.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +28,8 @@ import wasmtime
 
 from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
 
-from . import abi
-from .context import InvocationContext
+from . import abi, fiber
+from .context import InvocationContext, SendRecord
 from .ffi import HOST_CALLBACK, Export, caller_context, caller_memory, define_raw_func, memory_data, memory_size
 
 __all__ = ["CoreContext", "current", "define_host_functions", "set_current"]
@@ -50,6 +52,7 @@ class CoreContext(InvocationContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.memory: Export | None = None
+        self.suspended_key = 0
         self.stdin_pos = 0
         self.stderr_buf = bytearray()
 
@@ -181,15 +184,9 @@ def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
     return ctx.submit_send(user, message)
 
 
-def push_wait(ctx: CoreContext, caller: int, a: Any) -> int:
-    ticket, out, cap = a[0], a[4], a[8]
-    base, size = _memory(ctx, caller)
-    if out < 0 or cap < 0 or out + cap > size:
-        return abi.FAULT
-    record = ctx.find_send(ticket)
-    if record is None:
-        return abi.INVAL
-    if not ctx.wait_send(record):
+def _report(record: SendRecord, base: int, out: int, cap: int) -> int:
+    """``push_wait``'s answer once ``record`` is done or its time is up (``out``/``cap`` already checked)."""
+    if not record.done:
         return abi.TIMEOUT
     if record.code:
         return record.code
@@ -198,6 +195,86 @@ def push_wait(ctx: CoreContext, caller: int, a: Any) -> int:
     if n:
         _memmove(base + out, data, n)
     return len(data)
+
+
+def push_wait(ctx: CoreContext, caller: int, a: Any) -> int:
+    """Worker-thread flavour: blocks the thread (never the loop) until the send is done."""
+    ticket, out, cap = a[0], a[4], a[8]
+    base, size = _memory(ctx, caller)
+    if out < 0 or cap < 0 or out + cap > size:
+        return abi.FAULT
+    record = ctx.find_send(ticket)
+    if record is None:
+        return abi.INVAL
+    ctx.wait_send(record)
+    return _report(record, base, out, cap)
+
+
+# Guests suspended in push_wait (on the loop): continuation key -> what the answer needs.
+_SUSPENDED: dict[int, tuple[CoreContext, SendRecord, Any, int, int, int]] = {}
+_keys = itertools.count(1)
+
+
+def _resume(key: int) -> bool:
+    """Continuation of a suspended ``push_wait``: True (and the answer written) once it can return."""
+    entry = _SUSPENDED.get(key)
+    if entry is None:  # forgotten by `forget_suspended`; never polled again in practice
+        return True
+    ctx, record, results, base, out, cap = entry
+    if not record.done and time.monotonic() < ctx.deadline:
+        return False
+    del _SUSPENDED[key]
+    try:
+        code = _report(record, base, out, cap)
+    except BaseException:  # never let an exception cross into wasmtime
+        log.exception("push_wait failed")
+        code = abi.UNAVAILABLE
+    fiber.set_i32_result(results, code)
+    return True
+
+
+_RESUME = fiber.continuation(_resume)
+_READY = fiber.continuation(lambda _key: True)
+
+
+def _push_wait_async(
+    env: int, caller: int, args: Any, nargs: int, results: Any, nresults: int, trap: Any, cont: Any
+) -> None:
+    """Event-loop flavour: a send not yet done suspends the guest (see `fiber`) instead of a thread."""
+    code = abi.UNAVAILABLE
+    try:
+        ctx = _local.ctx
+        if ctx is not None:
+            ticket, out, cap = args[0].of.i32, args[1].of.i32, args[2].of.i32
+            base, size = _memory(ctx, caller)
+            record = None
+            if out < 0 or cap < 0 or out + cap > size:
+                code = abi.FAULT
+            elif (record := ctx.find_send(ticket)) is None:
+                code = abi.INVAL
+            elif record.done or time.monotonic() >= ctx.deadline:
+                code = _report(record, base, out, cap)
+            else:
+                # The guest cannot run (or grow its memory) until this returns, so base stays valid.
+                key = next(_keys)
+                _SUSPENDED[key] = (ctx, record, results, base, out, cap)
+                ctx.waiting = record
+                ctx.suspended_key = key
+                fiber.set_continuation(cont, _RESUME, key)
+                return
+    except BaseException:  # never let an exception cross into wasmtime
+        log.exception("push_wait failed")
+        code = abi.UNAVAILABLE
+    fiber.set_i32_result(results, code)
+    fiber.set_continuation(cont, _READY)
+
+
+def forget_suspended(ctx: CoreContext) -> None:
+    """The invocation ended while suspended (cancelled): drop what `_resume` would have needed."""
+    key = ctx.suspended_key
+    if key:
+        _SUSPENDED.pop(key, None)
+        ctx.suspended_key = 0
 
 
 def _iovecs(base: int, size: int, iovs: int, count: int) -> list[tuple[int, int]] | None:
@@ -269,7 +346,7 @@ def fd_read(ctx: CoreContext, caller: int, a: Any) -> int:
 
 
 def poll_oneoff(ctx: CoreContext, caller: int, a: Any) -> int:
-    """Never block: a sleep here holds the shared worker thread past any timeout (see the module doc)."""
+    """Never block: a sleep here would hold the loop (or the worker) past any timeout (see the module doc)."""
     return _ENOTSUP
 
 
@@ -286,8 +363,11 @@ _WASI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
 }
 
 
-def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime.FuncType]) -> None:
-    """Define ABI v1 and WASI preview 1 (with our stdio) on ``linker``; ``functypes[n]`` is (i32 × n) -> i32."""
+def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime.FuncType], *, on_loop: bool) -> None:
+    """Define ABI v1 and WASI preview 1 (with our stdio) on ``linker``; ``functypes[n]`` is (i32 × n) -> i32.
+
+    ``on_loop``: guests run on the event loop (see `fiber`), so ``push_wait`` suspends rather than blocks.
+    """
     for name, fn in _ABI_FUNCS.items():
         nparams, _ = abi.HOST_FUNCTIONS[name]
         define_raw_func(linker, abi.HOST_MODULE, name, functypes[nparams], _guarded(fn))
@@ -295,4 +375,7 @@ def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime
     linker.allow_shadowing = True
     for name, fn in _WASI_FUNCS.items():
         define_raw_func(linker, abi.WASI_MODULE, name, functypes[4], _guarded(fn))
+    if on_loop:
+        fiber.define_async_func(linker, abi.HOST_MODULE, "push_wait", functypes[3],
+                                fiber.ASYNC_CALLBACK(_push_wait_async))
     linker.allow_shadowing = False

@@ -1,4 +1,5 @@
-"""Running one core-module invocation on the wasm worker thread.
+"""Running one core-module invocation: on the event loop as a fiber (`run_core_async`), or on the
+worker thread (`run_core`) where fibers are not used.
 
 A fresh Store per invocation (isolation: fresh memory and globals, nothing kept between tenants),
 with fuel, an epoch deadline and memory/table/instance limits set before any guest code runs.
@@ -12,14 +13,14 @@ import re
 
 from wasmtime import ExitTrap, Store, Trap, TrapCode, WasiConfig, WasmtimeError
 
-from . import ffi
+from . import ffi, fiber
 from .engine import TICK_SECONDS
-from .hostfuncs import CoreContext, set_current
+from .hostfuncs import CoreContext, forget_suspended, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
 
-__all__ = ["classify", "run_core"]
+__all__ = ["classify", "run_core", "run_core_async"]
 
 #: Table elements a guest may have (function-pointer tables of C/Go/Rust guests stay far below).
 MAX_TABLE_ELEMENTS = 100_000
@@ -57,10 +58,7 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
     return InvocationError("trap", f"wasm error: {text}")
 
 
-def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, InvocationError | None, int]:
-    """Instantiate and call ``handle``; return (handle's code, error, fuel used)."""
-    limits = ctx.limits
-    ctx.start_clock()
+def _new_store(compiled: CompiledModule, limits: Limits) -> Store:
     store = Store(compiled.engine)
     store.set_fuel(limits.fuel)
     store.set_epoch_deadline(epoch_ticks(limits.timeout_ms))
@@ -73,6 +71,21 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
     )
     if compiled.uses_wasi:
         store.set_wasi(WasiConfig())  # no args, env or preopens; stdio is ours (see hostfuncs)
+    return store
+
+
+def _fuel_used(store: Store, limits: Limits) -> int:
+    try:
+        return limits.fuel - store.get_fuel()
+    except WasmtimeError:
+        return limits.fuel
+
+
+def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, InvocationError | None, int]:
+    """Instantiate and call ``handle`` on this thread (the worker); return (handle's code, error, fuel used)."""
+    limits = ctx.limits
+    ctx.start_clock()
+    store = _new_store(compiled, limits)
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True
@@ -96,8 +109,61 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
         set_current(None)
         ctx.stop_clock()
         ctx.finish_stderr()
+    return code, error, _fuel_used(store, limits)
+
+
+async def _drive(future: fiber.CallFuture, ctx: CoreContext) -> None:
+    """Poll until the guest finishes, letting the loop run whenever it suspends; raise its failure.
+
+    Leaving early (the awaiting task was cancelled) drops the future, which stops the guest.
+    """
     try:
-        fuel_used = limits.fuel - store.get_fuel()
-    except WasmtimeError:
-        fuel_used = limits.fuel
-    return code, error, fuel_used
+        while True:
+            set_current(ctx)
+            try:
+                done = future.poll()
+            finally:
+                set_current(None)
+            if done:
+                break
+            await ctx.pause()
+    finally:
+        future.close()
+        forget_suspended(ctx)
+    future.raise_for_failure()
+
+
+async def run_core_async(
+    compiled: CompiledModule, ctx: CoreContext
+) -> tuple[int | None, InvocationError | None, int]:
+    """Instantiate and call ``handle`` on the event loop's thread (see `fiber`); same result as `run_core`."""
+    limits = ctx.limits
+    ctx.start_clock()
+    store = _new_store(compiled, limits)
+    fiber.yield_every(store, fiber.SLICE_FUEL)
+    code: int | None = None
+    error: InvocationError | None = None
+    instantiating = True
+    try:
+        future, instance = fiber.instantiate_async(store, compiled.pre)
+        await _drive(future, ctx)
+        instantiating = False
+        if compiled.has_initialize:
+            init = ffi.export_raw(store, instance, "_initialize")
+            if init is not None:
+                future, _ = fiber.call_async(store, init, has_result=False)
+                await _drive(future, ctx)
+        handle = ffi.export_raw(store, instance, "handle")
+        if handle is None:  # validated at compile time; defensive
+            raise WasmtimeError("export `handle` disappeared")
+        future, results = fiber.call_async(store, handle, has_result=True)
+        await _drive(future, ctx)
+        code = int(results[0].of.i32)
+    except ExitTrap as exc:  # WASI proc_exit: its status is the function's code
+        code = exc.code
+    except (Trap, WasmtimeError) as exc:
+        error = classify(exc, limits, instantiating=instantiating)
+    finally:
+        ctx.stop_clock()
+        ctx.finish_stderr()
+    return code, error, _fuel_used(store, limits)

@@ -1,9 +1,11 @@
 """`Runtime`: the public entry point that runs tenant functions for the gateway and the CLI.
 
-All wasm runs on one worker thread (wasmtime-py releases the GIL while wasm runs, so the event
-loop stays responsive; more threads only add GIL convoys, and host-function exceptions are routed
-through a process global). ``await runtime.invoke(...)`` hops to it; sends issued by the guest are
-delivered on the caller's event loop concurrently with the guest.
+Core modules run on the caller's event loop thread, each on a fiber of its own (see `fiber`): a
+guest suspends every `fiber.SLICE_FUEL` of fuel and whenever it waits for a send, so the loop keeps
+serving everything else and invocations interleave. Components (and compiling a module the caller
+did not compile) run on one worker thread (wasmtime-py releases the GIL while wasm runs; more
+threads only add GIL convoys, and host-function exceptions are routed through a process global).
+Either way, sends issued by the guest are delivered on the caller's event loop concurrently with it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from .component import CompiledComponent, ComponentCache, is_component, run_comp
 from .context import Sender, SendLimiter
 from .engine import EngineHost, engine_host
 from .hostfuncs import CoreContext
-from .invocation import run_core
+from .invocation import run_core, run_core_async
 from .limits import Limits
 from .module import CompiledModule, InvalidModule
 from .result import InvocationError, InvocationResult
 from .worker import Worker
 
-__all__ = ["MAX_INPUT_BYTES", "Runtime"]
+__all__ = ["DEFAULT_MAX_CONCURRENT", "MAX_INPUT_BYTES", "Runtime"]
+
+#: Default bound on core invocations running at once on the loop (see ``max_concurrent``).
+DEFAULT_MAX_CONCURRENT = 32
 
 #: Largest invocation input (it is copied into the guest on request, and must fit an i32 length).
 MAX_INPUT_BYTES = 16 << 20
@@ -40,13 +45,19 @@ class Runtime:
         cache_dir: Path | None = None,
         cache_key: bytes | None = None,
         send_limiter: SendLimiter | None = None,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self.sender = sender
         self.send_limiter = send_limiter
         self._host: EngineHost = engine_host()
         self._cache = ModuleCache(self._host, cache_dir, cache_key)
         self._components = ComponentCache(self._host, cache_dir, cache_key)
         self._worker = Worker("wasmhost-wasm")
+        #: Core invocations in progress on the loop at once (each holds a Store, a pooled instance slot,
+        #: a fiber stack and up to its memory cap); more wait their turn.
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._host.acquire()
         self._closed = False
 
@@ -90,21 +101,35 @@ class Runtime:
         if len(input) > MAX_INPUT_BYTES:
             raise ValueError(f"input is {len(input)} bytes; the limit is {MAX_INPUT_BYTES}")
         loop = asyncio.get_running_loop()
-        ctx = CoreContext(namespace, input, limits, loop=loop, sender=self.sender, send_limiter=self.send_limiter)
-        code, error, fuel = await self._worker.run(self._run, module, ctx)
+        error: InvocationError | None = None
+        if not isinstance(module, (CompiledModule, CompiledComponent)):
+            try:  # compiling can take long: not on the loop
+                module = await self._worker.run(self.compile, module)
+            except InvalidModule as exc:
+                error = InvocationError("invalid_module", str(exc))
+        on_loop = self._host.on_loop and isinstance(module, CompiledModule)
+        ctx = CoreContext(namespace, input, limits, loop=loop, sender=self.sender, send_limiter=self.send_limiter,
+                          on_loop=on_loop)
+        if error is not None:
+            ctx.start_clock()
+            return ctx.result(None, error, 0)
+        try:
+            if isinstance(module, CompiledModule) and on_loop:
+                async with self._slots:
+                    code, error, fuel = await run_core_async(module, ctx)
+            else:
+                code, error, fuel = await self._worker.run(self._run, module, ctx)
+        except asyncio.CancelledError:
+            ctx.abandon()  # the guest has stopped; sends it was told were accepted still go out
+            raise
         if ctx.sends:
             await ctx.drain()
         return ctx.result(code, error, fuel)
 
+    @staticmethod
     def _run(
-        self, module: CompiledModule | CompiledComponent | bytes | str, ctx: CoreContext
+        module: CompiledModule | CompiledComponent, ctx: CoreContext
     ) -> tuple[int | None, InvocationError | None, int]:
-        if not isinstance(module, (CompiledModule, CompiledComponent)):
-            try:
-                module = self.compile(module)
-            except InvalidModule as exc:
-                ctx.start_clock()
-                return None, InvocationError("invalid_module", str(exc)), 0
         if isinstance(module, CompiledComponent):
             return run_component(module, ctx)
         return run_core(module, ctx)
