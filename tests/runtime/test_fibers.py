@@ -1,0 +1,136 @@
+"""Core guests run on the event loop as fibers: they share it fairly, and can be stopped.
+
+Timing bounds are generous (shared machines); each test would fail outright under the old design
+(one worker thread: a busy guest queued every other invocation and could not be cancelled) or
+without fuel slicing (a busy guest would hold the loop for its whole deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from wasmhost.runtime import Limits, Runtime, hostfuncs
+from wasmhost.runtime.engine import engine_host
+
+from .helpers import FakeSender, sandbox
+
+pytestmark = pytest.mark.skipif(not engine_host().on_loop, reason="guests run on the worker thread here")
+
+QUICK = '(module (memory (export "memory") 1) (func (export "handle") (result i32) (i32.const 7)))'
+
+#: Sends to "alice", optionally waits for it, then spins until stopped.
+SEND_THEN_SPIN = """(module
+  (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
+  (import "wasmhost" "push_wait" (func $wait (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "alice")
+  (data (i32.const 64) "{\\"title\\":\\"hi\\"}")
+  (func (export "handle") (result i32) (local $t i32)
+    (local.set $t (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 14)))
+    (if (i32.eqz (i32.const WAIT)) (then) (else (drop (call $wait (local.get $t) (i32.const 1024) (i32.const 256)))))
+    (loop $forever (br $forever))
+    (i32.const 0)))"""
+
+SPIN = Limits(timeout_ms=1_500, fuel=Limits.MAXIMA["fuel"])
+
+
+def send_then_spin(wait: bool) -> str:
+    return SEND_THEN_SPIN.replace("WAIT", "1" if wait else "0")
+
+
+async def test_a_busy_guest_lets_the_loop_run() -> None:
+    runtime = Runtime(FakeSender())
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.ensure_future(ticker())
+    try:
+        result = await runtime.invoke("acme", sandbox("loop.wat"), b"", Limits(timeout_ms=500, fuel=10**9))
+        assert result.error is not None and result.error.kind in ("timeout", "out_of_fuel")
+        assert len(gaps) > 20 and max(gaps) < 0.1, f"the loop stalled for {max(gaps) * 1000:.0f} ms"
+    finally:
+        tick.cancel()
+        await runtime.aclose()
+
+
+async def test_a_quick_invocation_is_not_queued_behind_a_busy_one() -> None:
+    runtime = Runtime(FakeSender())
+    try:
+        busy = asyncio.ensure_future(runtime.invoke("acme", sandbox("loop.wat"), b"", SPIN))
+        await asyncio.sleep(0.05)
+        quick = await asyncio.wait_for(runtime.invoke("acme", QUICK), 1.0)
+        assert quick.code == 7 and not busy.done()
+        assert (await busy).error is not None
+    finally:
+        await runtime.aclose()
+
+
+async def test_max_concurrent_queues_the_rest() -> None:
+    runtime = Runtime(FakeSender(), max_concurrent=1)
+    try:
+        busy = asyncio.ensure_future(runtime.invoke("acme", sandbox("loop.wat"), b"", Limits(timeout_ms=300)))
+        await asyncio.sleep(0.05)
+        quick = await runtime.invoke("acme", QUICK)
+        assert quick.code == 7 and busy.done()  # it waited for the one slot
+    finally:
+        await runtime.aclose()
+    with pytest.raises(ValueError, match="max_concurrent"):
+        Runtime(FakeSender(), max_concurrent=0)
+
+
+async def test_cancelling_an_invocation_stops_its_guest_and_keeps_its_accepted_sends() -> None:
+    sender = FakeSender(delay=0.05)
+    runtime = Runtime(sender)
+    try:
+        started = time.monotonic()
+        task = asyncio.ensure_future(runtime.invoke("acme", send_then_spin(wait=False), b"", SPIN))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < SPIN.timeout_ms / 1000  # stopped, not run to its deadline
+        await asyncio.sleep(0.2)
+        assert len(sender.calls) == 1 and sender.cancelled == 0  # the send it was promised still went out
+        assert (await runtime.invoke("acme", QUICK)).code == 7
+    finally:
+        await runtime.aclose()
+
+
+async def test_cancelling_a_guest_suspended_in_push_wait() -> None:
+    sender = FakeSender(hang=True)
+    runtime = Runtime(sender)
+    try:
+        task = asyncio.ensure_future(runtime.invoke("acme", send_then_spin(wait=True), b"", SPIN))
+        await asyncio.sleep(0.05)
+        assert len(sender.calls) == 1  # delivering, the guest suspended on it
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sender.cancelled == 1
+        assert hostfuncs._SUSPENDED == {}
+        assert (await runtime.invoke("acme", QUICK)).code == 7
+    finally:
+        await runtime.aclose()
+
+
+async def test_many_guests_interleave_and_all_deliver() -> None:
+    sender = FakeSender(delay=0.01)
+    runtime = Runtime(sender)
+    try:
+        results = await asyncio.gather(*(
+            runtime.invoke("acme", send_then_spin(wait=True), b"", Limits(timeout_ms=200)) for _ in range(20)
+        ))
+        assert all(r.error is not None and r.error.kind in ("timeout", "out_of_fuel") for r in results)
+        assert all(r.sends[0]["ok"] for r in results) and len(sender.calls) == 20
+    finally:
+        await runtime.aclose()
