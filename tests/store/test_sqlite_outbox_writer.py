@@ -1,5 +1,5 @@
 """The SQLite outbox write path: committed on the loop thread when that cannot wait, through
-aiosqlite otherwise, grouped under concurrency, and never reported written before its COMMIT."""
+aiosqlite otherwise, one transaction per send, and never reported written before its COMMIT."""
 
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ async def store(tmp_path: Path, keyring: KeyRing) -> Any:
         await s.aclose()
 
 
-def _spy_thread_path(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    original = store._write
+def _spy_thread_path(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = store._record_on_thread
 
-    async def spy(sql: str, params: tuple[Any, ...] = (), change: Any = None) -> Any:
-        calls.append(sql)
-        return await original(sql, params, change)
+    async def spy(params: list[tuple[Any, ...]]) -> None:
+        calls.append(len(params))
+        await original(params)
 
-    monkeypatch.setattr(store, "_write", spy)
+    monkeypatch.setattr(store, "_record_on_thread", spy)
     return calls
 
 
@@ -59,13 +59,36 @@ async def test_a_delivery_is_committed_on_the_loop_thread(store: SQLiteStore, tm
     assert rec.message == MSG and rec.device_id == "phone"
 
 
-async def test_concurrent_deliveries_share_a_commit(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_a_sends_rows_are_one_commit_made_before_it_returns(store: SQLiteStore, tmp_path: Path) -> None:
     writer = store._outbox
     assert writer is not None
     before = writer._commits
-    await asyncio.gather(*(store.record_delivery("acme", "alice", f"d{i}", MSG) for i in range(50)))
+    write = store.record_deliveries("acme", [("alice", f"d{i}", MSG) for i in range(50)])
+    await write  # completes without yielding to the loop: nothing waits for a later turn
+    assert writer._commits - before == 1
     assert _count(tmp_path / "w.db") == 50
-    assert writer._commits - before <= 3  # the first at once, the rest grouped (one transaction each burst)
+
+
+async def test_refused_rows_commit_none(store: SQLiteStore, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="outbox write failed"):
+        await store.record_deliveries("no-such-namespace", [("alice", f"d{i}", MSG) for i in range(3)])
+    assert _count(tmp_path / "w.db") == 0
+
+
+async def test_the_outbox_provider_records_a_fan_out_as_one_transaction(store: SQLiteStore) -> None:
+    from wasmhost.providers.outbox import OutboxProvider
+    from wasmhost.push.message import PushMessage
+    from wasmhost.push.provider import Delivery
+
+    writer = store._outbox
+    assert writer is not None
+    before = writer._commits
+    message = PushMessage(title="hi")
+    deliveries = [Delivery("acme", "alice", f"d{i}", f"row{i}", f"tok{i}", message, 0.0) for i in range(20)]
+    outcomes = await OutboxProvider(store).send(deliveries)
+    assert [o.success for o in outcomes] == [True] * 20
+    assert writer._commits - before == 1
+    assert [r.device_id for r in await store.list_deliveries("acme")] == [f"d{i}" for i in range(20)]
 
 
 async def test_a_held_write_lock_sends_the_row_through_the_thread_without_blocking_the_loop(
@@ -134,17 +157,6 @@ async def test_checkpoints_run_off_the_loop(store: SQLiteStore, monkeypatch: pyt
 async def test_failures_are_store_errors(store: SQLiteStore) -> None:
     with pytest.raises(StoreError, match="outbox write failed"):
         await store.record_delivery("no-such-namespace", "alice", "phone", MSG)
-
-
-async def test_close_commits_rows_still_grouped(tmp_path: Path, keyring: KeyRing) -> None:
-    store = await _open(tmp_path / "c.db", keyring)
-    await store.record_delivery("acme", "alice", "first", MSG)  # opens a group for this loop iteration
-    pending = [asyncio.ensure_future(store.record_delivery("acme", "alice", f"d{i}", MSG)) for i in range(5)]
-    await asyncio.sleep(0)  # they join the group
-    assert store._outbox is not None and store._outbox._burst  # waiting for their shared commit
-    await store.aclose()
-    await asyncio.gather(*pending)
-    assert _count(tmp_path / "c.db") == 6
 
 
 async def test_in_memory_store_uses_the_thread(keyring: KeyRing) -> None:

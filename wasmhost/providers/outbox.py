@@ -6,33 +6,39 @@ It is the embedded default for demos and tests: what a device "received" can be 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..push.credentials import CredentialsError
-from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
+from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig
 from ..store.base import OutboxStore, StoreError
 
 __all__ = ["OutboxProvider", "OutboxSpec"]
 
 MAX_TOKEN_BYTES = 512
+#: Most deliveries one transaction records (a bigger fan-out is split by the dispatcher).
+OUTBOX_BATCH_MAX = 500
 
 
-class OutboxProvider(BaseProvider):
+class OutboxProvider:
+    """Records a send's deliveries as one transaction (a fan-out to 20 devices is one commit)."""
+
     name = "outbox"
+    max_batch = OUTBOX_BATCH_MAX
 
     def __init__(self, store: OutboxStore) -> None:
-        super().__init__()
         self.store = store
 
-    async def send_one(self, delivery: Delivery) -> Outcome:
+    async def send(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        if not deliveries:
+            return []
+        rows = [(d.user_id, d.device_id, d.message.to_dict()) for d in deliveries]
         try:
-            await self.store.record_delivery(
-                delivery.namespace, delivery.user_id, delivery.device_id, delivery.message.to_dict()
-            )
+            # One dispatcher serves one namespace, so every delivery of a batch is in the same one.
+            await self.store.record_deliveries(deliveries[0].namespace, rows)
         except StoreError as exc:
-            return Outcome.failed(FailureKind.TRANSIENT, "StoreError", str(exc))
-        return Outcome.ok()
+            return [Outcome.failed(FailureKind.TRANSIENT, "StoreError", str(exc)) for _ in deliveries]
+        return [Outcome.ok() for _ in deliveries]
 
 
 class OutboxSpec:

@@ -1,16 +1,17 @@
 """ABI v1 host functions for core modules, plus the two WASI calls we take over (stdin/stdout/stderr).
 
 They are defined once per Engine on a shared Linker, so they cannot close over an invocation: they
-find it in a thread-local, set by whoever resumes the guest (the event loop's driver between polls, or
-the worker thread) for exactly as long as the guest runs. Each one bounds-checks every (ptr, len) itself (``i32`` arrives signed, and
-wasmtime-py's ``Memory.read`` would clamp silently), validates, hands off to the context, and
-returns a code. None of them raises: an unexpected host error becomes UNAVAILABLE.
+find it in a thread-local, set by whoever resumes the guest (the event loop's driver between polls,
+or the worker thread) for exactly as long as the guest runs. Each one bounds-checks every (ptr, len)
+itself (``i32`` arrives signed, and wasmtime-py's ``Memory.read`` would clamp silently), validates,
+hands off to the context, and returns a code. None of them raises: an unexpected host error becomes
+UNAVAILABLE.
 
 WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
 ``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` is
 refused (ENOTSUP): wasmtime's would sleep on the thread running the guest (the event loop's, or the
-worker's), where neither fuel nor the epoch deadline reaches, stalling every tenant. Every other WASI function is wasmtime's own, with no preopened
-directories, no environment and no arguments.
+worker's), where neither fuel nor the epoch deadline reaches, stalling every tenant. Every other WASI
+function is wasmtime's own, with no preopened directories, no environment and no arguments.
 """
 
 from __future__ import annotations

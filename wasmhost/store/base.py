@@ -3,7 +3,7 @@ small protocol they need, the way httpx callers depend only on a transport."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -187,6 +187,9 @@ class DeviceStore(Protocol):
 
 class OutboxStore(Protocol):
     async def record_delivery(self, namespace: str, user_id: str, device_id: str, message: dict[str, Any]) -> None: ...
+    async def record_deliveries(self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Record ``(user_id, device_id, message)`` rows in one transaction: all are committed or none."""
+        ...
     async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]: ...
 
 

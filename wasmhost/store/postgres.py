@@ -636,11 +636,21 @@ class PostgresStore:
     # -- outbox ------------------------------------------------------------------------------
 
     async def record_delivery(self, namespace: str, user_id: str, device_id: str, message: dict[str, Any]) -> None:
+        await self.record_deliveries(namespace, [(user_id, device_id, message)])
+
+    async def record_deliveries(
+        self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        now = time.time()
+        params = [
+            (namespace, user, device, json.dumps(message, ensure_ascii=False), now) for user, device, message in rows
+        ]
+        if not params:
+            return
         async with self._conn() as conn:
-            await conn.execute(
+            await conn.executemany(  # one implicit transaction: all rows or none
                 "INSERT INTO outbox (namespace, user_id, device_id, message_json, delivered_at)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                namespace, user_id, device_id, json.dumps(message, ensure_ascii=False), time.time(),
+                " VALUES ($1, $2, $3, $4, $5)", params,
             )
 
     async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]:

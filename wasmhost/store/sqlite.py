@@ -57,8 +57,6 @@ LOOP_WRITE_STRIKES = 2
 LOOP_WRITE_COOLDOWN = 5.0
 #: Loop-thread commits between PASSIVE WAL checkpoints (run on a worker thread; the loop never checkpoints).
 CHECKPOINT_EVERY = 256
-#: Most rows one group commit takes; the rest go in the next one.
-OUTBOX_BATCH_MAX = 500
 
 
 def _namespace_missing(exc: sqlite3.IntegrityError) -> bool:
@@ -76,13 +74,13 @@ class _LoopOutboxWriter:
     """Commits outbox rows on the event loop's own thread: the one write on a delivery's path.
 
     Why: a hop to aiosqlite's thread costs two thread wake-ups (~100 µs on a busy 2-core host), while
-    an INSERT + COMMIT in WAL mode with ``synchronous=NORMAL`` is a page-cache write of ~20 µs. It is
-    kept from ever waiting on the loop: ``busy_timeout=0`` (if anyone holds the write lock, the row
-    takes the aiosqlite path, which waits on its own thread), ``wal_autocheckpoint=0`` (checkpoints
-    fsync; a PASSIVE one runs on a worker thread every CHECKPOINT_EVERY commits instead), and a commit
-    over LOOP_WRITE_BUDGET turns this path off for a while. Group commit: the first row of a loop
-    iteration commits at once; rows arriving before the next iteration (concurrent deliveries) share
-    one transaction. A row is reported written only after its COMMIT returned.
+    an INSERT + COMMIT in WAL mode with ``synchronous=NORMAL`` is a page-cache write of ~20-30 µs. It is
+    kept from ever waiting on the loop: ``busy_timeout=0`` (if anyone holds the write lock, the rows
+    take the aiosqlite path, which waits on its own thread), ``wal_autocheckpoint=0`` (checkpoints
+    fsync; a PASSIVE one runs on a worker thread every CHECKPOINT_EVERY commits instead), and commits
+    over LOOP_WRITE_BUDGET turn this path off for a while. A send's rows (all the devices of one
+    fan-out, see `OutboxProvider`) are one transaction, committed before the call returns: nothing
+    waits for a later turn of the loop, so a delivery that only writes here never suspends.
     """
 
     def __init__(self, path: str) -> None:
@@ -90,7 +88,6 @@ class _LoopOutboxWriter:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in ("busy_timeout=0", "foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
             self.conn.execute(f"PRAGMA {pragma}")
-        self._burst: list[tuple[tuple[Any, ...], asyncio.Future[bool]]] | None = None
         self._off_until = 0.0
         self._strikes = 0
         self._commits = 0
@@ -100,38 +97,10 @@ class _LoopOutboxWriter:
     def usable(self) -> bool:
         return not self._closed and time.monotonic() >= self._off_until
 
-    async def write(self, row: tuple[Any, ...]) -> bool:
-        """Commit ``row``; False means "not here, use the aiosqlite path" (nothing was written)."""
-        if self._burst is None:
-            if not self._commit([row]):
-                return False
-            self._burst = []
-            asyncio.get_running_loop().call_soon(self._flush_burst)
-            return True
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._burst.append((row, fut))
-        return await fut
-
-    def _flush_burst(self) -> None:
-        burst, self._burst = self._burst, None
-        if not burst:
-            return
-        loop = asyncio.get_running_loop()
-        for start in range(0, len(burst), OUTBOX_BATCH_MAX):
-            chunk = burst[start:start + OUTBOX_BATCH_MAX]
-            try:
-                ok = self.usable() and self._commit([row for row, _ in chunk])
-            except StoreError as exc:
-                for _, fut in chunk:
-                    if not fut.done():
-                        fut.set_exception(StoreError(str(exc)))
-                continue
-            for _, fut in chunk:
-                if not fut.done():
-                    fut.set_result(ok)
-        # Rows keep coming (a burst of deliveries): keep grouping them until an iteration brings none.
-        self._burst = []
-        loop.call_soon(self._flush_burst)
+    def write(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Commit ``rows`` in one transaction; False means "not here, use the aiosqlite path"
+        (nothing was written). Raises `StoreError` when the rows themselves are refused."""
+        return self.usable() and self._commit(rows)
 
     def _commit(self, rows: list[tuple[Any, ...]]) -> bool:
         conn = self.conn
@@ -180,9 +149,7 @@ class _LoopOutboxWriter:
             log.warning("WAL checkpoint failed: %s", type(fut.exception()).__name__)
 
     async def aclose(self) -> None:
-        """Commit rows still grouped, wait for a running checkpoint, close the connection."""
-        if self._burst:
-            self._flush_burst()
+        """Wait for a running checkpoint, close the connection."""
         self._closed = True
         if self._checkpoint is not None:
             await asyncio.wait([self._checkpoint])
@@ -558,15 +525,38 @@ class SQLiteStore:
     # -- outbox ------------------------------------------------------------------------------
 
     async def record_delivery(self, namespace: str, user_id: str, device_id: str, message: dict[str, Any]) -> None:
-        """Returns once the row is committed: on the loop thread when that cannot wait (see
-        `_LoopOutboxWriter`), else through aiosqlite. Raises `StoreError` on failure."""
-        row = (namespace, user_id, device_id, json.dumps(message, ensure_ascii=False), time.time())
+        await self.record_deliveries(namespace, [(user_id, device_id, message)])
+
+    async def record_deliveries(self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """One transaction, committed when this returns: on the loop thread when that cannot wait
+        (see `_LoopOutboxWriter`), else through aiosqlite. Raises `StoreError` on failure."""
+        now = time.time()
+        params = [
+            (namespace, user, device, json.dumps(message, ensure_ascii=False), now) for user, device, message in rows
+        ]
+        if not params:
+            return
         writer = self._outbox
         # While a transaction of ours is open on the aiosqlite connection, the loop path would only hit BUSY.
-        if writer is not None and not self._writing.locked() and writer.usable() and await writer.write(row):
+        if writer is not None and not self._writing.locked() and writer.write(params):
             return
+        await self._record_on_thread(params)
+
+    async def _record_on_thread(self, params: list[tuple[Any, ...]]) -> None:
+        """The aiosqlite path: waits for the write lock on aiosqlite's thread, never on the loop."""
         try:
-            await self._write(_OUTBOX_INSERT, row)
+            async with self._writing:
+                if len(params) == 1:
+                    await self.db.execute(_OUTBOX_INSERT, params[0])
+                    return
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self.db.executemany(_OUTBOX_INSERT, params)
+                    await self.db.execute("COMMIT")
+                except BaseException:
+                    if self.db.in_transaction:
+                        await self.db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             raise StoreError(f"outbox write failed: {type(exc).__name__}") from None
 
