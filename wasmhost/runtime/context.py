@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -121,6 +122,8 @@ class InvocationContext:
         #: On the loop: the send whose ``push_wait`` has suspended the guest.
         self.waiting: SendRecord | None = None
         self._queue: deque[SendRecord] = deque()
+        #: A delivery `deliver_now` started that had to wait: (record, its coroutine, what it awaits).
+        self._stepped: tuple[SendRecord, Coroutine[Any, Any, None], Any] | None = None
         self._scheduled = False
         self._cond = None if on_loop else threading.Condition(threading.Lock())
 
@@ -254,19 +257,67 @@ class InvocationContext:
             record.code, record.error = abi.TIMEOUT, _TOO_LATE
         self._complete(record)
 
-    async def _deliver_now(self, record: SendRecord) -> None:
-        """Deliver the send the guest waits for right here: no task, and no turn of the loop if the
-        delivery never has to wait (the outbox). Bounded by the deadline like a task's."""
-        try:
-            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
-                await self._send(record)
-        except TimeoutError:
+    def deliver_now(self, record: SendRecord) -> bool:
+        """Start delivering ``record``, which the guest now waits for, right here (loop thread, inside
+        ``push_wait``): True if it is already done. No task and no turn of the loop when the delivery
+        never has to wait (the outbox); otherwise it is left half-way for `pause` to finish."""
+        if record.task is not None or record.done:
+            return record.done
+        self._queue.remove(record)
+        if self._queue:
+            self._flush()
+        if time.monotonic() >= self.deadline:
             record.code, record.error = abi.TIMEOUT, _TOO_LATE
-        finally:
-            if not record.done:
-                if record.report is None and not record.code:  # the invocation itself was cancelled
-                    record.code, record.error = abi.TIMEOUT, "the invocation was cancelled before the send finished"
-                self._complete(record)
+            self._complete(record)
+            return True
+        coro = self._send(record)
+        try:
+            step = coro.send(None)
+        except StopIteration:
+            self._complete(record)
+            return True
+        except BaseException as exc:  # `_send` maps every Exception; this is only a guard
+            log.error("send failed to start: %s", type(exc).__name__)
+            record.code, record.error = abi.UNAVAILABLE, "internal error"
+            self._complete(record)
+            return True
+        self._stepped = (record, coro, step)
+        return False
+
+    async def _finish_stepped(self, record: SendRecord, coro: Coroutine[Any, Any, None], step: Any) -> None:
+        """Drive a delivery `deliver_now` started to its end, in this task (so ``asyncio.timeout`` and
+        ``current_task`` inside it stay right), the way a Task would; bounded by the deadline. When the
+        deadline passes, or this invocation is cancelled, the delivery is cancelled where it waits."""
+        stop: asyncio.CancelledError | None = None
+        outer = False  # the invocation itself was cancelled (re-raised once the delivery has ended)
+        try:
+            while True:
+                if stop is not None:  # it went on waiting after being cancelled: stop it
+                    coro.close()
+                    break
+                remaining = self.deadline - time.monotonic()
+                try:
+                    if step is None:  # a bare yield: one turn of the loop
+                        await asyncio.sleep(0)
+                    elif remaining > 0:
+                        step._asyncio_future_blocking = False
+                        await asyncio.wait((step,), timeout=remaining)
+                except asyncio.CancelledError as exc:
+                    stop, outer = exc, True
+                if stop is None and (remaining <= 0 or (step is not None and not step.done())):
+                    stop = asyncio.CancelledError()
+                step = coro.send(None) if stop is None else coro.throw(stop)
+        except (StopIteration, asyncio.CancelledError):
+            pass
+        except BaseException as exc:  # `_send` maps every Exception; this is only a guard
+            log.error("send failed: %s", type(exc).__name__)
+            record.code, record.error = abi.UNAVAILABLE, "internal error"
+        if stop is not None and record.report is None and not record.code:
+            record.code = abi.TIMEOUT
+            record.error = "the invocation was cancelled before the send finished" if outer else _TOO_LATE
+        self._complete(record)
+        if outer and stop is not None:
+            raise stop
 
     async def _send(self, record: SendRecord) -> None:
         try:
@@ -296,11 +347,9 @@ class InvocationContext:
         otherwise (a fuel slice ended) after one turn of the loop, so other work gets its share.
         """
         record, self.waiting = self.waiting, None
-        if record is not None and record.task is None and not record.done:  # still queued: not started
-            self._queue.remove(record)
-            if self._queue:
-                self._flush()
-            await self._deliver_now(record)
+        if self._stepped is not None:
+            stepped, self._stepped = self._stepped, None
+            await self._finish_stepped(*stepped)
             return
         if self._queue:
             self._flush()

@@ -253,7 +253,7 @@ def _push_wait_async(
                 code = abi.FAULT
             elif (record := ctx.find_send(ticket)) is None:
                 code = abi.INVAL
-            elif record.done or time.monotonic() >= ctx.deadline:
+            elif record.done or time.monotonic() >= ctx.deadline or ctx.deliver_now(record):
                 code = _report(record, base, out, cap)
             else:
                 # The guest cannot run (or grow its memory) until this returns, so base stays valid.
