@@ -22,7 +22,8 @@ BUCKET_IDLE_SECONDS = 120.0
 
 class SendRateLimiter:
     """Token bucket per namespace: `per_minute` sends, refilled evenly. Thread-safe: the runtime calls
-    `try_acquire` on its wasm worker thread, the HTTP handlers on the event loop."""
+    `try_acquire` where the guest runs (the event loop, or the worker thread for components), the HTTP
+    handlers on the event loop."""
 
     def __init__(self, per_minute: int, *, timer: Callable[[], float] = time.monotonic) -> None:
         if per_minute < 1:

@@ -54,7 +54,8 @@ class Sender(Protocol):
 
 
 class SendLimiter(Protocol):
-    """Optional per-namespace rate limit. Called on the wasm worker thread: must not block."""
+    """Optional per-namespace rate limit. Called where the guest runs (the event loop's thread, or the
+    worker thread for components): must not block."""
 
     def try_acquire(self, namespace: str) -> bool: ...
 
