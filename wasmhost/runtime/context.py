@@ -122,6 +122,11 @@ class InvocationContext:
         self.on_loop = on_loop
         #: On the loop: the send whose ``push_wait`` has suspended the guest.
         self.waiting: SendRecord | None = None
+        #: On the loop: when the guest's ``poll_oneoff`` wants to be woken (monotonic seconds).
+        self.sleep_until: float | None = None
+        #: A host wait (a sleep) was cut short by the deadline: the invocation is a timeout even if
+        #: the guest returned before its epoch deadline could trap it.
+        self.timed_out_in_host = False
         self._queue: deque[SendRecord] = deque()
         #: A delivery `deliver_now` started that had to wait: (record, its coroutine, what it awaits).
         self._stepped: tuple[SendRecord, Coroutine[Any, Any, None], Any] | None = None
@@ -344,10 +349,17 @@ class InvocationContext:
     async def pause(self) -> None:
         """The guest suspended (loop thread): start its queued sends, then let the loop run.
 
-        If it waits in ``push_wait``, return when that send is done or the deadline has passed;
-        otherwise (a fuel slice ended) after one turn of the loop, so other work gets its share.
+        If it waits in ``push_wait``, return when that send is done or the deadline has passed; if it
+        sleeps in ``poll_oneoff``, when it is due (or the deadline has passed); otherwise (a fuel slice
+        ended) after one turn of the loop, so other work gets its share.
         """
         record, self.waiting = self.waiting, None
+        wake, self.sleep_until = self.sleep_until, None
+        if wake is not None:  # WASI poll_oneoff: sleep, but never past the deadline
+            if self._queue:
+                self._flush()
+            await asyncio.sleep(max(0.0, min(wake, self.deadline) - time.monotonic()))
+            return
         if self._stepped is not None:
             stepped, self._stepped = self._stepped, None
             await self._finish_stepped(*stepped)

@@ -8,10 +8,11 @@ hands off to the context, and returns a code. None of them raises: an unexpected
 UNAVAILABLE.
 
 WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
-``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` is
-refused (ENOTSUP): wasmtime's would sleep on the thread running the guest (the event loop's, or the
-worker's), where neither fuel nor the epoch deadline reaches, stalling every tenant. Every other WASI
-function is wasmtime's own, with no preopened directories, no environment and no arguments.
+``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` on
+the loop suspends only the guest (see `wasi_poll`), never past its deadline; on the worker thread it
+is refused (ENOTSUP): wasmtime's would sleep on that thread, where neither fuel nor the epoch deadline
+reaches, stalling every tenant. Every other WASI function is wasmtime's own, with no preopened
+directories, no environment and no arguments.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import wasmtime
 
 from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
 
-from . import abi, fiber
+from . import abi, fiber, wasi_poll
 from .context import InvocationContext, SendRecord
 from .ffi import HOST_CALLBACK, Export, caller_context, caller_memory, define_raw_func, memory_data, memory_size
 
@@ -54,6 +55,8 @@ class CoreContext(InvocationContext):
         super().__init__(*args, **kwargs)
         self.memory: Export | None = None
         self.suspended_key = 0
+        #: ``time.monotonic()`` when the guest's WASI context was made: where its monotonic clock starts.
+        self.monotonic_origin = 0.0
         self.stdin_pos = 0
         self.stderr_buf = bytearray()
 
@@ -211,31 +214,36 @@ def push_wait(ctx: CoreContext, caller: int, a: Any) -> int:
     return _report(record, base, out, cap)
 
 
-# Guests suspended in push_wait (on the loop): continuation key -> what the answer needs.
-_SUSPENDED: dict[int, tuple[CoreContext, SendRecord, Any, int, int, int]] = {}
+# Guests suspended in a host call (on the loop): continuation key -> a check that writes the answer
+# and returns True once the call can return.
+_SUSPENDED: dict[int, Callable[[], bool]] = {}
 _keys = itertools.count(1)
 
 
 def _resume(key: int) -> bool:
-    """Continuation of a suspended ``push_wait``: True (and the answer written) once it can return."""
-    entry = _SUSPENDED.get(key)
-    if entry is None:  # forgotten by `forget_suspended`; never polled again in practice
+    """Continuation of a suspended host call: True (and the answer written) once it can return."""
+    check = _SUSPENDED.get(key)
+    if check is None:  # forgotten by `forget_suspended`; never polled again in practice
         return True
-    ctx, record, results, base, out, cap = entry
-    if not record.done and time.monotonic() < ctx.deadline:
-        return False
-    del _SUSPENDED[key]
     try:
-        code = _report(record, base, out, cap)
+        done = check()
     except BaseException:  # never let an exception cross into wasmtime
-        log.exception("push_wait failed")
-        code = abi.UNAVAILABLE
-    fiber.set_i32_result(results, code)
-    return True
+        log.exception("resuming a host call failed")
+        done = True
+    if done:
+        del _SUSPENDED[key]
+    return done
 
 
 _RESUME = fiber.continuation(_resume)
 _READY = fiber.continuation(lambda _key: True)
+
+
+def _suspend(ctx: CoreContext, cont: Any, check: Callable[[], bool]) -> None:
+    key = next(_keys)
+    _SUSPENDED[key] = check
+    ctx.suspended_key = key
+    fiber.set_continuation(cont, _RESUME, key)
 
 
 def _push_wait_async(
@@ -256,17 +264,69 @@ def _push_wait_async(
             elif record.done or time.monotonic() >= ctx.deadline or ctx.deliver_now(record):
                 code = _report(record, base, out, cap)
             else:
-                # The guest cannot run (or grow its memory) until this returns, so base stays valid.
-                key = next(_keys)
-                _SUSPENDED[key] = (ctx, record, results, base, out, cap)
+                waited: SendRecord = record
+
+                def check() -> bool:
+                    if not waited.done and time.monotonic() < ctx.deadline:
+                        return False
+                    # The guest could not run (or grow its memory) meanwhile, so base is still valid.
+                    fiber.set_i32_result(results, _report(waited, base, out, cap))
+                    return True
+
                 ctx.waiting = record
-                ctx.suspended_key = key
-                fiber.set_continuation(cont, _RESUME, key)
+                _suspend(ctx, cont, check)
                 return
     except BaseException:  # never let an exception cross into wasmtime
         log.exception("push_wait failed")
         code = abi.UNAVAILABLE
     fiber.set_i32_result(results, code)
+    fiber.set_continuation(cont, _READY)
+
+
+def _poll_oneoff_async(
+    env: int, caller: int, args: Any, nargs: int, results: Any, nresults: int, trap: Any, cont: Any
+) -> None:
+    """WASI ``poll_oneoff`` on the loop: a guest waiting on clocks is suspended, bounded by its deadline."""
+    errno = _EINVAL
+    try:
+        ctx = _local.ctx
+        if ctx is not None:
+            sub_ptr, out, n, nevents_ptr = (args[i].of.i32 & _U32 for i in range(4))
+            base, size = _memory(ctx, caller)
+            if n == 0 or n > wasi_poll.MAX_SUBSCRIPTIONS:
+                errno = _EINVAL
+            elif (sub_ptr + n * wasi_poll.SUBSCRIPTION_BYTES > size or out + n * wasi_poll.EVENT_BYTES > size
+                  or nevents_ptr + 4 > size):
+                errno = _EFAULT
+            elif (subs := wasi_poll.parse(_string_at(base + sub_ptr, n * wasi_poll.SUBSCRIPTION_BYTES))) is None:
+                errno = _EINVAL
+            else:
+                poll = wasi_poll.Poll(subs, len(ctx.input) - ctx.stdin_pos, ctx.monotonic_origin)
+                events = poll.ready()
+                wake = poll.wake_at()
+                if events or wake is None:
+                    poll.write(base, out, nevents_ptr, events)
+                    errno = _ESUCCESS
+                else:
+
+                    def check() -> bool:
+                        now = time.monotonic()
+                        if now < wake and now < ctx.deadline:
+                            ctx.sleep_until = wake  # woken early: sleep again
+                            return False
+                        if now < wake:  # cut short by the deadline: the invocation has timed out
+                            ctx.timed_out_in_host = True
+                        poll.write(base, out, nevents_ptr, poll.ready())
+                        fiber.set_i32_result(results, _ESUCCESS)
+                        return True
+
+                    ctx.sleep_until = wake
+                    _suspend(ctx, cont, check)
+                    return
+    except BaseException:  # never let an exception cross into wasmtime
+        log.exception("poll_oneoff failed")
+        errno = _EINVAL
+    fiber.set_i32_result(results, errno)
     fiber.set_continuation(cont, _READY)
 
 
@@ -347,7 +407,7 @@ def fd_read(ctx: CoreContext, caller: int, a: Any) -> int:
 
 
 def poll_oneoff(ctx: CoreContext, caller: int, a: Any) -> int:
-    """Never block: a sleep here would hold the loop (or the worker) past any timeout (see the module doc)."""
+    """Worker-thread flavour: never block (a sleep would hold the worker past any timeout)."""
     return _ENOTSUP
 
 
@@ -379,4 +439,6 @@ def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime
     if on_loop:
         fiber.define_async_func(linker, abi.HOST_MODULE, "push_wait", functypes[3],
                                 fiber.ASYNC_CALLBACK(_push_wait_async))
+        fiber.define_async_func(linker, abi.WASI_MODULE, "poll_oneoff", functypes[4],
+                                fiber.ASYNC_CALLBACK(_poll_oneoff_async))
     linker.allow_shadowing = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 from wasmtime import ExitTrap, Store, Trap, TrapCode, WasiConfig, WasmtimeError
 
@@ -58,7 +59,8 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
     return InvocationError("trap", f"wasm error: {text}")
 
 
-def _new_store(compiled: CompiledModule, limits: Limits) -> Store:
+def _new_store(compiled: CompiledModule, ctx: CoreContext) -> Store:
+    limits = ctx.limits
     store = Store(compiled.engine)
     store.set_fuel(limits.fuel)
     store.set_epoch_deadline(epoch_ticks(limits.timeout_ms))
@@ -71,6 +73,7 @@ def _new_store(compiled: CompiledModule, limits: Limits) -> Store:
     )
     if compiled.uses_wasi:
         store.set_wasi(WasiConfig())  # no args, env or preopens; stdio is ours (see hostfuncs)
+        ctx.monotonic_origin = time.monotonic()
     return store
 
 
@@ -85,7 +88,7 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
     """Instantiate and call ``handle`` on this thread (the worker); return (handle's code, error, fuel used)."""
     limits = ctx.limits
     ctx.start_clock()
-    store = _new_store(compiled, limits)
+    store = _new_store(compiled, ctx)
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True
@@ -139,7 +142,7 @@ async def run_core_async(
     """Instantiate and call ``handle`` on the event loop's thread (see `fiber`); same result as `run_core`."""
     limits = ctx.limits
     ctx.start_clock()
-    store = _new_store(compiled, limits)
+    store = _new_store(compiled, ctx)
     fiber.yield_every(store, fiber.SLICE_FUEL)
     code: int | None = None
     error: InvocationError | None = None
@@ -159,6 +162,9 @@ async def run_core_async(
         future, results = fiber.call_async(store, handle, has_result=True)
         await _drive(future, ctx)
         code = int(results[0].of.i32)
+        if ctx.timed_out_in_host:
+            code = None
+            error = InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
     except ExitTrap as exc:  # WASI proc_exit: its status is the function's code
         code = exc.code
     except (Trap, WasmtimeError) as exc:
