@@ -134,3 +134,16 @@ async def test_many_guests_interleave_and_all_deliver() -> None:
         assert all(r.sends[0]["ok"] for r in results) and len(sender.calls) == 20
     finally:
         await runtime.aclose()
+
+
+async def test_aclose_lets_invocations_in_progress_finish() -> None:
+    sender = FakeSender(delay=0.05)
+    runtime = Runtime(sender)
+    running = asyncio.ensure_future(runtime.invoke("acme", send_then_spin(wait=True), b"", Limits(timeout_ms=300)))
+    await asyncio.sleep(0.02)
+    await runtime.aclose()
+    assert running.done()  # it ended (at its deadline) before the runtime let go of the epoch ticker
+    result = running.result()
+    assert result.error is not None and result.error.kind in ("timeout", "out_of_fuel") and result.sends[0]["ok"]
+    with pytest.raises(RuntimeError, match="closed"):
+        await runtime.invoke("acme", QUICK)

@@ -58,6 +58,8 @@ class Runtime:
         #: Core invocations in progress on the loop at once (each holds a Store, a pooled instance slot,
         #: a fiber stack and up to its memory cap); more wait their turn.
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._running = 0  # invocations in progress, awaited by `aclose`
+        self._idle: asyncio.Event | None = None
         self._host.acquire()
         self._closed = False
 
@@ -113,18 +115,24 @@ class Runtime:
         if error is not None:
             ctx.start_clock()
             return ctx.result(None, error, 0)
+        self._running += 1
         try:
-            if isinstance(module, CompiledModule) and on_loop:
-                async with self._slots:
-                    code, error, fuel = await run_core_async(module, ctx)
-            else:
-                code, error, fuel = await self._worker.run(self._run, module, ctx)
-        except asyncio.CancelledError:
-            ctx.abandon()  # the guest has stopped; sends it was told were accepted still go out
-            raise
-        if ctx.sends:
-            await ctx.drain()
-        return ctx.result(code, error, fuel)
+            try:
+                if isinstance(module, CompiledModule) and on_loop:
+                    async with self._slots:
+                        code, error, fuel = await run_core_async(module, ctx)
+                else:
+                    code, error, fuel = await self._worker.run(self._run, module, ctx)
+            except asyncio.CancelledError:
+                ctx.abandon()  # the guest has stopped; sends it was told were accepted still go out
+                raise
+            if ctx.sends:
+                await ctx.drain()
+            return ctx.result(code, error, fuel)
+        finally:
+            self._running -= 1
+            if not self._running and self._idle is not None:
+                self._idle.set()
 
     @staticmethod
     def _run(
@@ -135,9 +143,13 @@ class Runtime:
         return run_core(module, ctx)
 
     async def aclose(self) -> None:
-        """Stop the worker (after the invocation in progress) and release the epoch ticker."""
+        """Refuse new invocations, let those in progress finish (each is bounded by its deadline), stop
+        the worker and release the epoch ticker."""
         if self._closed:
             return
         self._closed = True
+        if self._running:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
         await asyncio.get_running_loop().run_in_executor(None, self._worker.close, True)
         self._host.release()
