@@ -42,6 +42,7 @@ __all__ = ["InvocationContext", "SendLimiter", "SendRecord", "Sender"]
 log = logging.getLogger(__name__)
 
 _TOO_LATE = "the send did not finish before the invocation deadline"
+_TIMER_RESOLUTION = 0.001
 _IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
@@ -358,7 +359,10 @@ class InvocationContext:
         if wake is not None:  # WASI poll_oneoff: sleep, but never past the deadline
             if self._queue:
                 self._flush()
-            await asyncio.sleep(max(0.0, min(wake, self.deadline) - time.monotonic()))
+            delay = min(wake, self.deadline) - time.monotonic()
+            # The loop's timers round up to whole milliseconds (epoll): a shorter sleep (Go's scheduler
+            # naps for microseconds) takes turns of the loop instead, until it is due.
+            await asyncio.sleep(delay if delay >= _TIMER_RESOLUTION else 0)
             return
         if self._stepped is not None:
             stepped, self._stepped = self._stepped, None
