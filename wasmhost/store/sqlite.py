@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from cachetools import LRUCache
 
 from ._rows import (
     AUTH,
@@ -55,6 +56,8 @@ _OUTBOX_INSERT = (
 LOOP_WRITE_BUDGET = 0.002
 LOOP_WRITE_STRIKES = 2
 LOOP_WRITE_COOLDOWN = 5.0
+#: Users whose device lists are kept between sends (see `list_user_devices`).
+DEVICE_CACHE_USERS = 10_000
 #: Loop-thread commits between PASSIVE WAL checkpoints (run on a worker thread; the loop never checkpoints).
 CHECKPOINT_EVERY = 256
 
@@ -101,6 +104,12 @@ class _LoopConnection:
 
     def usable(self) -> bool:
         return not self._closed and time.monotonic() >= self._off_until
+
+    def data_version(self) -> int | None:
+        """SQLite's count of commits made by *other* connections (any process) since this one opened;
+        None when busy. Our own outbox commits do not move it, device writes (aiosqlite) always do."""
+        rows = self.read("PRAGMA data_version", ())
+        return int(rows[0][0]) if rows else None
 
     def read(self, sql: str, params: tuple[Any, ...]) -> list[Any] | None:
         """Rows, or None when SQLite is busy (the caller reads through aiosqlite instead)."""
@@ -180,6 +189,9 @@ class SQLiteStore:
         self.keyring = keyring
         self._db: aiosqlite.Connection | None = None
         self._loop_db: _LoopConnection | None = None
+        #: (namespace, user, with tokens) -> devices, valid while `_devices_version` is current.
+        self._devices: LRUCache[tuple[str, str, bool], tuple[Device, ...]] = LRUCache(maxsize=DEVICE_CACHE_USERS)
+        self._devices_version = -1
         self._fp_key = b""
         # One connection serialises statements but not transactions: writes take this lock so a
         # statement of one coroutine never lands inside (or is rolled back with) another's transaction.
@@ -485,12 +497,26 @@ class SQLiteStore:
         return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
 
     async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
+        # Every send reads this. The answer is kept until any other connection, in this process or
+        # another, commits anything (`data_version`): exact, never stale, and ~3 µs instead of a
+        # query plus a decryption per device.
+        version = self._loop_db.data_version() if self._loop_db is not None else None
+        if version is not None:
+            if version != self._devices_version:
+                self._devices.clear()
+                self._devices_version = version
+            cached = self._devices.get((namespace, user_id, with_tokens))
+            if cached is not None:
+                return list(cached)
         columns = DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
         rows = await self._fetchall(
             f"SELECT {columns} FROM devices WHERE namespace = ? AND user_id = ? ORDER BY created_at, id",
             (namespace, user_id),
         )
-        return devices_from_rows(self.keyring, namespace, rows, with_tokens)
+        devices = devices_from_rows(self.keyring, namespace, rows, with_tokens)
+        if version is not None and self._devices_version == version:
+            self._devices[(namespace, user_id, with_tokens)] = tuple(devices)
+        return devices
 
     async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
         if user_id is None:

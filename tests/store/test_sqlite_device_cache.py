@@ -1,0 +1,63 @@
+"""The SQLite store keeps a user's device list between sends, and never serves it stale: any commit by
+another connection (this process's writes, or another process on the same file) drops it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wasmhost.store import KeyRing, SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path, keyring: KeyRing) -> Any:
+    s = await SQLiteStore(tmp_path / "d.db", keyring).open()
+    await s.create_namespace("acme")
+    await s.register_device("acme", "alice", "phone", "outbox", "tok-phone")
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def _count_queries(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    queries: list[str] = []
+    original = store._fetchall
+
+    async def spy(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        queries.append(sql)
+        return await original(sql, params)
+
+    monkeypatch.setattr(store, "_fetchall", spy)
+    return queries
+
+
+async def test_a_repeated_lookup_is_served_from_memory(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    queries = _count_queries(store, monkeypatch)
+    first = await store.list_user_devices("acme", "alice", with_tokens=True)
+    await store.record_deliveries("acme", [("alice", "phone", {"title": "hi"})])  # our own outbox commit
+    second = await store.list_user_devices("acme", "alice", with_tokens=True)
+    assert first == second and second[0].token == "tok-phone"
+    assert len(queries) == 1
+
+
+async def test_writes_through_the_store_are_seen_at_once(store: SQLiteStore) -> None:
+    await store.list_user_devices("acme", "alice")
+    await store.register_device("acme", "alice", "tablet", "outbox", "tok-tablet")
+    assert [d.device_id for d in await store.list_user_devices("acme", "alice")] == ["phone", "tablet"]
+    # The same physical token registered by bob: it is his now, and no longer alice's (last wins).
+    await store.register_device("acme", "bob", "phone", "outbox", "tok-phone")
+    assert [d.device_id for d in await store.list_user_devices("acme", "alice")] == ["tablet"]
+    assert [d.device_id for d in await store.list_user_devices("acme", "bob")] == ["phone"]
+
+
+async def test_a_write_from_another_process_is_seen_at_once(store: SQLiteStore, tmp_path: Path) -> None:
+    assert len(await store.list_user_devices("acme", "alice")) == 1
+    other = sqlite3.connect(tmp_path / "d.db")  # e.g. `wasmhost device remove` against the same file
+    with other:
+        other.execute("DELETE FROM devices WHERE user_id = 'alice'")
+    other.close()
+    assert await store.list_user_devices("acme", "alice") == []
