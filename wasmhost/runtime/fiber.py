@@ -11,8 +11,10 @@ the polling, so there is no hand-off at all; many invocations interleave, each b
 its fuel and its epoch deadline (which still traps).
 
 Everything here uses ``wasmtime._ffi`` (private, pinned by ``wasmtime>=50,<51``). Python host
-functions run on the fiber's stack; CPython 3.11-3.13 count recursion rather than check stack
-addresses, which is what makes this sound (`async_stack_size` leaves them `HOST_STACK_BYTES`).
+functions run on the fiber's stack, which `async_stack_size` sizes to leave them `HOST_STACK_BYTES`.
+CPython up to 3.13 bounds C recursion by counting frames, not by comparing stack addresses (verified
+here on 3.11); 3.14 compares addresses against the thread's stack, so there the engine keeps guests
+on the worker thread (`engine._on_loop_wanted`).
 """
 
 from __future__ import annotations
