@@ -147,3 +147,22 @@ async def test_aclose_lets_invocations_in_progress_finish() -> None:
     assert result.error is not None and result.error.kind in ("timeout", "out_of_fuel") and result.sends[0]["ok"]
     with pytest.raises(RuntimeError, match="closed"):
         await runtime.invoke("acme", QUICK)
+
+
+async def test_sends_are_delivered_while_the_guest_is_still_running() -> None:
+    started: list[float] = []
+
+    class Stamping(FakeSender):
+        async def send_to_user(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+            started.append(time.monotonic())
+            return await super().send_to_user(*args, **kwargs)  # type: ignore[arg-type]
+
+    runtime = Runtime(Stamping())
+    try:
+        begin = time.monotonic()
+        result = await runtime.invoke("acme", send_then_spin(wait=False), b"", Limits(timeout_ms=400, fuel=10**9))
+        ended = begin + result.duration_ms / 1000
+        assert result.error is not None and result.sends[0]["ok"]
+        assert started and started[0] < ended - 0.2  # a fuel slice later, not when the guest stopped
+    finally:
+        await runtime.aclose()
