@@ -246,88 +246,85 @@ def _suspend(ctx: CoreContext, cont: Any, check: Callable[[], bool]) -> None:
     fiber.set_continuation(cont, _RESUME, key)
 
 
-def _push_wait_async(
-    env: int, caller: int, args: Any, nargs: int, results: Any, nresults: int, trap: Any, cont: Any
-) -> None:
-    """Event-loop flavour: a send not yet done suspends the guest (see `fiber`) instead of a thread."""
-    code = abi.UNAVAILABLE
-    try:
-        ctx = _local.ctx
-        if ctx is not None:
-            ticket, out, cap = args[0].of.i32, args[1].of.i32, args[2].of.i32
-            base, size = _memory(ctx, caller)
-            record = None
-            if out < 0 or cap < 0 or out + cap > size:
-                code = abi.FAULT
-            elif (record := ctx.find_send(ticket)) is None:
-                code = abi.INVAL
-            elif record.done or time.monotonic() >= ctx.deadline or ctx.deliver_now(record):
-                code = _report(record, base, out, cap)
-            else:
-                waited: SendRecord = record
+def _guarded_async(fn: Callable[[CoreContext, int, Any, Any, Any], int | None], failure: int) -> Any:
+    """Wrap ``fn(ctx, caller, args, results, cont) -> code, or None once it has suspended the guest``
+    (through `_suspend`) as an async callback that cannot raise; ``failure`` answers when it does."""
 
-                def check() -> bool:
-                    if not waited.done and time.monotonic() < ctx.deadline:
-                        return False
-                    # The guest could not run (or grow its memory) meanwhile, so base is still valid.
-                    fiber.set_i32_result(results, _report(waited, base, out, cap))
-                    return True
-
-                ctx.waiting = record
-                _suspend(ctx, cont, check)
-                return
-    except BaseException:  # never let an exception cross into wasmtime
-        log.exception("push_wait failed")
-        code = abi.UNAVAILABLE
-    fiber.set_i32_result(results, code)
-    fiber.set_continuation(cont, _READY)
-
-
-def _poll_oneoff_async(
-    env: int, caller: int, args: Any, nargs: int, results: Any, nresults: int, trap: Any, cont: Any
-) -> None:
-    """WASI ``poll_oneoff`` on the loop: a guest waiting on clocks is suspended, bounded by its deadline."""
-    errno = _EINVAL
-    try:
-        ctx = _local.ctx
-        if ctx is not None:
-            sub_ptr, out, n, nevents_ptr = (args[i].of.i32 & _U32 for i in range(4))
-            base, size = _memory(ctx, caller)
-            if n == 0 or n > wasi_poll.MAX_SUBSCRIPTIONS:
-                errno = _EINVAL
-            elif (sub_ptr + n * wasi_poll.SUBSCRIPTION_BYTES > size or out + n * wasi_poll.EVENT_BYTES > size
-                  or nevents_ptr + 4 > size):
-                errno = _EFAULT
-            elif (subs := wasi_poll.parse(_string_at(base + sub_ptr, n * wasi_poll.SUBSCRIPTION_BYTES))) is None:
-                errno = _EINVAL
-            else:
-                poll = wasi_poll.Poll(subs, len(ctx.input) - ctx.stdin_pos, ctx.monotonic_origin)
-                events = poll.ready()
-                wake = poll.wake_at()
-                if events or wake is None:
-                    poll.write(base, out, nevents_ptr, events)
-                    errno = _ESUCCESS
-                else:
-
-                    def check() -> bool:
-                        now = time.monotonic()
-                        if now < wake and now < ctx.deadline:
-                            ctx.sleep_until = wake  # woken early: sleep again
-                            return False
-                        if now < wake:  # cut short by the deadline: the invocation has timed out
-                            ctx.timed_out_in_host = True
-                        poll.write(base, out, nevents_ptr, poll.ready())
-                        fiber.set_i32_result(results, _ESUCCESS)
-                        return True
-
-                    ctx.sleep_until = wake
-                    _suspend(ctx, cont, check)
+    def cb(env: int, caller: int, args: Any, nargs: int, results: Any, nresults: int, trap: Any, cont: Any) -> None:
+        code = failure
+        try:
+            ctx = _local.ctx
+            if ctx is not None:
+                answer = fn(ctx, caller, args, results, cont)
+                if answer is None:
                     return
-    except BaseException:  # never let an exception cross into wasmtime
-        log.exception("poll_oneoff failed")
-        errno = _EINVAL
-    fiber.set_i32_result(results, errno)
-    fiber.set_continuation(cont, _READY)
+                code = answer
+        except BaseException:  # never let an exception cross into wasmtime
+            log.exception("host function %s failed", fn.__name__)
+            code = failure
+        fiber.set_i32_result(results, code)
+        fiber.set_continuation(cont, _READY)
+
+    return fiber.ASYNC_CALLBACK(cb)
+
+
+def push_wait_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
+    """Event-loop flavour: a send not yet done suspends the guest (see `fiber`) instead of a thread."""
+    ticket, out, cap = args[0].of.i32, args[1].of.i32, args[2].of.i32
+    base, size = _memory(ctx, caller)
+    if out < 0 or cap < 0 or out + cap > size:
+        return abi.FAULT
+    record = ctx.find_send(ticket)
+    if record is None:
+        return abi.INVAL
+    if record.done or time.monotonic() >= ctx.deadline or ctx.deliver_now(record):
+        return _report(record, base, out, cap)
+
+    def check() -> bool:
+        if not record.done and time.monotonic() < ctx.deadline:
+            return False
+        # The guest could not run (or grow its memory) meanwhile, so base is still valid.
+        fiber.set_i32_result(results, _report(record, base, out, cap))
+        return True
+
+    ctx.waiting = record
+    _suspend(ctx, cont, check)
+    return None
+
+
+def poll_oneoff_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
+    """WASI ``poll_oneoff`` on the loop: a guest waiting on clocks is suspended, bounded by its deadline."""
+    sub_ptr, out, n, nevents_ptr = (args[i].of.i32 & _U32 for i in range(4))
+    base, size = _memory(ctx, caller)
+    if n == 0 or n > wasi_poll.MAX_SUBSCRIPTIONS:
+        return _EINVAL
+    if (sub_ptr + n * wasi_poll.SUBSCRIPTION_BYTES > size or out + n * wasi_poll.EVENT_BYTES > size
+            or nevents_ptr + 4 > size):
+        return _EFAULT
+    subs = wasi_poll.parse(_string_at(base + sub_ptr, n * wasi_poll.SUBSCRIPTION_BYTES))
+    if subs is None:
+        return _EINVAL
+    poll = wasi_poll.Poll(subs, len(ctx.input) - ctx.stdin_pos, ctx.monotonic_origin)
+    events = poll.ready()
+    wake = poll.wake_at()
+    if events or wake is None:
+        poll.write(base, out, nevents_ptr, events)
+        return _ESUCCESS
+
+    def check() -> bool:
+        now = time.monotonic()
+        if now < wake and now < ctx.deadline:
+            ctx.sleep_until = wake  # woken early: sleep again
+            return False
+        if now < wake:  # cut short by the deadline: the invocation has timed out
+            ctx.timed_out_in_host = True
+        poll.write(base, out, nevents_ptr, poll.ready())
+        fiber.set_i32_result(results, _ESUCCESS)
+        return True
+
+    ctx.sleep_until = wake
+    _suspend(ctx, cont, check)
+    return None
 
 
 def forget_suspended(ctx: CoreContext) -> None:
@@ -438,7 +435,7 @@ def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime
         define_raw_func(linker, abi.WASI_MODULE, name, functypes[4], _guarded(fn))
     if on_loop:
         fiber.define_async_func(linker, abi.HOST_MODULE, "push_wait", functypes[3],
-                                fiber.ASYNC_CALLBACK(_push_wait_async))
+                                _guarded_async(push_wait_on_loop, abi.UNAVAILABLE))
         fiber.define_async_func(linker, abi.WASI_MODULE, "poll_oneoff", functypes[4],
-                                fiber.ASYNC_CALLBACK(_poll_oneoff_async))
+                                _guarded_async(poll_oneoff_on_loop, _EINVAL))
     linker.allow_shadowing = False
