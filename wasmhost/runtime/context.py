@@ -347,6 +347,10 @@ class InvocationContext:
             record.done = True
             self._cond.notify_all()
 
+    def in_host_wait(self) -> bool:
+        """The guest is suspended in a host call (``push_wait``, ``poll_oneoff``), not by a slice."""
+        return self.waiting is not None or self._stepped is not None or self.sleep_until is not None
+
     async def pause(self) -> None:
         """The guest suspended (loop thread): start its queued sends, then let the loop run.
 

@@ -5,10 +5,11 @@ the same gap) cost more than the whole invocation. On a 2-vCPU VM whose idle vCP
 other thread costs 25-30 µs and the GIL hand-offs around it more: measured, a welcome invocation took
 ~330 µs of CPU through the worker against ~130 µs run in place. Wasmtime's async API runs the guest on
 a fiber (a separate native stack) that ``wasmtime_call_future_poll`` resumes until the guest returns
-or suspends: when it has used a slice of fuel (so a busy guest lets the loop run every
-`SLICE_FUEL`) or when an async host function (``push_wait``) is not ready yet. The loop thread does
-the polling, so there is no hand-off at all; many invocations interleave, each bounded as before by
-its fuel and its epoch deadline (which still traps).
+or suspends: when it has used a slice of fuel (`SLICE_FUEL`), at every epoch tick (fuel does not
+count time in host calls), or when an async host function (``push_wait``, ``poll_oneoff``) is not
+ready yet. The loop thread does the polling, so there is no hand-off at all; many invocations
+interleave, each bounded as before by its fuel (which traps) and its wall-clock deadline (enforced by
+the caller at the suspensions, `invocation._drive`).
 
 Everything here uses ``wasmtime._ffi`` (private, pinned by ``wasmtime>=50,<51``). Python host
 functions run on the fiber's stack, which `async_stack_size` sizes to leave them `HOST_STACK_BYTES`.
@@ -56,6 +57,10 @@ _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _NO_FINALIZER = ctypes.cast(0, _FINALIZER)
 _I32 = ffi.WASMTIME_I32.value
 _KEEP_ALIVE: list[Any] = []
+# Returns nothing in wasmtime 50 (wasmtime-py's binding still declares an error pointer: reading it crashes).
+_epoch_yield_and_update = ffi.dll["wasmtime_context_epoch_deadline_async_yield_and_update"]
+_epoch_yield_and_update.restype = None
+_epoch_yield_and_update.argtypes = [ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_uint64]
 
 
 def define_async_func(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType, cb: Any) -> None:
@@ -150,7 +155,13 @@ def call_async(store: Store, func: Export, has_result: bool) -> tuple[CallFuture
 
 
 def yield_every(store: Store, fuel: int) -> None:
-    """Make the guest suspend (not trap) after every ``fuel`` units; the Store's total still traps."""
-    error = ffi.wasmtime_context_fuel_async_yield_interval(store._context(), fuel)
+    """Make the guest suspend after every ``fuel`` units (the Store's total still traps), and at every
+    epoch tick instead of trapping at an epoch deadline: fuel does not count time spent in host calls,
+    so a guest looping on a cheap host call would otherwise hold the loop for a whole fuel slice
+    (measured: 460 ms). The caller then enforces the wall-clock deadline at those suspensions."""
+    context = store._context()
+    store.set_epoch_deadline(1)
+    _epoch_yield_and_update(context, 1)
+    error = ffi.wasmtime_context_fuel_async_yield_interval(context, fuel)
     if error:
         raise WasmtimeError._from_ptr(error)

@@ -115,10 +115,17 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
     return code, error, _fuel_used(store, limits)
 
 
+class _DeadlinePassed(Exception):
+    """The guest was still running (not waiting in a host call) at its deadline."""
+
+
 async def _drive(future: fiber.CallFuture, ctx: CoreContext) -> None:
     """Poll until the guest finishes, letting the loop run whenever it suspends; raise its failure.
 
-    Leaving early (the awaiting task was cancelled) drops the future, which stops the guest.
+    A guest that suspends on its own (a fuel slice, an epoch tick) past its deadline is stopped there:
+    that is where the deadline is enforced on the loop (see `fiber.yield_every`); one waiting in a
+    host call is answered (TIMEOUT) and stopped at its next suspension. Leaving early (the deadline,
+    or the awaiting task was cancelled) drops the future, which stops the guest.
     """
     try:
         while True:
@@ -129,6 +136,10 @@ async def _drive(future: fiber.CallFuture, ctx: CoreContext) -> None:
                 set_current(None)
             if done:
                 break
+            # One tick of grace, as the epoch deadline on the worker gives (see `epoch_ticks`): a guest
+            # told TIMEOUT by a host call at its deadline can still report it before it is stopped.
+            if not ctx.in_host_wait() and time.monotonic() >= ctx.deadline + TICK_SECONDS:
+                raise _DeadlinePassed
             await ctx.pause()
     finally:
         future.close()
@@ -143,7 +154,7 @@ async def run_core_async(
     limits = ctx.limits
     ctx.start_clock()
     store = _new_store(compiled, ctx)
-    fiber.yield_every(store, fiber.SLICE_FUEL)
+    fiber.yield_every(store, fiber.SLICE_FUEL)  # replaces the epoch deadline trap (see `_drive`)
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True
@@ -163,8 +174,9 @@ async def run_core_async(
         await _drive(future, ctx)
         code = int(results[0].of.i32)
         if ctx.timed_out_in_host:
-            code = None
-            error = InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
+            raise _DeadlinePassed
+    except _DeadlinePassed:
+        code, error = None, InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
     except ExitTrap as exc:  # WASI proc_exit: its status is the function's code
         code = exc.code
     except (Trap, WasmtimeError) as exc:
