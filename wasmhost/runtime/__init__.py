@@ -2,7 +2,7 @@
 
 Public API::
 
-    runtime = Runtime(sender, cache_dir=..., cache_key=..., send_limiter=...)
+    runtime = Runtime(sender, cache_dir=..., cache_key=..., send_limiter=..., max_concurrent=32)
     compiled = runtime.compile(wasm_or_wat)                # InvalidModule on a bad module
     result = await runtime.invoke("acme", compiled, b'{"user": "alice"}', Limits(timeout_ms=2000))
     result.to_dict()  # {"ok", "code", "error", "output", "logs", "sends", "fuel_used", "duration_ms"}
@@ -10,7 +10,8 @@ Public API::
 
 Layout: ``abi`` (names, codes), ``limits`` (sandbox limits and maxima), ``result`` (the result
 shape), ``context`` (per-invocation state and send hand-off, shared by every guest flavour),
-``hostfuncs`` (ABI v1 for core modules + WASI stdio), ``ffi`` (direct wasmtime C-API fast paths),
+``hostfuncs`` (ABI v1 for core modules + WASI stdio), ``wasi_poll`` (WASI sleeps), ``ffi`` (direct
+wasmtime C-API fast paths), ``fiber`` (wasmtime's async C API: core guests run on the event loop),
 ``engine`` (the process Engine, ticker and Linker), ``module`` (compile + validate), ``cache``
 (memory LRU + HMAC-signed disk artifacts), ``invocation`` (one Store, one call), ``runtime``.
 ``component`` runs component-model guests (WIT world ``wasmhost:guest@1.0.0``) with the same
