@@ -125,3 +125,12 @@ async def test_bad_arguments(runtime: Runtime) -> None:
     assert _events(too_many.output_bytes)[0] in (21, 28)  # past memory (EFAULT) or over the cap (EINVAL)
     unknown_clock = await runtime.invoke("acme", _poller(_clock(0, 9, "(i64.const 1)", clock_id=3), 1))
     assert _events(unknown_clock.output_bytes) == (0, [(9, 28, 0, 0)])
+
+
+@on_loop_only
+async def test_more_subscriptions_than_the_cap_are_refused(runtime: Runtime) -> None:
+    from wasmhost.runtime.wasi_poll import MAX_SUBSCRIPTIONS
+
+    # 1025 zeroed subscriptions fit in the guest's memory: only the cap refuses them (EINVAL, not EFAULT).
+    result = await runtime.invoke("acme", _poller("", MAX_SUBSCRIPTIONS + 1))
+    assert _events(result.output_bytes) == (28, [])

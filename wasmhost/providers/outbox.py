@@ -32,7 +32,13 @@ class OutboxProvider:
     async def send(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         if not deliveries:
             return []
-        rows = [(d.user_id, d.device_id, d.message.to_dict()) for d in deliveries]
+        as_dict: dict[int, dict[str, Any]] = {}  # a fan-out shares one message: convert it once
+        rows = []
+        for d in deliveries:
+            message = as_dict.get(id(d.message))
+            if message is None:
+                message = as_dict[id(d.message)] = d.message.to_dict()
+            rows.append((d.user_id, d.device_id, message))
         try:
             # One dispatcher serves one namespace, so every delivery of a batch is in the same one.
             await self.store.record_deliveries(deliveries[0].namespace, rows)

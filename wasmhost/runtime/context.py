@@ -4,9 +4,11 @@ Host functions only validate and hand off; the context is where they hand off to
 invocation's output, logs and sends. A guest runs in one of two places, and sends follow it:
 
 * On the event loop's thread (core modules, see `fiber`): ``submit_send`` checks the caps and the
-  limiter and queues the send; ``pause``, run whenever the guest suspends (a fuel slice ended, or
-  ``push_wait`` on a send not yet done), starts the queued sends as tasks and, for ``push_wait``,
-  awaits that one within the deadline. No thread is crossed.
+  limiter and queues the send. ``push_wait`` on a send not yet started runs it in place
+  (``deliver_now``), so a delivery that never waits needs no task. ``pause``, run whenever the guest
+  suspends (a fuel slice or an epoch tick ended, or ``push_wait``/``poll_oneoff`` must wait), starts
+  the queued sends as tasks and waits for what the guest waits for, within the deadline. No thread is
+  crossed.
 * On the wasm worker thread (components): ``submit_send`` queues and wakes the loop at most once per
   batch (``call_soon_threadsafe`` costs a pipe write); ``_flush`` starts the tasks on the loop;
   ``wait_send`` blocks the worker on a condition, never touching the loop, so it cannot deadlock it.
@@ -349,7 +351,7 @@ class InvocationContext:
 
     def in_host_wait(self) -> bool:
         """The guest is suspended in a host call (``push_wait``, ``poll_oneoff``), not by a slice."""
-        return self.waiting is not None or self._stepped is not None or self.sleep_until is not None
+        return self.waiting is not None or self.sleep_until is not None
 
     async def pause(self) -> None:
         """The guest suspended (loop thread): start its queued sends, then let the loop run.
@@ -358,11 +360,11 @@ class InvocationContext:
         sleeps in ``poll_oneoff``, when it is due (or the deadline has passed); otherwise (a fuel slice
         ended) after one turn of the loop, so other work gets its share.
         """
+        if self._queue:
+            self._flush()
         record, self.waiting = self.waiting, None
         wake, self.sleep_until = self.sleep_until, None
         if wake is not None:  # WASI poll_oneoff: sleep, but never past the deadline
-            if self._queue:
-                self._flush()
             delay = min(wake, self.deadline) - time.monotonic()
             # The loop's timers round up to whole milliseconds (epoll): a shorter sleep (Go's scheduler
             # naps for microseconds) takes turns of the loop instead, until it is due.
@@ -372,8 +374,6 @@ class InvocationContext:
             stepped, self._stepped = self._stepped, None
             await self._finish_stepped(*stepped)
             return
-        if self._queue:
-            self._flush()
         if record is None:
             await asyncio.sleep(0)
             return

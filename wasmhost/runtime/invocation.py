@@ -60,10 +60,11 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
 
 
 def _new_store(compiled: CompiledModule, ctx: CoreContext) -> Store:
+    """A Store with fuel and the memory/table/instance limits; the caller arms the epoch (it differs
+    between the worker, where it traps, and the loop, where it yields)."""
     limits = ctx.limits
     store = Store(compiled.engine)
     store.set_fuel(limits.fuel)
-    store.set_epoch_deadline(epoch_ticks(limits.timeout_ms))
     store.set_limits(
         memory_size=limits.memory_bytes,
         table_elements=MAX_TABLE_ELEMENTS,
@@ -89,6 +90,7 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
     limits = ctx.limits
     ctx.start_clock()
     store = _new_store(compiled, ctx)
+    store.set_epoch_deadline(epoch_ticks(limits.timeout_ms))
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True

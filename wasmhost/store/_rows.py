@@ -7,6 +7,7 @@ each secret is sealed under) in one place means the two cannot drift apart. No S
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -104,6 +105,20 @@ def devices_from_rows(keyring: KeyRing, namespace: str, rows: Iterable[Row], wit
         token = open_text(keyring, r[9], TOKENS, device_context(namespace, r[0])) if with_tokens else ""
         devices.append(Device(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], token))
     return devices
+
+
+def outbox_rows(namespace: str, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """INSERT parameters ``(namespace, user_id, device_id, message_json, delivered_at)`` for
+    `record_deliveries`; a fan-out repeats one message, so each distinct message is encoded once."""
+    now = time.time()
+    encoded: dict[int, str] = {}
+    params = []
+    for user, device, message in rows:
+        text = encoded.get(id(message))
+        if text is None:
+            text = encoded[id(message)] = json.dumps(message, ensure_ascii=False)
+        params.append((namespace, user, device, text, now))
+    return params
 
 
 def outbox_from_row(r: Row) -> OutboxRecord:

@@ -38,6 +38,7 @@ from ._rows import (
     open_json,
     open_text,
     outbox_from_row,
+    outbox_rows,
     push_config_from_row,
     require_device_fields,
 )
@@ -641,10 +642,7 @@ class PostgresStore:
     async def record_deliveries(
         self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]
     ) -> None:
-        now = time.time()
-        params = [
-            (namespace, user, device, json.dumps(message, ensure_ascii=False), now) for user, device, message in rows
-        ]
+        params = outbox_rows(namespace, rows)
         if not params:
             return
         async with self._conn() as conn:

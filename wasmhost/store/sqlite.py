@@ -32,6 +32,7 @@ from ._rows import (
     open_json,
     open_text,
     outbox_from_row,
+    outbox_rows,
     push_config_from_row,
     require_device_fields,
 )
@@ -546,10 +547,7 @@ class SQLiteStore:
     async def record_deliveries(self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """One transaction, committed when this returns: on the loop thread when that cannot wait
         (see `_LoopConnection`), else through aiosqlite. Raises `StoreError` on failure."""
-        now = time.time()
-        params = [
-            (namespace, user, device, json.dumps(message, ensure_ascii=False), now) for user, device, message in rows
-        ]
+        params = outbox_rows(namespace, rows)
         if not params:
             return
         loop_db = self._loop_db
