@@ -83,12 +83,26 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def _body_problem(exc: HTTPException) -> str:
+    """FastAPI answers "There was an error parsing the body" when decoding the JSON body raised
+    something other than a syntax error; name what it was (never the exception's own text)."""
+    cause = exc.__cause__
+    if isinstance(cause, RecursionError):
+        return "body is not valid JSON: nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "body is not valid JSON: a number has too many digits"
+    return "body could not be parsed"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
-    return error_response(exc.status_code, str(exc.detail), headers)
+    detail = str(exc.detail)
+    if exc.status_code == 400 and exc.__cause__ is not None and not isinstance(exc, ApiError):
+        detail = _body_problem(exc)
+    return error_response(exc.status_code, detail, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

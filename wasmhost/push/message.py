@@ -7,16 +7,22 @@ same thing everywhere and the limits hold everywhere.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["MAX_MESSAGE_BYTES", "MessageError", "MessageTooBig", "PushMessage", "parse_message"]
+__all__ = ["MAX_DATA_DEPTH", "MAX_MESSAGE_BYTES", "MessageError", "MessageTooBig", "PushMessage", "parse_message"]
 
 #: Largest message JSON accepted from any caller, checked on the raw bytes before parsing.
 MAX_MESSAGE_BYTES = 16 * 1024
 #: APNs refuses collapse ids over 64 bytes; we refuse them at the door instead of truncating silently.
 MAX_MESSAGE_ID_BYTES = 64
 MAX_TTL_SECONDS = 28 * 24 * 3600
+#: Deepest `data` accepted, the data object itself being level 1: providers, the outbox and every
+#: JSON serialiser on the way must be able to carry it.
+MAX_DATA_DEPTH = 32
+#: Integers in `data` must fit in 64 bits (signed or unsigned): beyond that JSON readers disagree.
+_INT_RANGE = range(-(1 << 63), 1 << 64)
 
 _FIELDS = {
     "title", "body", "data", "badge", "sound", "channel", "priority", "ttl_seconds", "message_id",
@@ -82,6 +88,41 @@ def _optional_int(doc: dict[str, Any], key: str, low: int, high: int) -> int | N
     return value
 
 
+def _no_constant(name: str) -> Any:
+    raise MessageError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MessageError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _check_data(data: dict[str, Any]) -> None:
+    """Refuse `data` nested deeper than `MAX_DATA_DEPTH`, or holding numbers JSON cannot carry.
+
+    Iterative, so any depth is refused without touching Python's recursion limit."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DATA_DEPTH:
+                raise MessageError(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+        elif isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        elif isinstance(value, int):
+            if value not in _INT_RANGE:
+                raise MessageError("integers in data must fit in 64 bits")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise MessageError("numbers in data must be finite")
+        else:
+            raise MessageError("data must be plain JSON")
+
+
 def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
     """Parse and validate a message; raise `MessageError` (or `MessageTooBig`) naming the problem."""
     if isinstance(raw, dict):
@@ -93,11 +134,17 @@ def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
         if not data.strip():
             raise MessageError("message is empty")
         try:
-            doc = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise MessageError("message is not valid UTF-8") from exc
+            doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+        except UnicodeDecodeError:
+            raise MessageError("message is not valid UTF-8") from None
         except json.JSONDecodeError as exc:
-            raise MessageError(f"message is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+            raise MessageError(f"message is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        except RecursionError:
+            raise MessageError(f"message is nested too deeply (data allows {MAX_DATA_DEPTH} levels)") from None
+        except MessageError:
+            raise
+        except ValueError:  # an integer of more digits than Python converts
+            raise MessageError("message has a number with too many digits") from None
     if not isinstance(doc, dict):
         raise MessageError("message must be a JSON object")
     unknown = sorted(set(doc) - _FIELDS)
@@ -107,6 +154,7 @@ def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
     data_field = doc.get("data") or {}
     if not isinstance(data_field, dict):
         raise MessageError("data must be an object")
+    _check_data(data_field)
     priority = _string(doc, "priority") or "normal"
     if priority not in ("high", "normal"):
         raise MessageError('priority must be "high" or "normal"')

@@ -40,6 +40,7 @@ from . import abi
 from .cache import ArtifactCache, write_atomic
 from .context import InvocationContext
 from .engine import EngineHost
+from .faults import host_failure
 from .invocation import MAX_TABLE_ELEMENTS, classify, epoch_ticks
 from .limits import Limits
 from .module import InvalidModule
@@ -216,8 +217,8 @@ def _guard(default: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
             return default
         try:
             return fn(ctx, *args)
-        except Exception:  # never let an exception cross into wasmtime (it is routed through a global)
-            log.exception("component host function %s failed", fn.__name__)
+        except Exception as exc:  # never let an exception cross into wasmtime (it is routed through a global)
+            host_failure(fn.__name__, exc)
             return default
 
     wrapped.__name__ = fn.__name__
@@ -246,6 +247,9 @@ def _log(ctx: InvocationContext, level: str, message: str) -> int:
 
 def _push_send_to_user(ctx: InvocationContext, user: str, message: str) -> int:
     """The checks of ABI v1 ``push_send_to_user``, in the same order, with the same codes."""
+    admitted = ctx.admit_send()
+    if admitted != abi.OK:
+        return admitted
     try:
         user_bytes = user.encode("utf-8")
     except UnicodeEncodeError:

@@ -3,8 +3,9 @@
 Host functions only validate and hand off; the context is where they hand off to. It owns the
 invocation's output, logs and sends. A guest runs in one of two places, and sends follow it:
 
-* On the event loop's thread (core modules, see `fiber`): ``submit_send`` checks the caps and the
-  limiter and queues the send. ``push_wait`` on a send not yet started runs it in place
+* On the event loop's thread (core modules, see `fiber`): ``admit_send`` checks the caps and the
+  limiter (before the message is parsed, so a refused message counts too), ``submit_send`` queues
+  the send. ``push_wait`` on a send not yet started runs it in place
   (``deliver_now``), so a delivery that never waits needs no task. ``pause``, run whenever the guest
   suspends (a fuel slice or an epoch tick ended, or ``push_wait``/``poll_oneoff`` must wait), starts
   the queued sends as tasks and waits for what the guest waits for, within the deadline. No thread is
@@ -120,6 +121,8 @@ class InvocationContext:
         self.logs: list[LogEntry] = []
         self.logs_dropped = 0
         self.sends: list[SendRecord] = []
+        #: ``push_send_to_user`` calls admitted by `admit_send`, accepted or not: what ``max_sends`` caps.
+        self.send_attempts = 0
         self.guest_ms = 0.0
         #: The guest runs on ``loop``'s own thread (a fiber, see `fiber`) rather than on the worker.
         self.on_loop = on_loop
@@ -191,20 +194,27 @@ class InvocationContext:
 
     # -- sends (worker thread) -------------------------------------------------------------------
 
-    def submit_send(self, user_id: str, message: PushMessage) -> int:
-        """Queue a send for delivery on the loop; return its ticket (> 0) or a negative code."""
-        if len(self.sends) >= self.limits.max_sends:
+    def admit_send(self) -> int:
+        """Count one ``push_send_to_user`` call against ``max_sends`` and the rate limit, before its
+        message is checked: OK, or the code to answer. Malformed sends cost what good ones cost."""
+        if self.send_attempts >= self.limits.max_sends:
             self.note(3, f"push_send_to_user: more than {self.limits.max_sends} sends (max_sends)")
             return abi.LIMIT
+        self.send_attempts += 1
         limiter = self.send_limiter
         if limiter is not None:
             try:
                 allowed = limiter.try_acquire(self.namespace)
-            except Exception:
-                log.exception("send limiter failed")
+            except Exception as exc:
+                log.error("send limiter failed: %s", type(exc).__name__)
                 return abi.UNAVAILABLE
             if not allowed:
                 return abi.RATE_LIMITED
+        return abi.OK
+
+    def submit_send(self, user_id: str, message: PushMessage) -> int:
+        """Queue a send `admit_send` admitted for delivery on the loop; return its ticket (> 0) or a
+        negative code."""
         record = SendRecord(len(self.sends) + 1, user_id, message)
         self.sends.append(record)
         self._queue.append(record)

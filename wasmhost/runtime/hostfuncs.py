@@ -5,7 +5,7 @@ find it in a thread-local, set by whoever resumes the guest (the event loop's dr
 or the worker thread) for exactly as long as the guest runs. Each one bounds-checks every (ptr, len)
 itself (``i32`` arrives signed, and wasmtime-py's ``Memory.read`` would clamp silently), validates,
 hands off to the context, and returns a code. None of them raises: an unexpected host error becomes
-UNAVAILABLE.
+UNAVAILABLE, and one rate-limited line in the log (`faults`), never a traceback.
 
 WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
 ``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` on
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import logging
 import struct
 import threading
 import time
@@ -32,11 +31,10 @@ from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig
 
 from . import abi, fiber, wasi_poll
 from .context import InvocationContext, SendRecord
+from .faults import host_failure
 from .ffi import HOST_CALLBACK, Export, caller_context, caller_memory, define_raw_func, memory_data, memory_size
 
 __all__ = ["CoreContext", "current", "define_host_functions", "set_current"]
-
-log = logging.getLogger(__name__)
 
 _local = threading.local()
 _string_at = ctypes.string_at
@@ -105,8 +103,8 @@ def _guarded(fn: Callable[[CoreContext, int, Any], int]) -> Any:
         try:
             ctx = _local.ctx
             code = abi.UNAVAILABLE if ctx is None else fn(ctx, caller, slots)
-        except BaseException:  # never let an exception cross into wasmtime
-            log.exception("host function %s failed", fn.__name__)
+        except BaseException as exc:  # never let an exception cross into wasmtime
+            host_failure(fn.__name__, exc)
             code = abi.UNAVAILABLE
         slots[0] = code
         slots[1] = 0
@@ -163,6 +161,9 @@ def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
     base, size = _memory(ctx, caller)
     if up < 0 or ul < 0 or up + ul > size or mp < 0 or ml < 0 or mp + ml > size:
         return abi.FAULT
+    admitted = ctx.admit_send()
+    if admitted != abi.OK:
+        return admitted
     if ul == 0:
         ctx.note(3, "push_send_to_user: the user id is empty")
         return abi.INVAL
@@ -227,8 +228,8 @@ def _resume(key: int) -> bool:
         return True
     try:
         done = check()
-    except BaseException:  # never let an exception cross into wasmtime
-        log.exception("resuming a host call failed")
+    except BaseException as exc:  # never let an exception cross into wasmtime
+        host_failure("(resuming a suspended call)", exc)
         done = True
     if done:
         del _SUSPENDED[key]
@@ -259,8 +260,8 @@ def _guarded_async(fn: Callable[[CoreContext, int, Any, Any, Any], int | None], 
                 if answer is None:
                     return
                 code = answer
-        except BaseException:  # never let an exception cross into wasmtime
-            log.exception("host function %s failed", fn.__name__)
+        except BaseException as exc:  # never let an exception cross into wasmtime
+            host_failure(fn.__name__, exc)
             code = failure
         fiber.set_i32_result(results, code)
         fiber.set_continuation(cont, _READY)

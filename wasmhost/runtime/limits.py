@@ -9,7 +9,7 @@ field                   default      maximum         enforced by
 ``max_output_bytes``    1 MiB        16 MiB          ``output_write`` / WASI stdout (then LIMIT)
 ``max_log_lines``       100          10,000          ``log`` / WASI stderr lines (then LIMIT)
 ``max_log_line_bytes``  4 KiB        64 KiB          longer lines are truncated (and LIMIT returned)
-``max_sends``           64           1,000           ``push_send_to_user`` accepted per invocation
+``max_sends``           64           1,000           ``push_send_to_user`` calls per invocation
 ======================  ===========  ==============  ==================================================
 
 A request that is not a positive integer or is over its maximum is refused with a ``ValueError``

@@ -87,12 +87,12 @@ async def delete_config(gw: GatewayDep, admin: AdminDep) -> Status:
 async def send(body: SendIn, gw: GatewayDep, admin: AdminDep) -> JSONResponse:
     fields = body.model_dump(exclude_none=True)
     user_id = fields.pop("user_id")
-    if len(json.dumps(fields, ensure_ascii=False).encode()) > MAX_MESSAGE_BYTES:
-        raise ApiError(413, f"the message is over {MAX_MESSAGE_BYTES} bytes")
     try:
-        message = parse_message(fields)
+        message = parse_message(fields)  # first: it bounds the nesting that json.dumps walks
     except MessageError as exc:
         raise ApiError(400, str(exc)) from None
+    if len(json.dumps(fields, ensure_ascii=False).encode()) > MAX_MESSAGE_BYTES:
+        raise ApiError(413, f"the message is over {MAX_MESSAGE_BYTES} bytes")
     try:
         gw.send_limiter.acquire_or_429(admin.namespace)
     except ApiError:
