@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._env import env_str
 from .push import MessageError, PushError, parse_message
 from .push.credentials import CredentialsError, validate_device_token
 from .runtime import InvalidModule, Limits
@@ -183,7 +183,7 @@ async def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from .store.rotation import rotate_keys
     from .store.url import DB_ENV
 
-    url = args.db or os.environ.get(DB_ENV) or DEFAULT_DB_URL
+    url = args.db or env_str(DB_ENV, DEFAULT_DB_URL)
     keyring = load_keyring(state_dir_for(url))
     store = await open_store(url, keyring)
     try:
@@ -305,10 +305,8 @@ async def _with_services(db: str | None, handler: Handler, args: argparse.Namesp
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    try:
-        from .gateway.server import serve
-    except ImportError as exc:  # pragma: no cover - until the gateway lands
-        raise CLIError(f"the HTTP gateway is not available in this build ({exc})") from None
+    from .gateway.server import serve  # imported here: the other commands need no web stack
+
     serve(args.host, args.port, args.db)
     return 0
 

@@ -6,11 +6,11 @@ Nothing below this module imports it; it is the one place that knows every part.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._env import env_flag, env_float, env_str
 from .providers import ProviderFactoryImpl, default_specs
 from .push import Defaults, Manager, PushObserver
 from .push.credentials import ProviderSpec
@@ -36,10 +36,6 @@ LOG = logging.getLogger("wasmhost")
 DISPATCHER_KINDS = frozenset({"push_config", "credentials"})
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @dataclass
 class Settings:
     """Operator settings. `from_env` reads ``WASMHOST_*`` variables; tests build one directly."""
@@ -51,17 +47,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, db_url: str | None = None) -> Settings:
-        credentials: dict[str, dict[str, str]] = {"outbox": {}} if _env_flag("WASMHOST_DEFAULT_OUTBOX") else {}
+        outbox = env_flag("WASMHOST_DEFAULT_OUTBOX", False)
         return cls(
-            db_url=db_url or os.environ.get("WASMHOST_DB") or DEFAULT_DB_URL,
+            db_url=db_url or env_str("WASMHOST_DB", DEFAULT_DB_URL),
             defaults=Defaults(
-                ntfy_base_url=os.environ.get("WASMHOST_DEFAULT_NTFY_URL", ""),
-                ntfy_auth_token=os.environ.get("WASMHOST_DEFAULT_NTFY_TOKEN", ""),
-                expo_access_token=os.environ.get("WASMHOST_DEFAULT_EXPO_TOKEN", ""),
-                credentials=credentials,
+                ntfy_base_url=env_str("WASMHOST_DEFAULT_NTFY_URL"),
+                ntfy_auth_token=env_str("WASMHOST_DEFAULT_NTFY_TOKEN"),
+                expo_access_token=env_str("WASMHOST_DEFAULT_EXPO_TOKEN"),
+                credentials={"outbox": {}} if outbox else {},
             ),
-            dispatcher_ttl=float(os.environ.get("WASMHOST_DISPATCHER_TTL", "30")),
-            allow_private_endpoints=_env_flag("WASMHOST_ALLOW_PRIVATE_ENDPOINTS"),
+            dispatcher_ttl=env_float("WASMHOST_DISPATCHER_TTL", cls.dispatcher_ttl),
+            allow_private_endpoints=env_flag("WASMHOST_ALLOW_PRIVATE_ENDPOINTS", False),
         )
 
     @property

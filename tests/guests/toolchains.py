@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from wasmhost._env import env_flag
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "guest_examples"
 VENV_BIN = Path(sys.executable).parent
@@ -109,7 +111,7 @@ def missing_toolchain(lang: str) -> str | None:
 def require_toolchain(lang: str) -> None:
     why = missing_toolchain(lang)
     if why is not None:
-        if os.environ.get("CI") and os.environ.get("WASMHOST_REQUIRE_TOOLCHAINS", "1") == "1":
+        if os.environ.get("CI") and env_flag("WASMHOST_REQUIRE_TOOLCHAINS", True):
             pytest.fail(f"CI must have every guest toolchain: {why}")
         pytest.skip(why)
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from .._env import env_int, env_str
 
 __all__ = ["GatewayConfig"]
 
 MIB = 1 << 20
-
-
-def _int_env(name: str, default: int, *, minimum: int = 1) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum} (got {value})")
-    return value
 
 
 @dataclass(frozen=True)
@@ -55,11 +43,11 @@ class GatewayConfig:
     @classmethod
     def from_env(cls) -> GatewayConfig:
         return cls(
-            admin_token=os.environ.get("WASMHOST_ADMIN_TOKEN", "").strip(),
-            max_module_bytes=_int_env("WASMHOST_MAX_MODULE_BYTES", cls.max_module_bytes),
-            max_input_bytes=_int_env("WASMHOST_MAX_INPUT_BYTES", cls.max_input_bytes),
-            max_concurrent_invocations=_int_env("WASMHOST_MAX_CONCURRENT_INVOCATIONS", cls.max_concurrent_invocations),
-            max_total_invocations=_int_env("WASMHOST_MAX_INVOCATIONS", cls.max_total_invocations),
-            sends_per_minute=_int_env("WASMHOST_SENDS_PER_MINUTE", cls.sends_per_minute),
-            shutdown_grace_seconds=_int_env("WASMHOST_SHUTDOWN_GRACE", cls.shutdown_grace_seconds),
+            admin_token=env_str("WASMHOST_ADMIN_TOKEN"),
+            max_module_bytes=env_int("WASMHOST_MAX_MODULE_BYTES", cls.max_module_bytes),
+            max_input_bytes=env_int("WASMHOST_MAX_INPUT_BYTES", cls.max_input_bytes),
+            max_concurrent_invocations=env_int("WASMHOST_MAX_CONCURRENT_INVOCATIONS", cls.max_concurrent_invocations),
+            max_total_invocations=env_int("WASMHOST_MAX_INVOCATIONS", cls.max_total_invocations),
+            sends_per_minute=env_int("WASMHOST_SENDS_PER_MINUTE", cls.sends_per_minute),
+            shutdown_grace_seconds=env_int("WASMHOST_SHUTDOWN_GRACE", cls.shutdown_grace_seconds),
         )

@@ -1,6 +1,6 @@
 """A small HTTP/2 client on asyncio and `h2`: one TLS connection, many concurrent streams (APNs).
 
-httpx → httpcore → anyio spent ~98 % of an APNs send (profiled with bench/providers_apns_fcm.py), so, as
+httpx → httpcore → anyio spent nearly all of an APNs send's CPU (bench/README.md, Push providers), so, as
 aioapns does, this drives `h2` from an asyncio Protocol and writes only the glue, plus what aioapns leaves
 out: the SSRF guard at connect time, ALPN, the server's SETTINGS_MAX_CONCURRENT_STREAMS, flow control in
 both directions, a timeout on every request, GOAWAY and lost connections (unprocessed streams are retried
@@ -22,7 +22,7 @@ Errors, all `H2Error`:
 Header compression: h2's outbound normalisation is off (names must already be lowercase and values clean;
 `request` checks both). That also turns off h2's habit of sending ``authorization`` never-indexed, so the
 provider JWT enters the connection's HPACK table once instead of being Huffman-coded on every request
-(~25 % of the per-request CPU). That is safe here: HPACK only ever matches a whole value under the same
+(numbers: bench/README.md). That is safe here: HPACK only ever matches a whole value under the same
 name, and no caller-controlled field is named ``authorization``, so no guess can be tested against it
 (RFC 7541 §7.1). The ``:path`` (a device token, unique per request) is sent never-indexed, so it neither
 sits in the table nor pushes the JWT out of it.

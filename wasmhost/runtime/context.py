@@ -148,7 +148,7 @@ class InvocationContext:
         """The guest is done (sends may still be in flight)."""
         self.guest_ms = (time.monotonic() - self.started) * 1000
 
-    # -- output and logs (worker thread) ---------------------------------------------------------
+    # -- output and logs (where the guest runs: the loop, or the worker for components) ----------
 
     def output_room(self) -> int:
         return self.limits.max_output_bytes - len(self.output)
@@ -192,7 +192,7 @@ class InvocationContext:
             return
         self.logs.append(LogEntry(abi.LOG_LEVELS[level], f"[host] {text}"))
 
-    # -- sends (worker thread) -------------------------------------------------------------------
+    # -- sends (where the guest runs: the loop, or the worker for components) --------------------
 
     def admit_send(self) -> int:
         """Count one ``push_send_to_user`` call against ``max_sends`` and the rate limit, before its

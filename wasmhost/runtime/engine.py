@@ -7,9 +7,8 @@ built once with every host function; per-invocation state reaches them through a
 
 Instances come from wasmtime's pooling allocator: slots for instances, memories and tables are
 reserved once (address space only) and reused, so a fresh Store per invocation no longer pays an
-mmap + munmap of a 4 GiB memory reservation and its page-table teardown (measured: instantiate
-21 -> 7 µs, Store drop 18 -> 9 µs, the welcome guest's whole run 120 -> 80 µs). Every slot is
-reset (zeroed and re-imaged) by wasmtime before reuse, so isolation is unchanged.
+mmap + munmap of a 4 GiB memory reservation and its page-table teardown (numbers in bench/README.md,
+"Runtime"). Every slot is reset (zeroed and re-imaged) by wasmtime before reuse, so isolation is unchanged.
 ``WASMHOST_WASM_POOLING=0`` turns it off, and the engine falls back to on-demand allocation by
 itself if the reservation is refused (e.g. under ``ulimit -v``).
 
@@ -22,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import sys
 import threading
@@ -32,6 +30,7 @@ import wasmtime
 from wasmtime import Config, Engine, FuncType, Linker, ValType, WasmtimeError
 from wasmtime import _ffi as ffi
 
+from .._env import env_flag
 from .fiber import HOST_STACK_BYTES
 from .hostfuncs import define_host_functions
 
@@ -47,8 +46,11 @@ MAX_WASM_STACK = 512 * 1024
 _CACHE_FORMAT = 3
 
 #: Pooling allocator: instances (and, apart, memories and tables) alive at once across every Store of
-#: the process. Only one invocation runs per Runtime, so this bounds concurrent Runtimes x the core
-#: instances of one component. Each memory slot reserves 4 GiB + guard of address space, no RAM.
+#: the process. A Runtime runs at most ``max_concurrent`` core invocations (one instance each) on the
+#: loop plus one component (up to POOL_COMPONENT_INSTANCES) on its worker, so the default Runtime needs
+#: at most 96; the rest is headroom for more Runtimes in the process. When the pool is exhausted,
+#: instantiation fails (the invocation reports an error); it never waits. Each memory slot reserves
+#: 4 GiB + guard of address space, no RAM.
 POOL_SLOTS = 256
 #: Per component: core instances, memories and tables (match the Store limits in ``component``).
 POOL_COMPONENT_INSTANCES = 64
@@ -101,19 +103,15 @@ def _config(pooling: bool) -> Config:
     return cfg
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 def _on_loop_wanted() -> bool:
     # CPython 3.14 checks recursion against the thread's stack addresses, which a fiber's stack is
     # not within; until that is verified, guests there run on the worker thread as before.
-    return _flag("WASMHOST_WASM_ON_LOOP") and sys.version_info < (3, 14)
+    return env_flag("WASMHOST_WASM_ON_LOOP", True) and sys.version_info < (3, 14)
 
 
 class EngineHost:
     def __init__(self) -> None:
-        self.pooling = _flag("WASMHOST_WASM_POOLING")
+        self.pooling = env_flag("WASMHOST_WASM_POOLING", True)
         #: Core modules run on the event loop's thread as fibers (see `fiber`), else on the worker.
         self.on_loop = _on_loop_wanted()
         try:

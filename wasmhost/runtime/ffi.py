@@ -1,10 +1,11 @@
 """The few wasmtime C-API calls we make directly, bypassing wasmtime-py's generic wrappers.
 
-Why: wasmtime-py's host-function trampoline builds ``Val`` objects for every argument and converts
-the result through throwaway ``ValType`` objects (~8 µs per call); an *unchecked* callback that
-reads raw ``i32`` slots costs ~2 µs. Likewise calling an export through ``Func.__call__`` looks up
-its type each time. Everything here uses ``wasmtime._ffi`` (private, pinned by ``wasmtime>=50,<51``)
-and is covered by the runtime tests; nothing else in the package touches it.
+Why: wasmtime-py's host-function trampoline builds ``Val`` objects for every argument and converts the
+result through throwaway ``ValType`` objects on every call; an *unchecked* callback that reads raw
+``i32`` slots does none of that (numbers in bench/README.md, "Runtime"). Likewise calling an export
+through ``Func.__call__`` looks up its type each time. Everything here uses ``wasmtime._ffi`` (private,
+pinned by ``wasmtime>=50,<51``) and is covered by the runtime tests; nothing else in the package touches
+it.
 
 Raw values: ``wasmtime_val_raw_t`` is a 16-byte union, so argument ``i`` of an i32-only function
 is ``slots[4 * i]`` of an ``int32`` view and the single result goes to ``slots[0]`` (with

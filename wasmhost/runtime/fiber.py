@@ -1,15 +1,14 @@
 """Wasmtime's async C API: guests run on the event loop's own thread, on a stack of their own.
 
-Why: handing each invocation to a worker thread and back (and each send and its completion across
-the same gap) cost more than the whole invocation. On a 2-vCPU VM whose idle vCPUs halt, waking the
-other thread costs 25-30 µs and the GIL hand-offs around it more: measured, a welcome invocation took
-~330 µs of CPU through the worker against ~130 µs run in place. Wasmtime's async API runs the guest on
-a fiber (a separate native stack) that ``wasmtime_call_future_poll`` resumes until the guest returns
-or suspends: when it has used a slice of fuel (`SLICE_FUEL`), at every epoch tick (fuel does not
-count time in host calls), or when an async host function (``push_wait``, ``poll_oneoff``) is not
-ready yet. The loop thread does the polling, so there is no hand-off at all; many invocations
-interleave, each bounded as before by its fuel (which traps) and its wall-clock deadline (enforced by
-the caller at the suspensions, `invocation._drive`).
+Why: handing each invocation to a worker thread and back (and each send and its completion across the
+same gap) cost more than the whole invocation: where idle vCPUs halt, every wake of the other thread and
+the GIL hand-offs around it are paid in CPU time (numbers in bench/README.md, "Runtime"). Wasmtime's
+async API runs the guest on a fiber (a separate native stack) that ``wasmtime_call_future_poll`` resumes
+until the guest returns or suspends: when it has used a slice of fuel (`SLICE_FUEL`), at every epoch
+tick (fuel does not count time in host calls), or when an async host function (``push_wait``,
+``poll_oneoff``) is not ready yet. The loop thread does the polling, so there is no hand-off at all;
+many invocations interleave, each bounded as before by its fuel (which traps) and its wall-clock
+deadline (enforced by the caller at the suspensions, `invocation._drive`).
 
 Everything here uses ``wasmtime._ffi`` (private, pinned by ``wasmtime>=50,<51``). Python host
 functions run on the fiber's stack, which `async_stack_size` sizes to leave them `HOST_STACK_BYTES`.
@@ -45,7 +44,8 @@ __all__ = [
     "yield_every",
 ]
 
-#: Fuel a guest may burn before it yields to the event loop (~0.5-1 ms of wasm here).
+#: Fuel a guest may burn before it yields to the event loop: well under an epoch tick of wasm, so other
+#: invocations and deliveries on the loop are not held up by one busy guest.
 SLICE_FUEL = 500_000
 #: Native stack left for host functions (Python) on each fiber, beyond the wasm stack.
 HOST_STACK_BYTES = 2 << 20
@@ -158,7 +158,7 @@ def yield_every(store: Store, fuel: int) -> None:
     """Make the guest suspend after every ``fuel`` units (the Store's total still traps), and at every
     epoch tick instead of trapping at an epoch deadline: fuel does not count time spent in host calls,
     so a guest looping on a cheap host call would otherwise hold the loop for a whole fuel slice
-    (measured: 460 ms). The caller then enforces the wall-clock deadline at those suspensions."""
+    (hundreds of milliseconds). The caller then enforces the wall-clock deadline at those suspensions."""
     context = store._context()
     store.set_epoch_deadline(1)
     _epoch_yield_and_update(context, 1)

@@ -1,9 +1,9 @@
 """The one thread that runs all wasm, and the cheapest hand-off to it from an event loop.
 
 Why not ``loop.run_in_executor``: it chains a `concurrent.futures.Future` (with its own condition
-and callback list) to an asyncio future and asks the pool whether to grow on every call. Measured
-here: a bare round trip costs ~12 µs more than a `queue.SimpleQueue` put plus one
-``call_soon_threadsafe`` back, and a whole welcome invocation 20-30 µs more (same-process A/B).
+and callback list) to an asyncio future and asks the pool whether to grow on every call, which costs
+more per round trip than a `queue.SimpleQueue` put plus one ``call_soon_threadsafe`` back (numbers in
+bench/README.md, "Runtime").
 The lifecycle matches the executor's: ``close`` lets the job in progress and every queued one
 finish, and at interpreter exit the thread is joined the same way `concurrent.futures` joins its
 workers, so a guest is never torn down mid-call.

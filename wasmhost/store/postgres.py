@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from .._env import env_int
 from ._rows import (
     AUTH,
     CONFIG_EXPO_TOKEN,
@@ -90,15 +91,6 @@ def _safe(exc: BaseException) -> StoreError:
     """Database errors become StoreErrors naming the failure, never the row values PostgreSQL may quote."""
     state = getattr(exc, "sqlstate", None)
     return StoreError(f"postgresql: {type(exc).__name__}" + (f" (SQLSTATE {state})" if state else ""))
-
-
-def _int_env(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{name} must be a positive integer, not {text!r}")
-    return int(text)
 
 
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -253,8 +245,8 @@ class PostgresStore:
     ) -> None:
         self.url = url
         self.keyring = keyring
-        self.min_size = min_size if min_size is not None else _int_env("WASMHOST_PG_POOL_MIN", DEFAULT_POOL_MIN)
-        self.max_size = max_size if max_size is not None else _int_env("WASMHOST_PG_POOL_MAX", DEFAULT_POOL_MAX)
+        self.min_size = min_size if min_size is not None else env_int("WASMHOST_PG_POOL_MIN", DEFAULT_POOL_MIN)
+        self.max_size = max_size if max_size is not None else env_int("WASMHOST_PG_POOL_MAX", DEFAULT_POOL_MAX)
         if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
             raise ValueError("PostgreSQL pool sizes need 0 <= min <= max and max >= 1")
         self._listen = listen

@@ -77,11 +77,11 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 class _LoopConnection:
     """The one SQLite connection used on the event loop's own thread: a send's reads and its outbox write.
 
-    Why: a hop to aiosqlite's thread costs two thread wake-ups (~100 µs on a busy 2-core host), while an
-    indexed read of a few rows is ~10 µs and an INSERT + COMMIT in WAL mode with ``synchronous=NORMAL``
-    a page-cache write of ~20-30 µs. One connection for both, because a connection's page cache
-    survives its own commits but not another connection's: with a separate reader, every outbox commit
-    made the next device read start cold (measured: a delivered invocation 275-336 -> 249-258 µs).
+    Why: a hop to aiosqlite's thread costs two thread wake-ups, several times more than an indexed read
+    of a few rows or an INSERT + COMMIT in WAL mode with ``synchronous=NORMAL`` (a page-cache write).
+    One connection for both, because a connection's page cache survives its own commits but not
+    another connection's: with a separate reader, every outbox commit made the next device read start
+    cold. (Numbers in bench/README.md, "Runtime".)
 
     It is kept from ever waiting on the loop: ``busy_timeout=0`` (a write that finds the write lock
     held, or a read that finds the WAL busy, takes the aiosqlite path instead, which waits on its own
@@ -499,8 +499,8 @@ class SQLiteStore:
 
     async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
         # Every send reads this. The answer is kept until any other connection, in this process or
-        # another, commits anything (`data_version`): exact, never stale, and ~3 µs instead of a
-        # query plus a decryption per device.
+        # another, commits anything (`data_version`): exact, never stale, and one pragma read instead
+        # of a query plus a decryption per device.
         version = self._loop_db.data_version() if self._loop_db is not None else None
         if version is not None:
             if version != self._devices_version:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .._env import env_str
 from .base import Store
 from .sealing import KeyRing, load_keyring
 
@@ -26,23 +26,21 @@ def state_dir_for(url: str) -> Path | None:
     or ``WASMHOST_STATE_DIR`` (default ``./.wasmhost``) for a PostgreSQL fleet."""
     if url.startswith("sqlite:"):
         return _sqlite_path(url).resolve().parent
-    return Path(os.environ.get("WASMHOST_STATE_DIR", ".wasmhost")).resolve()
+    return Path(env_str("WASMHOST_STATE_DIR", ".wasmhost")).resolve()
 
 
 async def open_store(url: str | None = None, keyring: KeyRing | None = None) -> Store:
     """Open (and migrate) the store that `url` names; `url` defaults to ``WASMHOST_DB`` then SQLite."""
-    url = url or os.environ.get(DB_ENV) or DEFAULT_DB_URL
+    url = url or env_str(DB_ENV, DEFAULT_DB_URL)
     keyring = keyring or load_keyring(state_dir_for(url))
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 
         return await SQLiteStore(_sqlite_path(url), keyring).open()
     if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from .postgres import PostgresStore  # type: ignore[import-not-found]
-        except ImportError as exc:  # pragma: no cover - until the fleet backend lands
-            raise ValueError("the PostgreSQL backend is not available in this build") from exc
-        return await PostgresStore(url, keyring).open()  # type: ignore[no-any-return]
+        from .postgres import PostgresStore  # imported here: asyncpg is only loaded when a fleet uses it
+
+        return await PostgresStore(url, keyring).open()
     # Name the scheme only: the rest of the URL may hold the database password.
     scheme = url.partition(":")[0][:32] if ":" in url else "(none)"
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path or postgresql://…")
