@@ -4,6 +4,7 @@ another connection (this process's writes, or another process on the same file) 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,13 @@ async def store(tmp_path: Path, keyring: KeyRing) -> Any:
 
 def _count_queries(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     queries: list[str] = []
-    original = store._fetchall
+    original = store.driver.fetch
 
-    async def spy(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    async def spy(sql: str, params: Sequence[Any] = (), *, quick: bool = False) -> list[Any]:
         queries.append(sql)
-        return await original(sql, params)
+        return await original(sql, params, quick=quick)
 
-    monkeypatch.setattr(store, "_fetchall", spy)
+    monkeypatch.setattr(store.driver, "fetch", spy)
     return queries
 
 

@@ -39,13 +39,13 @@ async def store(tmp_path: Path, keyring: KeyRing) -> Any:
 
 def _spy_thread_path(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    original = store._record_on_thread
+    original = store.driver._insert_on_thread
 
-    async def spy(params: list[tuple[Any, ...]]) -> None:
+    async def spy(sql: str, params: list[tuple[Any, ...]]) -> None:
         calls.append(len(params))
-        await original(params)
+        await original(sql, params)
 
-    monkeypatch.setattr(store, "_record_on_thread", spy)
+    monkeypatch.setattr(store.driver, "_insert_on_thread", spy)
     return calls
 
 
@@ -60,7 +60,7 @@ async def test_a_delivery_is_committed_on_the_loop_thread(store: SQLiteStore, tm
 
 
 async def test_a_sends_rows_are_one_commit_made_before_it_returns(store: SQLiteStore, tmp_path: Path) -> None:
-    writer = store._loop_db
+    writer = store.driver.loop_db
     assert writer is not None
     before = writer._commits
     write = store.record_deliveries("acme", [("alice", f"d{i}", MSG) for i in range(50)])
@@ -80,7 +80,7 @@ async def test_the_outbox_provider_records_a_fan_out_as_one_transaction(store: S
     from wasmhost.push.message import PushMessage
     from wasmhost.push.provider import Delivery
 
-    writer = store._loop_db
+    writer = store.driver.loop_db
     assert writer is not None
     before = writer._commits
     message = PushMessage(title="hi")
@@ -122,7 +122,7 @@ async def test_slow_commits_turn_the_loop_path_off(store: SQLiteStore, monkeypat
 
 
 async def test_one_slow_commit_alone_does_not(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = store._loop_db
+    writer = store.driver.loop_db
     assert writer is not None
     monkeypatch.setattr(sqlite_mod, "LOOP_WRITE_BUDGET", -1.0)
     await store.record_delivery("acme", "alice", "slow", MSG)
@@ -133,7 +133,7 @@ async def test_one_slow_commit_alone_does_not(store: SQLiteStore, monkeypatch: p
 
 
 async def test_checkpoints_run_off_the_loop(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = store._loop_db
+    writer = store.driver.loop_db
     assert writer is not None
     monkeypatch.setattr(sqlite_mod, "CHECKPOINT_EVERY", 3)
     ran: list[bool] = []
@@ -164,6 +164,6 @@ async def test_in_memory_store_uses_the_thread(keyring: KeyRing) -> None:
     try:
         await store.create_namespace("acme")
         await store.record_delivery("acme", "alice", "phone", MSG)
-        assert store._loop_db is None and len(await store.list_deliveries("acme")) == 1
+        assert store.driver.loop_db is None and len(await store.list_deliveries("acme")) == 1
     finally:
         await store.aclose()

@@ -1,7 +1,6 @@
-"""Row-to-record mapping and unsealing that the SQLite and PostgreSQL stores share.
+"""Row-to-record mapping, sealing purposes and contexts, and unsealing, for the SQL store and key rotation.
 
-Both backends select the same columns in the same order; keeping what a row means (and which context
-each secret is sealed under) in one place means the two cannot drift apart. No SQL here.
+What a row means, and which purpose and context each secret is sealed under, lives here once. No SQL here.
 """
 
 from __future__ import annotations

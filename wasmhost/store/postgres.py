@@ -1,22 +1,19 @@
 """The fleet store: PostgreSQL through an asyncpg pool, shared by any number of gateways.
 
-Semantics mirror `SQLiteStore` exactly (same sealing purposes and AAD contexts, same errors). What a
-fleet adds: every write announces itself with ``NOTIFY`` in its own transaction (see `PgChangeFeed`),
-token exclusivity holds across gateways (a transaction-scoped advisory lock per token fingerprint), and
-migrations take an advisory lock so gateways starting together do not race.
+The statements are `SQLStore`'s, the same as on SQLite; this driver adds what a fleet needs: every
+write announces itself with ``NOTIFY`` in its own transaction (see `PgChangeFeed`), and `Tx.lock` is a
+transaction-scoped advisory lock (token exclusivity across gateways, migrations of gateways starting
+together).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import random
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -24,39 +21,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from .._env import env_int
-from ._rows import (
-    AUTH,
-    CONFIG_EXPO_TOKEN,
-    CONFIG_NTFY_TOKEN,
-    CREDENTIALS,
-    DEVICE_COLUMNS,
-    FINGERPRINT_KEY,
-    TOKENS,
-    credentials_context,
-    devices_from_rows,
-    function_from_row,
-    open_fingerprint_key,
-    open_json,
-    open_text,
-    outbox_from_row,
-    outbox_rows,
-    push_config_from_row,
-    require_device_fields,
-)
-from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
+from .base import StoreError
 from .changes import Change, LocalChangeFeed
-from .migrations import MIGRATIONS, render
-from .rotation import SealedColumn, SealedRow, page_sql, swap_sql
-from .sealing import KeyRing, fingerprint
+from .driver import IntegrityError, Row, dollar_placeholders
+from .sealing import KeyRing
+from .sql import SQLStore
 
-__all__ = ["CHANNEL", "PgChangeFeed", "PostgresStore"]
+__all__ = ["CHANNEL", "PgChangeFeed", "PgDriver", "PostgresStore"]
 
 LOG = logging.getLogger("wasmhost.store")
 
 #: The NOTIFY channel every gateway listens on.
 CHANNEL = "wasmhost_changes"
-#: Advisory lock key held while migrating (any constant unique to wasmhost).
-MIGRATION_LOCK = 0x7761736D686F7374  # "wasmhost"
 #: Pool bounds per gateway; override with ``WASMHOST_PG_POOL_MIN`` / ``WASMHOST_PG_POOL_MAX``.
 DEFAULT_POOL_MIN = 2
 DEFAULT_POOL_MAX = 10
@@ -82,13 +58,12 @@ def _announcing(write: str, n: int) -> str:
     return f"WITH w AS ({write} RETURNING 1) " + _NOTIFY.format(n=n)
 
 
-def _lock_key(fp: str) -> int:
-    """A signed 64-bit advisory-lock key from a (hex) token fingerprint, which already binds the namespace."""
-    return int.from_bytes(bytes.fromhex(fp[:16]), "big", signed=True)
-
-
 def _safe(exc: BaseException) -> StoreError:
     """Database errors become StoreErrors naming the failure, never the row values PostgreSQL may quote."""
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return IntegrityError("foreign_key")
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return IntegrityError("unique")
     state = getattr(exc, "sqlstate", None)
     return StoreError(f"postgresql: {type(exc).__name__}" + (f" (SQLSTATE {state})" if state else ""))
 
@@ -229,32 +204,47 @@ class PgChangeFeed(LocalChangeFeed):
         self._dispatch(change)
 
 
-class PostgresStore:
-    """Implements every protocol in `store.base` on PostgreSQL; secrets are sealed with the key ring."""
+def _written(status: str) -> int:
+    """Rows written, from a command status such as ``DELETE 3`` or ``INSERT 0 1``."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _PgTx:
+    for_update = " FOR UPDATE"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.changes: list[Change] = []
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await self.conn.fetch(dollar_placeholders(sql), *params))
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return _written(await self.conn.execute(dollar_placeholders(sql), *params))
+
+    async def lock(self, key: int) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+
+    def announce(self, change: Change) -> None:
+        self.changes.append(change)
+
+
+class PgDriver:
+    """An asyncpg pool per gateway, plus the change feed's LISTEN connection."""
 
     dialect = "postgresql"
 
-    def __init__(
-        self,
-        url: str,
-        keyring: KeyRing,
-        *,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        listen: bool = True,
-    ) -> None:
+    def __init__(self, url: str, *, min_size: int | None = None, max_size: int | None = None,
+                 listen: bool = True) -> None:
         self.url = url
-        self.keyring = keyring
         self.min_size = min_size if min_size is not None else env_int("WASMHOST_PG_POOL_MIN", DEFAULT_POOL_MIN)
         self.max_size = max_size if max_size is not None else env_int("WASMHOST_PG_POOL_MAX", DEFAULT_POOL_MAX)
         if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
             raise ValueError("PostgreSQL pool sizes need 0 <= min <= max and max >= 1")
         self._listen = listen
         self._pool: asyncpg.Pool | None = None
-        self._fp_key = b""
         self.changes = PgChangeFeed(self._connect_listener)
-
-    # -- lifecycle ---------------------------------------------------------------------------
 
     def _dsn_and_settings(self, role: str) -> tuple[str, dict[str, str]]:
         """The DSN without an `application_name` query (we set it per role, so a DBA can tell them apart)."""
@@ -276,7 +266,7 @@ class PostgresStore:
             password = None
         return text.replace(password, "***") if password else text
 
-    async def open(self) -> PostgresStore:
+    async def open(self) -> None:
         try:
             dsn, settings = self._dsn_and_settings("pool")
             self._pool = await asyncpg.create_pool(
@@ -288,27 +278,16 @@ class PostgresStore:
             raise StoreError(f"cannot connect to PostgreSQL: {detail}") from None
         except ValueError as exc:  # our URL split or asyncpg's DSN parser
             raise StoreError(f"invalid PostgreSQL URL: {self._scrub(str(exc))}") from None
-        try:
-            await self._migrate()
-            self._fp_key = await self._fingerprint_key()
-            if self._listen:
-                await self.changes.start()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
+
+    async def started(self) -> None:
+        if self._listen:
+            await self.changes.start()
 
     async def aclose(self) -> None:
         await self.changes.aclose()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-
-    async def __aenter__(self) -> PostgresStore:
-        return await self.open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -326,386 +305,55 @@ class PostgresStore:
         except _DB_ERRORS as exc:
             raise _safe(exc) from None
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._conn() as conn, conn.transaction():
-            yield conn
-
-    async def _announce(self, sql: str, *args: Any, change: Change) -> int:
-        """Run one announcing write (see `_announcing`); publish locally if it changed a row."""
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, quick: bool = False) -> list[Row]:
         async with self._conn() as conn:
-            count = int(await conn.fetchval(sql, *args, change.to_payload(self.changes.origin)))
+            return list(await conn.fetch(dollar_placeholders(sql), *params))
+
+    async def execute(self, sql: str, params: Sequence[Any] = (), change: Change | None = None) -> int:
+        async with self._conn() as conn:
+            if change is None:
+                return _written(await conn.execute(dollar_placeholders(sql), *params))
+            announcing = _announcing(dollar_placeholders(sql), len(params) + 1)
+            count = int(await conn.fetchval(announcing, *params, change.to_payload(self.changes.origin)))
         if count:
             self.changes.publish(change)
         return count
 
-    async def ping(self) -> None:
+    async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self._conn() as conn:
-            await conn.fetchval("SELECT 1")
+            await conn.executemany(dollar_placeholders(sql), rows)  # one implicit transaction: all rows or none
 
-    async def _migrate(self) -> None:
-        async with self._conn() as conn:
-            # Session-level lock: a second gateway waits here, then finds the schema current.
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-            try:
-                await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-                for migration in MIGRATIONS:
-                    if migration.version <= current:
-                        continue
-                    async with conn.transaction():
-                        for statement in render(migration, self.dialect):
-                            await conn.execute(statement)
-                        await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", migration.version)
-                    LOG.info("store: migrated PostgreSQL schema to version %d", migration.version)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
-
-    async def _fingerprint_key(self) -> bytes:
-        """Stored sealed in `meta` (created once by whichever gateway gets there first), never regenerated."""
-        async with self._conn() as conn:
-            await conn.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                FINGERPRINT_KEY, self.keyring.seal(os.urandom(32), FINGERPRINT_KEY),
-            )
-            sealed = await conn.fetchval("SELECT value FROM meta WHERE key = $1", FINGERPRINT_KEY)
-        return open_fingerprint_key(self.keyring, sealed)
-
-    def _open(self, sealed: str, purpose: str, context: str) -> str:
-        return open_text(self.keyring, sealed, purpose, context)
-
-    # -- namespaces --------------------------------------------------------------------------
-
-    async def create_namespace(self, name: str) -> None:
-        async with self._conn() as conn:
-            status = await conn.execute(
-                "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                name, time.time(),
-            )
-        if status.endswith(" 0"):
-            raise StoreError(f"namespace {name!r} already exists")
-
-    async def namespace_exists(self, name: str) -> bool:
-        async with self._conn() as conn:
-            return await conn.fetchval("SELECT 1 FROM namespaces WHERE name = $1", name) is not None
-
-    async def list_namespaces(self) -> list[str]:
-        async with self._conn() as conn:
-            return [r[0] for r in await conn.fetch("SELECT name FROM namespaces ORDER BY name")]
-
-    # -- API keys and end-user auth settings --------------------------------------------------
-
-    async def add_api_key(self, namespace: str, key_id: str, key_hash: str) -> ApiKey:
-        now = time.time()
-        try:
-            await self._announce(
-                _announcing("INSERT INTO api_keys (id, namespace, key_hash, created_at) VALUES ($1, $2, $3, $4)", 5),
-                key_id, namespace, key_hash, now, change=Change(namespace, "api_key", key_id),
-            )
-        except StoreError as exc:
-            if "ForeignKeyViolation" in str(exc):
-                raise NotFound(f"namespace {namespace!r} not found") from None
-            if "UniqueViolation" in str(exc):
-                raise StoreError("API key id or hash already exists") from None
-            raise
-        return ApiKey(key_id, namespace, now)
-
-    async def find_api_key(self, key_hash: str) -> ApiKey | None:
-        async with self._conn() as conn:
-            row = await conn.fetchrow("SELECT id, namespace, created_at FROM api_keys WHERE key_hash = $1", key_hash)
-        return ApiKey(row[0], row[1], row[2]) if row else None
-
-    async def list_api_keys(self, namespace: str) -> list[ApiKey]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT id, namespace, created_at FROM api_keys WHERE namespace = $1 ORDER BY created_at, id", namespace
-            )
-        return [ApiKey(r[0], r[1], r[2]) for r in rows]
-
-    async def revoke_api_key(self, namespace: str, key_id: str) -> None:
-        count = await self._announce(
-            _announcing("DELETE FROM api_keys WHERE namespace = $1 AND id = $2", 3),
-            namespace, key_id, change=Change(namespace, "api_key", key_id),
-        )
-        if count == 0:
-            raise NotFound("API key not found")
-
-    async def get_auth_settings(self, namespace: str) -> dict[str, Any] | None:
-        async with self._conn() as conn:
-            sealed = await conn.fetchval("SELECT settings_sealed FROM namespace_auth WHERE namespace = $1", namespace)
-        return json.loads(self._open(sealed, AUTH, namespace)) if sealed is not None else None
-
-    async def put_auth_settings(self, namespace: str, settings: Mapping[str, Any]) -> None:
-        sealed = self.keyring.seal(json.dumps(dict(settings)).encode(), AUTH, namespace)
-        await self._upsert(
-            "INSERT INTO namespace_auth (namespace, settings_sealed, updated_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (namespace) DO UPDATE SET settings_sealed = excluded.settings_sealed,"
-            " updated_at = excluded.updated_at",
-            (namespace, sealed, time.time()), Change(namespace, "auth"),
-        )
-
-    async def delete_auth_settings(self, namespace: str) -> None:
-        await self._announce(
-            _announcing("DELETE FROM namespace_auth WHERE namespace = $1", 2), namespace,
-            change=Change(namespace, "auth"),
-        )
-
-    async def _upsert(self, write: str, args: tuple[Any, ...], change: Change) -> None:
-        """An announcing upsert into a namespace's table; a missing namespace is `NotFound`."""
-        try:
-            await self._announce(_announcing(write, len(args) + 1), *args, change=change)
-        except StoreError as exc:
-            if "ForeignKeyViolation" in str(exc):
-                raise NotFound(f"namespace {change.namespace!r} not found") from None
-            raise
-
-    # -- push config -------------------------------------------------------------------------
-
-    async def get_push_config(self, namespace: str) -> PushConfig | None:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                "SELECT ntfy_base_url, ntfy_auth_token_sealed, expo_access_token_sealed, updated_at "
-                "FROM push_config WHERE namespace = $1", namespace,
-            )
-        return push_config_from_row(self.keyring, namespace, row) if row is not None else None
-
-    async def put_push_config(self, config: PushConfig) -> PushConfig:
-        ns = config.namespace
-        now = time.time()
-        seal = self.keyring.seal
-        await self._upsert(
-            "INSERT INTO push_config (namespace, ntfy_base_url, ntfy_auth_token_sealed, expo_access_token_sealed,"
-            " updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (namespace) DO UPDATE SET"
-            " ntfy_base_url = excluded.ntfy_base_url, ntfy_auth_token_sealed = excluded.ntfy_auth_token_sealed,"
-            " expo_access_token_sealed = excluded.expo_access_token_sealed, updated_at = excluded.updated_at",
-            (ns, config.ntfy_base_url,
-             seal(config.ntfy_auth_token.encode(), CONFIG_NTFY_TOKEN, ns) if config.ntfy_auth_token else "",
-             seal(config.expo_access_token.encode(), CONFIG_EXPO_TOKEN, ns) if config.expo_access_token else "",
-             now),
-            Change(ns, "push_config"),
-        )
-        return PushConfig(ns, config.ntfy_base_url, config.ntfy_auth_token, config.expo_access_token, now)
-
-    async def delete_push_config(self, namespace: str) -> None:
-        await self._announce(
-            _announcing("DELETE FROM push_config WHERE namespace = $1", 2), namespace,
-            change=Change(namespace, "push_config"),
-        )
-
-    # -- credentials -------------------------------------------------------------------------
-
-    async def get_credentials(self, namespace: str, provider: str) -> dict[str, Any] | None:
-        async with self._conn() as conn:
-            sealed = await conn.fetchval(
-                "SELECT document_sealed FROM push_credentials WHERE namespace = $1 AND provider = $2",
-                namespace, provider,
-            )
-        if sealed is None:
-            return None
-        return open_json(self.keyring, sealed, CREDENTIALS, credentials_context(namespace, provider))
-
-    async def all_credentials(self, namespace: str) -> dict[str, dict[str, Any]]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT provider, document_sealed FROM push_credentials WHERE namespace = $1 ORDER BY provider",
-                namespace,
-            )
-        return {r[0]: open_json(self.keyring, r[1], CREDENTIALS, credentials_context(namespace, r[0])) for r in rows}
-
-    async def credentials_updated_at(self, namespace: str) -> dict[str, float]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT provider, updated_at FROM push_credentials WHERE namespace = $1", namespace
-            )
-        return {r[0]: r[1] for r in rows}
-
-    async def put_credentials(self, namespace: str, provider: str, document: Mapping[str, Any]) -> None:
-        sealed = self.keyring.seal(json.dumps(dict(document)).encode(), CREDENTIALS, f"{namespace}\x00{provider}")
-        await self._upsert(
-            "INSERT INTO push_credentials (namespace, provider, document_sealed, updated_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (namespace, provider) DO UPDATE SET document_sealed = excluded.document_sealed,"
-            " updated_at = excluded.updated_at",
-            (namespace, provider, sealed, time.time()), Change(namespace, "credentials", provider),
-        )
-
-    async def delete_credentials(self, namespace: str, provider: str) -> None:
-        await self._announce(
-            _announcing("DELETE FROM push_credentials WHERE namespace = $1 AND provider = $2", 3),
-            namespace, provider, change=Change(namespace, "credentials", provider),
-        )
-
-    # -- devices -----------------------------------------------------------------------------
-
-    def token_fingerprint(self, namespace: str, token: str) -> str:
-        return fingerprint(self._fp_key, namespace, token)
-
-    async def register_device(
-        self,
-        namespace: str,
-        user_id: str,
-        device_id: str,
-        provider: str,
-        token: str,
-        platform: str = "",
-        app_version: str = "",
-    ) -> Device:
-        require_device_fields(user_id, device_id, provider, token)
-        now = time.time()
-        fp = self.token_fingerprint(namespace, token)
-        try:
-            async with self._tx() as conn:
-                # Gateways registering the same physical token queue here, so each one's DELETE below sees
-                # the other's committed row: exactly one owner, whatever the interleaving.
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(fp))
-                existing = await conn.fetchrow(
-                    "SELECT id, created_at FROM devices WHERE namespace = $1 AND user_id = $2 AND device_id = $3"
-                    " FOR UPDATE", namespace, user_id, device_id,
-                )
-                row_id, created = (existing[0], existing[1]) if existing else (str(uuid.uuid4()), now)
-                upsert = (
-                    "INSERT INTO devices (id, namespace, user_id, device_id, provider, token_sealed, token_fp,"
-                    " platform, app_version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-                    " $10, $11) ON CONFLICT (namespace, user_id, device_id) DO UPDATE SET provider = excluded.provider,"
-                    " token_sealed = excluded.token_sealed, token_fp = excluded.token_fp,"
-                    " platform = excluded.platform, app_version = excluded.app_version,"
-                    " updated_at = excluded.updated_at RETURNING id, created_at"
-                )
-                sealed = self.keyring.seal(token.encode(), TOKENS, f"{namespace}\x00{row_id}")
-                got = await conn.fetchrow(upsert, row_id, namespace, user_id, device_id, provider, sealed, fp,
-                                          platform, app_version, created, now)
-                if got[0] != row_id:  # a concurrent first registration of this device won the insert
-                    row_id, created = got[0], got[1]
-                    await conn.execute(
-                        "UPDATE devices SET token_sealed = $1 WHERE id = $2",
-                        self.keyring.seal(token.encode(), TOKENS, f"{namespace}\x00{row_id}"), row_id,
-                    )
-                # One physical token belongs to one user per namespace: the newest registration keeps it.
-                await conn.execute(
-                    "DELETE FROM devices WHERE namespace = $1 AND token_fp = $2 AND id != $3", namespace, fp, row_id
-                )
-                change = Change(namespace, "device", row_id)
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        async with self._conn() as conn, conn.transaction():
+            tx = _PgTx(conn)
+            yield tx
+            for change in tx.changes:
                 await conn.execute(f"SELECT pg_notify('{CHANNEL}', $1)", change.to_payload(self.changes.origin))
-        except StoreError as exc:
-            if "ForeignKeyViolation" in str(exc):
-                raise NotFound(f"namespace {namespace!r} not found") from None
-            raise StoreError("device registration failed") from None
-        self.changes.publish(change)
-        return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
+        for change in tx.changes:
+            self.changes.publish(change)
 
-    async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
-        columns = DEVICE_COLUMNS + (", token_sealed" if with_tokens else "")
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                f"SELECT {columns} FROM devices WHERE namespace = $1 AND user_id = $2 ORDER BY created_at, id",
-                namespace, user_id,
-            )
-        return devices_from_rows(self.keyring, namespace, rows, with_tokens)
+    def cache_version(self) -> int | None:
+        return None
 
-    async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
-        change = Change(namespace, "device", device_row_id)
-        if user_id is None:
-            count = await self._announce(
-                _announcing("DELETE FROM devices WHERE id = $1 AND namespace = $2", 3),
-                device_row_id, namespace, change=change,
-            )
-        else:
-            count = await self._announce(
-                _announcing("DELETE FROM devices WHERE id = $1 AND namespace = $2 AND user_id = $3", 4),
-                device_row_id, namespace, user_id, change=change,
-            )
-        if count == 0:
-            raise NotFound("device not found")
 
-    async def prune_device(self, namespace: str, device_row_id: str, registered_before: float | None) -> bool:
-        count = await self._announce(
-            _announcing(
-                "DELETE FROM devices WHERE id = $1 AND namespace = $2"
-                " AND ($3::double precision IS NULL OR updated_at < $3)", 4,
-            ),
-            device_row_id, namespace, registered_before, change=Change(namespace, "device", device_row_id),
-        )
-        return count > 0
+class PostgresStore(SQLStore):
+    """The store on PostgreSQL, shared by any number of gateways."""
 
-    # -- outbox ------------------------------------------------------------------------------
+    driver: PgDriver
 
-    async def record_delivery(self, namespace: str, user_id: str, device_id: str, message: dict[str, Any]) -> None:
-        await self.record_deliveries(namespace, [(user_id, device_id, message)])
+    def __init__(self, url: str, keyring: KeyRing, *, min_size: int | None = None, max_size: int | None = None,
+                 listen: bool = True) -> None:
+        super().__init__(PgDriver(url, min_size=min_size, max_size=max_size, listen=listen), keyring)
+        self.url = url
 
-    async def record_deliveries(
-        self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]
-    ) -> None:
-        params = outbox_rows(namespace, rows)
-        if not params:
-            return
-        async with self._conn() as conn:
-            await conn.executemany(  # one implicit transaction: all rows or none
-                "INSERT INTO outbox (namespace, user_id, device_id, message_json, delivered_at)"
-                " VALUES ($1, $2, $3, $4, $5)", params,
-            )
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.driver.pool
 
-    async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT id, namespace, user_id, device_id, message_json, delivered_at FROM outbox"
-                " WHERE namespace = $1 ORDER BY id LIMIT $2", namespace, limit,
-            )
-        return [outbox_from_row(r) for r in rows]
+    async def open(self) -> PostgresStore:
+        await super().open()
+        return self
 
-    # -- functions ---------------------------------------------------------------------------
-
-    async def put_function(self, namespace: str, name: str, module: bytes, limits: Mapping[str, Any]) -> FunctionRecord:
-        now = time.time()
-        digest = hashlib.sha256(module).hexdigest()
-        await self._upsert(
-            "INSERT INTO functions (namespace, name, sha256, size, module, limits_json, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (namespace, name) DO UPDATE SET"
-            " sha256 = excluded.sha256, size = excluded.size, module = excluded.module,"
-            " limits_json = excluded.limits_json, updated_at = excluded.updated_at",
-            (namespace, name, digest, len(module), bytes(module), json.dumps(dict(limits)), now, now),
-            Change(namespace, "function", name),
-        )
-        return await self.get_function(namespace, name, with_module=False)
-
-    async def get_function(self, namespace: str, name: str, with_module: bool = True) -> FunctionRecord:
-        module_col = "module" if with_module else "NULL::bytea"
-        async with self._conn() as conn:
-            r = await conn.fetchrow(
-                f"SELECT namespace, name, sha256, size, limits_json, created_at, updated_at, {module_col}"
-                " FROM functions WHERE namespace = $1 AND name = $2", namespace, name,
-            )
-        if r is None:
-            raise NotFound(f"function {name!r} not found")
-        return function_from_row(r)
-
-    async def list_functions(self, namespace: str) -> list[FunctionRecord]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT namespace, name, sha256, size, limits_json, created_at, updated_at FROM functions"
-                " WHERE namespace = $1 ORDER BY name", namespace,
-            )
-        return [function_from_row(r) for r in rows]
-
-    async def delete_function(self, namespace: str, name: str) -> None:
-        count = await self._announce(
-            _announcing("DELETE FROM functions WHERE namespace = $1 AND name = $2", 3),
-            namespace, name, change=Change(namespace, "function", name),
-        )
-        if count == 0:
-            raise NotFound(f"function {name!r} not found")
-
-    # -- key rotation (see rotation.py) ------------------------------------------------------
-
-    async def sealed_page(self, column: SealedColumn, after: tuple[str, ...] | None, limit: int) -> list[SealedRow]:
-        sql, args = page_sql(column, after, limit, lambda i: f"${i}")
-        async with self._conn() as conn:
-            rows = await conn.fetch(sql, *args)
-        return [column.row(tuple(r)) for r in rows]
-
-    async def swap_sealed(self, column: SealedColumn, swaps: Sequence[tuple[tuple[str, ...], str, str]]) -> int:
-        sql = swap_sql(column, lambda i: f"${i}")
-        done = 0
-        async with self._tx() as conn:
-            for key, old, new in swaps:
-                status = await conn.execute(sql, new, old, *key)
-                done += int(status.rsplit(" ", 1)[-1])
-        return done
+    async def __aenter__(self) -> PostgresStore:
+        return await self.open()

@@ -13,10 +13,11 @@ the order of steps.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ._rows import AUTH, CONFIG_EXPO_TOKEN, CONFIG_NTFY_TOKEN, CREDENTIALS, FINGERPRINT_KEY, TOKENS
 from .sealing import KeyRing, SealError
 
 __all__ = [
@@ -72,8 +73,6 @@ class SealedColumn:
 
 def sealed_columns() -> tuple[SealedColumn, ...]:
     """Every sealed column of the schema (the fingerprint key first: everything else is looked up by it)."""
-    from .sqlite import AUTH, CONFIG_EXPO_TOKEN, CONFIG_NTFY_TOKEN, CREDENTIALS, FINGERPRINT_KEY, TOKENS
-
     return (
         SealedColumn("meta", "value", ("key",), FINGERPRINT_KEY, where=f"key = '{FINGERPRINT_KEY}'"),
         SealedColumn("push_config", "ntfy_auth_token_sealed", ("namespace",), CONFIG_NTFY_TOKEN, ("namespace",)),
@@ -85,9 +84,7 @@ def sealed_columns() -> tuple[SealedColumn, ...]:
     )
 
 
-def page_sql(
-    column: SealedColumn, after: tuple[str, ...] | None, limit: int, placeholder: Callable[[int], str]
-) -> tuple[str, list[Any]]:
+def page_sql(column: SealedColumn, after: tuple[str, ...] | None, limit: int) -> tuple[str, list[Any]]:
     """A keyset-paged SELECT of ``key…, context…, value`` (non-empty values only) for either dialect."""
     keys = ", ".join(column.key)
     selected = ", ".join((*column.key, *column.context, column.column))
@@ -96,20 +93,20 @@ def page_sql(
         where.append(column.where)
     args: list[Any] = []
     if after is not None:
-        marks = ", ".join(placeholder(i + 1) for i in range(len(after)))
+        marks = ", ".join("?" for _ in after)
         where.append(f"({keys}) > ({marks})")
         args.extend(after)
     args.append(limit)
     sql = (f"SELECT {selected} FROM {column.table} WHERE {' AND '.join(where)}"
-           f" ORDER BY {keys} LIMIT {placeholder(len(args))}")
+           f" ORDER BY {keys} LIMIT ?")
     return sql, args
 
 
-def swap_sql(column: SealedColumn, placeholder: Callable[[int], str]) -> str:
+def swap_sql(column: SealedColumn) -> str:
     """``UPDATE … SET value = new WHERE value = old AND key = …``; parameters: new, old, then the key."""
-    keys = " AND ".join(f"{k} = {placeholder(i + 3)}" for i, k in enumerate(column.key))
+    keys = " AND ".join(f"{k} = ?" for k in column.key)
     col = column.column
-    return f"UPDATE {column.table} SET {col} = {placeholder(1)} WHERE {col} = {placeholder(2)} AND {keys}"
+    return f"UPDATE {column.table} SET {col} = ? WHERE {col} = ? AND {keys}"
 
 
 @runtime_checkable
