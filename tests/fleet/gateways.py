@@ -45,6 +45,7 @@ class GatewayProcess:
             "WASMHOST_MASTER_KEY": MASTER_KEY,
             "WASMHOST_STATE_DIR": str(state),
             "WASMHOST_ALLOW_PRIVATE_ENDPOINTS": "1",  # the push fakes listen on loopback
+            "WASMHOST_METRICS_PUBLIC": "1",  # scraped on a private network
             "PYTHONUNBUFFERED": "1",
             **env,
         }

@@ -134,7 +134,7 @@ def metric(server: GatewayServer, name: str, **labels: str) -> float:
     """One sample from the served /metrics (0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with server.client() as c:
+    with server.client(ADMIN_TOKEN) as c:
         text = c.get("/metrics").text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

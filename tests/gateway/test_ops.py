@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from .guests import ECHO, TRAP, WELCOME_WASM
-from .harness import GatewayServer, Tenant, create_tenant
+from .harness import ADMIN_TOKEN, GatewayServer, Tenant, create_tenant
 
 
 def test_metrics_count_invocations_sends_and_the_dispatcher_cache(
@@ -24,8 +24,8 @@ def test_metrics_count_invocations_sends_and_the_dispatcher_cache(
     tenant.admin.post("/v1/functions/trap/invoke")
     tenant.admin.post("/v1/push/send", json={"user_id": "erin", "title": "direct"})
 
-    with server.client() as anon:
-        r = anon.get("/metrics")
+    with server.client(ADMIN_TOKEN) as operator:
+        r = operator.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(r.text) for s in f.samples}

@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 def _metric(base: str, name: str) -> float:
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
+    for line in httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0

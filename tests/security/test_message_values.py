@@ -129,7 +129,7 @@ def test_http_send_answers_400_naming_the_problem(
     server: GatewayServer, raw: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     tenant = create_tenant(server, f"msg-{abs(hash(raw)) % 10**8}")
-    tenant.user("alice").post("/v1/devices", json={"device_id": "p", "provider": "outbox", "token": "t"})
+    tenant.user("alice").post("/v1/push/devices", json={"device_id": "p", "provider": "outbox", "token": "t"})
     body = raw.replace('{"title"', '{"user_id":"alice","title"', 1).replace('{"data"', '{"user_id":"alice","data"', 1)
     caplog.set_level(logging.DEBUG)
     r = tenant.admin.post("/v1/push/send", content=body, headers={"Content-Type": "application/json"})

@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
         description=DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
+        redirect_slashes=False,  # a wrong path is a 404: a redirect would echo the Host header back
     )
     app.state.gateway = gateway
     install_error_handlers(app)

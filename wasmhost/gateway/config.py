@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._env import env_int, env_str
+from .._env import env_flag, env_int, env_str
 
 __all__ = ["GatewayConfig"]
 
 MIB = 1 << 20
+#: Shortest operator token accepted: it guards every namespace, so it must not be guessable.
+MIN_ADMIN_TOKEN_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,25 @@ class GatewayConfig:
     sends_per_minute: int = 600
     #: Seconds the server waits for in-flight requests on shutdown (``WASMHOST_SHUTDOWN_GRACE``).
     shutdown_grace_seconds: int = 70
+    #: Failed authentications one client address may make per minute before further failures are
+    #: answered 429 (``WASMHOST_AUTH_FAILURES_PER_MINUTE``); valid credentials always pass.
+    auth_failures_per_minute: int = 30
+    #: Serve ``/metrics`` without the operator token (``WASMHOST_METRICS_PUBLIC``), for scrapers on a
+    #: private network.
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         from ..runtime import MAX_INPUT_BYTES
 
         if self.max_input_bytes > MAX_INPUT_BYTES:
             raise ValueError(f"max_input_bytes must be at most {MAX_INPUT_BYTES} (the runtime's cap)")
+        if self.admin_token and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"WASMHOST_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                f" (got {len(self.admin_token)}); generate one with: openssl rand -hex 32"
+            )
         for name in ("max_module_bytes", "max_input_bytes", "max_concurrent_invocations", "max_total_invocations",
-                     "sends_per_minute"):
+                     "sends_per_minute", "auth_failures_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -50,4 +63,6 @@ class GatewayConfig:
             max_total_invocations=env_int("WASMHOST_MAX_INVOCATIONS", cls.max_total_invocations),
             sends_per_minute=env_int("WASMHOST_SENDS_PER_MINUTE", cls.sends_per_minute),
             shutdown_grace_seconds=env_int("WASMHOST_SHUTDOWN_GRACE", cls.shutdown_grace_seconds),
+            auth_failures_per_minute=env_int("WASMHOST_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
+            metrics_public=env_flag("WASMHOST_METRICS_PUBLIC", cls.metrics_public),
         )

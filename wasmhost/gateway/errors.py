@@ -34,7 +34,7 @@ _DESCRIPTIONS = {
     405: "Method not allowed",
     409: "Conflict: the object already exists",
     413: "Request body over this route's size cap",
-    429: "Per-namespace cap reached; retry after `Retry-After` seconds",
+    429: "A cap reached (per namespace, or failed authentications per address); retry after `Retry-After` seconds",
     503: "Not available: push not configured for the namespace, store down, or operator routes disabled",
     500: "Gateway fault (details are in the server log, never in the response)",
 }

@@ -2,6 +2,14 @@
 
 The namespace is always derived from the credential: from the API key's row, or from the namespace
 whose settings verified the user token. A URL or body field never chooses it.
+
+Failed authentications are throttled per client address (`AuthFailureThrottle`): past the budget, a
+failure is answered 429 + Retry-After instead of 401. The credential is always checked first (a hash
+lookup, a constant-time compare or a signature check), and a valid one always passes: clients behind
+one NAT or one reverse proxy share an address, and an attacker among them must not be able to lock
+the others out. Brute force gains nothing from that order, since every credential is unguessable
+(API keys carry 256 random bits, the operator token has at least 32 characters, user tokens are signed);
+the throttle bounds what a scan costs and tells well-behaved clients to back off.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError
@@ -76,16 +84,36 @@ def _bearer(credentials: HTTPAuthorizationCredentials | None, what: str) -> str:
     return token
 
 
-def require_operator(
-    gw: Annotated[Gateway, Depends(get_gateway)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_scheme)],
-) -> None:
+def _failed(gw: Gateway, request: Request, error: ApiError) -> ApiError:
+    """What to answer for a failed authentication: `error` (401), or 429 once the caller's address is
+    over its budget of failures."""
+    address = request.client.host if request.client else ""
+    assert gw.auth_throttle is not None
+    throttled = gw.auth_throttle.refuse(address)
+    if throttled is None:
+        return error
+    gw.metrics.rate_limited.labels(cap="auth_failures").inc()
+    return throttled
+
+
+def check_operator(gw: Gateway, credentials: HTTPAuthorizationCredentials | None) -> None:
     expected = gw.config.admin_token
     if not expected:
         raise ApiError(503, "operator routes are disabled: set WASMHOST_ADMIN_TOKEN on the gateway")
     token = _bearer(credentials, "operator token")
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise _unauthorized("invalid operator token")
+
+
+def require_operator(
+    gw: Annotated[Gateway, Depends(get_gateway)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_scheme)],
+    request: Request,
+) -> None:
+    try:
+        check_operator(gw, credentials)
+    except ApiError as exc:
+        raise (_failed(gw, request, exc) if exc.status_code == 401 else exc) from None
 
 
 @dataclass(frozen=True)
@@ -97,13 +125,17 @@ class Admin:
 async def require_admin(
     gw: Annotated[Gateway, Depends(get_gateway)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_scheme)],
+    request: Request,
 ) -> Admin:
-    token = _bearer(credentials, "namespace API key")
-    if not token.startswith(API_KEY_PREFIX):
-        raise _unauthorized("this route needs a namespace API key (whk_…)")
-    found = await gw.svc.store.find_api_key(hash_api_key(token))
-    if found is None:
-        raise _unauthorized("invalid or revoked API key")
+    try:
+        token = _bearer(credentials, "namespace API key")
+        if not token.startswith(API_KEY_PREFIX):
+            raise _unauthorized("this route needs a namespace API key (whk_…)")
+        found = await gw.svc.store.find_api_key(hash_api_key(token))
+        if found is None:
+            raise _unauthorized("invalid or revoked API key")
+    except ApiError as exc:
+        raise (_failed(gw, request, exc) if exc.status_code == 401 else exc) from None
     return Admin(found.namespace, found.id)
 
 
@@ -119,18 +151,22 @@ async def require_user(
     namespace: Annotated[
         str, Header(alias=NAMESPACE_HEADER, min_length=1, max_length=63, description="The app's namespace")
     ],
+    request: Request,
 ) -> User:
-    token = _bearer(credentials, "user JWT")
-    if token.startswith(API_KEY_PREFIX):
-        raise _unauthorized("this route needs an app user's JWT, not an API key")
-    settings = await gw.svc.store.get_auth_settings(namespace)
-    if not settings:
-        # Same answer for unknown namespaces: whether a namespace exists is not for anonymous callers.
-        raise _unauthorized("this namespace does not accept user tokens (no auth settings)")
     try:
-        user_id = verify_user_token(token, settings)
-    except InvalidUserToken as exc:
-        raise _unauthorized(f"invalid user token: {exc}") from None
+        token = _bearer(credentials, "user JWT")
+        if token.startswith(API_KEY_PREFIX):
+            raise _unauthorized("this route needs an app user's JWT, not an API key")
+        settings = await gw.svc.store.get_auth_settings(namespace)
+        if not settings:
+            # Same answer for unknown namespaces: whether a namespace exists is not for anonymous callers.
+            raise _unauthorized("this namespace does not accept user tokens (no auth settings)")
+        try:
+            user_id = verify_user_token(token, settings)
+        except InvalidUserToken as exc:
+            raise _unauthorized(f"invalid user token: {exc}") from None
+    except ApiError as exc:
+        raise (_failed(gw, request, exc) if exc.status_code == 401 else exc) from None
     return User(namespace, user_id)
 
 

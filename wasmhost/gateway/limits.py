@@ -1,5 +1,6 @@
 """Per-namespace caps: sends per minute (a token bucket shared by HTTP and guest sends) and
-concurrent invocations. Both answer at once (no waiting); callers turn "no" into 429 + Retry-After."""
+concurrent invocations; per client address: failed authentications. All answer at once (no waiting);
+callers turn "no" into 429 + Retry-After."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cachetools import TTLCache
 
 from .errors import ApiError
 
-__all__ = ["InvocationSlots", "SendRateLimiter"]
+__all__ = ["AuthFailureThrottle", "InvocationSlots", "SendRateLimiter"]
 
 #: Namespaces whose buckets are tracked at once; an evicted bucket restarts full.
 MAX_TRACKED_NAMESPACES = 100_000
@@ -63,6 +64,26 @@ class SendRateLimiter:
                 f"this namespace may start at most {int(self.capacity)} sends per minute",
                 {"Retry-After": str(self.retry_after(namespace))},
             )
+
+
+class AuthFailureThrottle(SendRateLimiter):
+    """Failed authentications per client address: each failure takes a token; an address with none
+    left is answered 429 until one refills. Only failures are counted, and only after the credential
+    was checked, so valid credentials are never throttled (see `identity`). Per process: with several
+    worker processes an address gets that many budgets."""
+
+    def __init__(self, per_minute: int, *, timer: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(per_minute, timer=timer)
+
+    def refuse(self, address: str) -> ApiError | None:
+        """Count one failure from `address`; the 429 to answer instead of 401 when it is over its budget."""
+        if self.try_acquire(address):
+            return None
+        return ApiError(
+            429,
+            f"too many failed authentications from this address (at most {int(self.capacity)} a minute)",
+            {"Retry-After": str(self.retry_after(address))},
+        )
 
 
 class InvocationSlots:

@@ -14,7 +14,7 @@ from ..runtime import CompiledComponent, CompiledModule
 from ..services import Services
 from .config import GatewayConfig
 from .errors import ApiError
-from .limits import InvocationSlots, SendRateLimiter
+from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
 from .metrics import Metrics
 
 __all__ = ["Compiled", "Gateway", "get_gateway"]
@@ -36,6 +36,11 @@ class Gateway:
     services: Services | None = None
     modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
     compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
+    auth_throttle: AuthFailureThrottle | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth_throttle is None:
+            self.auth_throttle = AuthFailureThrottle(self.config.auth_failures_per_minute)
 
     @property
     def svc(self) -> Services:
