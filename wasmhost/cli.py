@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default: WASMHOST_WORKERS, else one per core)")
     return parser
 
 
@@ -307,7 +309,7 @@ async def _with_services(db: str | None, handler: Handler, args: argparse.Namesp
 def _run_serve(args: argparse.Namespace) -> int:
     from .gateway.server import serve  # imported here: the other commands need no web stack
 
-    serve(args.host, args.port, args.db)
+    serve(args.host, args.port, args.db, args.workers)
     return 0
 
 

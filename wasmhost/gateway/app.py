@@ -14,9 +14,10 @@ from ..services import Services, Settings
 from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
-from .limits import InvocationSlots, SendRateLimiter
+from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
 from .metrics import ChangeFeedCollector, Metrics
 from .routes import devices, functions, namespace, operator, ops, push
+from .sharedcaps import CapTable
 from .state import Gateway
 
 __all__ = ["create_app"]
@@ -80,16 +81,27 @@ def _openapi(app: FastAPI, gateway: Gateway) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings | None = None, config: GatewayConfig | None = None) -> FastAPI:
-    """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too)."""
+def create_app(
+    settings: Settings | None = None, config: GatewayConfig | None = None, *, caps: CapTable | None = None
+) -> FastAPI:
+    """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too).
+
+    ``caps`` is the cap table shared with the other worker processes of the gateway (`server`); without
+    one the app keeps its own, and its caps are this process's.
+    """
     settings = settings or Settings.from_env()
     config = config or GatewayConfig.from_env()
+    if caps is None:
+        caps = CapTable.create()
+        caps.attach(0)
+        caps.unlink()  # mapped and locked through open files; nothing else will open it
     metrics = Metrics()
     gateway = Gateway(
         config=config,
         metrics=metrics,
-        send_limiter=SendRateLimiter(config.sends_per_minute),
-        slots=InvocationSlots(config.max_concurrent_invocations, config.max_total_invocations),
+        send_limiter=SendRateLimiter(config.sends_per_minute, caps),
+        slots=InvocationSlots(config.max_concurrent_invocations, config.max_total_invocations, caps),
+        auth_throttle=AuthFailureThrottle(config.auth_failures_per_minute, caps),
     )
     metrics.registry.register(ChangeFeedCollector(lambda: gateway.services))  # fleet: listener health
 

@@ -37,6 +37,10 @@ class GatewayConfig:
     #: Serve ``/metrics`` without the operator token (``WASMHOST_METRICS_PUBLIC``), for scrapers on a
     #: private network.
     metrics_public: bool = False
+    #: Worker processes of `wasmhost serve` (``WASMHOST_WORKERS``; 0: one per core; ``--workers`` wins).
+    workers: int = 0
+    #: One log line per request (``WASMHOST_ACCESS_LOG=1``); off by default, it costs every request.
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         from ..runtime import MAX_INPUT_BYTES
@@ -65,4 +69,6 @@ class GatewayConfig:
             shutdown_grace_seconds=env_int("WASMHOST_SHUTDOWN_GRACE", cls.shutdown_grace_seconds),
             auth_failures_per_minute=env_int("WASMHOST_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
             metrics_public=env_flag("WASMHOST_METRICS_PUBLIC", cls.metrics_public),
+            workers=env_int("WASMHOST_WORKERS", cls.workers, minimum=0),
+            access_log=env_flag("WASMHOST_ACCESS_LOG", cls.access_log),
         )

@@ -88,7 +88,6 @@ def _failed(gw: Gateway, request: Request, error: ApiError) -> ApiError:
     """What to answer for a failed authentication: `error` (401), or 429 once the caller's address is
     over its budget of failures."""
     address = request.client.host if request.client else ""
-    assert gw.auth_throttle is not None
     throttled = gw.auth_throttle.refuse(address)
     if throttled is None:
         return error

@@ -33,14 +33,10 @@ class Gateway:
     metrics: Metrics
     send_limiter: SendRateLimiter
     slots: InvocationSlots
+    auth_throttle: AuthFailureThrottle
     services: Services | None = None
     modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
     compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
-    auth_throttle: AuthFailureThrottle | None = None
-
-    def __post_init__(self) -> None:
-        if self.auth_throttle is None:
-            self.auth_throttle = AuthFailureThrottle(self.config.auth_failures_per_minute)
 
     @property
     def svc(self) -> Services:

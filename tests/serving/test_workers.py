@@ -1,0 +1,112 @@
+"""`wasmhost serve --workers N` as a user runs it: several processes on one port and one SQLite file, caps
+held for the gateway as a whole, a killed worker replaced, and a drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fleet.gateways import GatewayProcess, Tenant, create_tenant
+
+#: Spins until its deadline: an invocation that holds its slot for `timeout_ms`.
+SPIN = """(module
+  (memory (export "memory") 1)
+  (func (export "handle") (result i32) (loop $l (br $l)) (i32.const 0)))"""
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess("w", f"sqlite:///{tmp_path / 'wasmhost.db'}", tmp_path, WASMHOST_WORKERS="2",
+                        WASMHOST_MAX_CONCURRENT_INVOCATIONS="2", WASMHOST_SENDS_PER_MINUTE="5",
+                        WASMHOST_SHUTDOWN_GRACE="20").start()
+    yield gw
+    gw.stop()
+
+
+async def _tenant(gw: GatewayProcess) -> Tenant:
+    tenant = await create_tenant(gw, "work")
+    async with tenant.admin(gw) as admin:
+        r = await admin.put("/v1/functions/spin?timeout_ms=1500&fuel=1000000000", content=SPIN)
+        assert r.status_code == 200, r.text
+        assert (await admin.put("/v1/namespace/push-credentials/outbox", json={})).status_code == 200
+    async with tenant.user(gw, "alice") as alice:
+        r = await alice.post("/v1/push/devices", json={"device_id": "d", "provider": "outbox", "token": "t"})
+        assert r.status_code == 200, r.text
+    return tenant
+
+
+async def test_caps_hold_for_the_whole_gateway(gateway: GatewayProcess) -> None:
+    assert len(_children(gateway.pid)) == 2
+    tenant = await _tenant(gateway)
+
+    async def invoke() -> int:  # a connection of its own each: the kernel spreads them over the workers
+        async with tenant.admin(gateway) as admin:
+            return (await admin.post("/v1/functions/spin/invoke")).status_code
+
+    codes = await asyncio.gather(*(invoke() for _ in range(8)))
+    assert sorted(codes) == [200, 200] + [429] * 6
+
+    async def send() -> int:
+        async with tenant.admin(gateway) as admin:
+            return (await admin.post("/v1/push/send", json={"user_id": "alice", "title": "hi"})).status_code
+
+    codes = await asyncio.gather(*(send() for _ in range(12)))
+    assert codes.count(200) == 5 and codes.count(429) == 7
+
+
+async def test_a_killed_worker_is_replaced_and_its_slots_come_back(gateway: GatewayProcess) -> None:
+    tenant = await _tenant(gateway)
+    before = _children(gateway.pid)
+    async with tenant.admin(gateway) as admin:
+        slow = asyncio.create_task(admin.post("/v1/functions/spin/invoke"))
+        await asyncio.sleep(0.5)  # the invocation holds a slot in one of the workers
+        for pid in before:
+            subprocess.run(["kill", "-9", str(pid)], check=True)
+        with pytest.raises(httpx.HTTPError):
+            await slow
+    deadline = time.monotonic() + 30
+    while len(_children(gateway.pid) - before) < 2:
+        assert time.monotonic() < deadline, gateway.log()
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    codes = []
+    async with tenant.admin(gateway) as admin:
+        for _ in range(20):
+            try:
+                codes.append((await admin.get("/v1/functions")).status_code)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+            if codes and codes[-1] == 200:
+                break
+        assert codes[-1] == 200
+
+    async def invoke() -> int:
+        async with tenant.admin(gateway) as client:
+            return (await client.post("/v1/functions/spin/invoke")).status_code
+
+    assert await asyncio.gather(invoke(), invoke()) == [200, 200]  # both slots are free again
+    assert "given back" in gateway.log()
+
+
+async def test_sigterm_drains_invocations_in_progress(gateway: GatewayProcess) -> None:
+    tenant = await _tenant(gateway)
+    async with tenant.admin(gateway) as admin:
+        slow = asyncio.create_task(admin.post("/v1/functions/spin/invoke"))
+        await asyncio.sleep(0.5)
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        r = await slow
+    assert r.status_code == 200 and r.json()["error"]["kind"] == "timeout"
+    assert await asyncio.to_thread(gateway.proc.wait, 30) == 0
