@@ -47,6 +47,7 @@ class GatewayProcess:
             "WASMHOST_ALLOW_PRIVATE_ENDPOINTS": "1",  # the push fakes listen on loopback
             "WASMHOST_METRICS_PUBLIC": "1",  # scraped on a private network
             "PYTHONUNBUFFERED": "1",
+            "WASMHOST_WORKERS": "1",  # one process per gateway unless a test asks for more
             **env,
         }
         self.args = [sys.executable, "-m", "wasmhost", "--db", db_url, "serve", "--host", "127.0.0.1",

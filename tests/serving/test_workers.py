@@ -110,3 +110,62 @@ async def test_sigterm_drains_invocations_in_progress(gateway: GatewayProcess) -
         r = await slow
     assert r.status_code == 200 and r.json()["error"]["kind"] == "timeout"
     assert await asyncio.to_thread(gateway.proc.wait, 30) == 0
+
+
+def _output_guest(text: str) -> str:
+    return f"""(module
+  (import "wasmhost" "output_write" (func $write (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{text}")
+  (func (export "handle") (result i32) (drop (call $write (i32.const 0) (i32.const {len(text)}))) (i32.const 0)))"""
+
+
+async def _until_every_worker_agrees(check: object, bound: float) -> float:
+    """Seconds until 20 fresh connections in a row (spread over the workers) pass ``check``."""
+    start = time.monotonic()
+    while True:
+        oks = await asyncio.gather(*(check() for _ in range(20)))  # type: ignore[operator]
+        if all(oks):
+            return time.monotonic() - start
+        assert time.monotonic() - start < bound, "a worker kept serving what another changed"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def roomy(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess("r", f"sqlite:///{tmp_path / 'wasmhost.db'}", tmp_path, WASMHOST_WORKERS="2",
+                        WASMHOST_MAX_CONCURRENT_INVOCATIONS="64").start()
+    yield gw
+    gw.stop()
+
+
+async def test_every_worker_drops_what_another_changed(roomy: GatewayProcess) -> None:
+    gateway = roomy
+    """Caches of API keys and functions are warm in every worker; a revoke or a redeploy made through one
+    worker is honoured by all of them well within the TTL (30 s)."""
+    tenant = await _tenant(gateway)
+    async with tenant.admin(gateway) as admin:
+        assert (await admin.put("/v1/functions/v", content=_output_guest("one"))).status_code == 200
+
+    async def output_is(text: str) -> bool:
+        async with tenant.admin(gateway) as admin:
+            return (await admin.post("/v1/functions/v/invoke")).json()["output"] == text
+
+    await _until_every_worker_agrees(lambda: output_is("one"), 5)  # warms both workers' caches
+    async with tenant.admin(gateway) as admin:
+        assert (await admin.put("/v1/functions/v", content=_output_guest("two"))).status_code == 200
+    await _until_every_worker_agrees(lambda: output_is("two"), 5)  # the TTL is 30 s
+
+    async with gateway.client("fleet-operator-token-0123456789abcdef") as op:
+        r = await op.post(f"/v1/namespaces/{tenant.name}/keys")
+        assert r.status_code == 201, r.text
+        extra_key, key_id = r.json()["api_key"], r.json()["key_id"]
+
+    async def key_answers(expected: int) -> bool:
+        async with gateway.client(extra_key) as client:
+            return (await client.get("/v1/functions")).status_code == expected
+
+    await _until_every_worker_agrees(lambda: key_answers(200), 5)
+    async with gateway.client("fleet-operator-token-0123456789abcdef") as op:
+        assert (await op.delete(f"/v1/namespaces/{tenant.name}/keys/{key_id}")).status_code == 200
+    await _until_every_worker_agrees(lambda: key_answers(401), 5)

@@ -16,6 +16,7 @@ from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
 from .metrics import ChangeFeedCollector, Metrics
+from .readcache import ReadCache
 from .routes import devices, functions, namespace, operator, ops, push
 from .sharedcaps import CapTable
 from .state import Gateway
@@ -107,13 +108,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway.services = await Services.open(
-            settings, observer=metrics.observer, send_limiter=gateway.send_limiter
-        )
+        services = await Services.open(settings, observer=metrics.observer, send_limiter=gateway.send_limiter)
+        reads = ReadCache(services.store, settings.dispatcher_ttl)
+        unsubscribe = services.changes.subscribe(reads.on_change) if services.changes is not None else None
+        gateway.services, gateway.reads = services, reads
         try:
             yield
         finally:
-            services, gateway.services = gateway.services, None
+            gateway.services = gateway.reads = None
+            if unsubscribe is not None:
+                unsubscribe()
             await services.aclose()
 
     app = FastAPI(

@@ -104,7 +104,7 @@ def check_operator(gw: Gateway, credentials: HTTPAuthorizationCredentials | None
         raise _unauthorized("invalid operator token")
 
 
-def require_operator(
+async def require_operator(
     gw: Annotated[Gateway, Depends(get_gateway)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_scheme)],
     request: Request,
@@ -130,7 +130,7 @@ async def require_admin(
         token = _bearer(credentials, "namespace API key")
         if not token.startswith(API_KEY_PREFIX):
             raise _unauthorized("this route needs a namespace API key (whk_…)")
-        found = await gw.svc.store.find_api_key(hash_api_key(token))
+        found = await gw.cached.api_key(hash_api_key(token))
         if found is None:
             raise _unauthorized("invalid or revoked API key")
     except ApiError as exc:
@@ -156,7 +156,7 @@ async def require_user(
         token = _bearer(credentials, "user JWT")
         if token.startswith(API_KEY_PREFIX):
             raise _unauthorized("this route needs an app user's JWT, not an API key")
-        settings = await gw.svc.store.get_auth_settings(namespace)
+        settings = await gw.cached.auth_settings(namespace)
         if not settings:
             # Same answer for unknown namespaces: whether a namespace exists is not for anonymous callers.
             raise _unauthorized("this namespace does not accept user tokens (no auth settings)")

@@ -16,6 +16,7 @@ from .config import GatewayConfig
 from .errors import ApiError
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
 from .metrics import Metrics
+from .readcache import ReadCache
 
 __all__ = ["Compiled", "Gateway", "get_gateway"]
 
@@ -35,6 +36,7 @@ class Gateway:
     slots: InvocationSlots
     auth_throttle: AuthFailureThrottle
     services: Services | None = None
+    reads: ReadCache | None = None
     modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
     compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
 
@@ -43,6 +45,12 @@ class Gateway:
         if self.services is None:
             raise ApiError(503, "the gateway is starting or stopping")
         return self.services
+
+    @property
+    def cached(self) -> ReadCache:
+        if self.reads is None:
+            raise ApiError(503, "the gateway is starting or stopping")
+        return self.reads
 
     @contextmanager
     def invocation_slot(self, namespace: str) -> Iterator[None]:
@@ -72,7 +80,8 @@ class Gateway:
             self.modules.popitem(last=False)
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: FastAPI runs a plain-def dependency on a thread pool, a thread hop per request.
     gw = request.app.state.gateway
     assert isinstance(gw, Gateway)
     return gw

@@ -134,7 +134,7 @@ async def delete_function(name: NamePath, gw: GatewayDep, admin: AdminDep) -> St
 
 async def _load(gw: Gateway, namespace: str, name: str) -> tuple[Compiled, Limits]:
     store = gw.svc.store
-    record = await store.get_function(namespace, name, with_module=False)
+    record = await gw.cached.function(namespace, name)
     try:
         limits = Limits.from_dict(record.limits)
     except ValueError as exc:

@@ -1,0 +1,69 @@
+"""The change ring that lets processes sharing a SQLite file hear each other's writes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from wasmhost.store import Change, ChangeRelay, LocalChangeFeed
+from wasmhost.store import relay as relay_module
+
+
+def _pair(tmp_path: Path) -> tuple[ChangeRelay, list[Change], ChangeRelay, list[Change]]:
+    ring = tmp_path / "db-changes"
+    feed_a, feed_b = LocalChangeFeed(), LocalChangeFeed()
+    seen_a: list[Change] = []
+    seen_b: list[Change] = []
+    feed_a.subscribe(seen_a.append)
+    feed_b.subscribe(seen_b.append)
+    return ChangeRelay(ring, feed_a), seen_a, ChangeRelay(ring, feed_b), seen_b
+
+
+def test_a_change_reaches_the_other_process_once_and_is_not_echoed(tmp_path: Path) -> None:
+    a, seen_a, b, seen_b = _pair(tmp_path)
+    a.feed.publish(Change("acme", "api_key", "key_1"))
+    a.feed.publish(Change("acme", "function", "f" * 600))  # too long for a slot: the namespace's functions
+    assert b.poll() == 2
+    assert seen_b == [Change("acme", "api_key", "key_1"), Change("acme", "function", "")]
+    assert a.poll() == 0 and len(seen_a) == 2  # its own entries are skipped
+    assert b.poll() == 0  # nothing new; and b did not append what it relayed
+    assert a.poll() == 0
+    b.close()
+    a.close()
+
+
+def test_a_reader_that_fell_behind_drops_everything(tmp_path: Path) -> None:
+    a, _, b, seen_b = _pair(tmp_path)
+    for i in range(relay_module.SLOTS + 5):
+        a.feed.publish(Change("acme", "device", str(i)))
+    assert b.poll() == 1 and seen_b == [Change.everything()]
+    a.feed.publish(Change("acme", "auth"))
+    assert b.poll() == 1 and seen_b[-1] == Change("acme", "auth")
+    a.close()
+    b.close()
+
+
+def test_a_new_process_starts_at_the_end_and_a_corrupt_file_is_reset(tmp_path: Path) -> None:
+    ring = tmp_path / "db-changes"
+    ring.write_bytes(b"garbage")
+    feed = LocalChangeFeed()
+    first = ChangeRelay(ring, feed)
+    feed.publish(Change("acme", "auth"))
+    late_feed = LocalChangeFeed()
+    late = ChangeRelay(ring, late_feed)
+    assert late.poll() == 0  # history before it opened is not its business
+    first.close()
+    late.close()
+
+
+async def test_the_poller_publishes_within_a_few_polls(tmp_path: Path) -> None:
+    a, _, b, seen_b = _pair(tmp_path)
+    b.start()
+    a.feed.publish(Change("acme", "credentials", "apns"))
+    for _ in range(100):
+        if seen_b:
+            break
+        await asyncio.sleep(relay_module.POLL_SECONDS)
+    assert seen_b == [Change("acme", "credentials", "apns")]
+    b.close()
+    a.close()
