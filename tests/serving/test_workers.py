@@ -108,7 +108,7 @@ async def test_sigterm_drains_invocations_in_progress(gateway: GatewayProcess) -
         assert gateway.proc is not None
         gateway.proc.send_signal(signal.SIGTERM)
         r = await slow
-    assert r.status_code == 200 and r.json()["error"]["kind"] == "timeout"
+    assert r.status_code == 200 and r.json()["error"]["kind"] in ("timeout", "out_of_fuel")  # it ran to its end
     assert await asyncio.to_thread(gateway.proc.wait, 30) == 0
 
 

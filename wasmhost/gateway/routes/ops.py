@@ -24,13 +24,13 @@ _metrics_scheme = HTTPBearer(
 )
 
 
-def _metrics_reader(
+async def _metrics_reader(
     gw: GatewayDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_metrics_scheme)],
     request: Request,
 ) -> None:
     if not gw.config.metrics_public:
-        require_operator(gw, credentials, request)
+        await require_operator(gw, credentials, request)
 
 
 @router.get(
