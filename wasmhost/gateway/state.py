@@ -12,6 +12,7 @@ from fastapi import Request
 
 from ..runtime import CompiledComponent, CompiledModule
 from ..services import Services
+from .activity import Activity
 from .config import GatewayConfig
 from .errors import ApiError
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
@@ -34,6 +35,8 @@ class Gateway:
     send_limiter: SendRateLimiter
     slots: InvocationSlots
     services: Services | None = None
+    #: Recent invocations and usage counters, written to the store (the console's Functions and Usage pages).
+    activity: Activity = field(init=False)
     modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
     compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
     auth_throttle: AuthFailureThrottle | None = None
@@ -41,6 +44,9 @@ class Gateway:
     def __post_init__(self) -> None:
         if self.auth_throttle is None:
             self.auth_throttle = AuthFailureThrottle(self.config.auth_failures_per_minute)
+
+    def __post_init__(self) -> None:
+        self.activity = Activity(lambda: self.services.store if self.services is not None else None)
 
     @property
     def svc(self) -> Services:
