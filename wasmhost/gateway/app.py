@@ -10,13 +10,15 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..console import router as console_router
 from ..services import Services, Settings
+from .activity import TeeObserver
 from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
 from .limits import InvocationSlots, SendRateLimiter
 from .metrics import ChangeFeedCollector, Metrics
-from .routes import devices, functions, namespace, operator, ops, push
+from .routes import activity, devices, functions, namespace, operator, ops, push, users
 from .state import Gateway
 
 __all__ = ["create_app"]
@@ -96,11 +98,13 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.services = await Services.open(
-            settings, observer=metrics.observer, send_limiter=gateway.send_limiter
+            settings, observer=TeeObserver(metrics.observer, gateway.activity), send_limiter=gateway.send_limiter
         )
+        gateway.activity.start()
         try:
             yield
         finally:
+            await gateway.activity.aclose()
             services, gateway.services = gateway.services, None
             await services.aclose()
 
@@ -114,11 +118,12 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     )
     app.state.gateway = gateway
     install_error_handlers(app)
-    routers = [module.router for module in (operator, namespace, push, devices, functions, ops)]
+    routers = [module.router for module in (operator, namespace, push, devices, users, functions, activity, ops)]
     for router in routers:
         app.include_router(router)
     # For the 405 handler's Allow header: every method of every route, whatever the path.
     app.state.api_routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    app.include_router(console_router)  # static pages; not part of the API (no route of its own there)
     app.add_middleware(_SafeHeaders)
     app.openapi = lambda: _openapi(app, gateway)  # type: ignore[method-assign]
     return app
