@@ -52,7 +52,9 @@ def test_every_asset_is_served_with_a_strict_policy(server: GatewayServer) -> No
 def test_assets_never_build_markup_from_strings() -> None:
     """Tenant and guest text reaches the page only as text nodes (dom.js `h`): no HTML parsing sinks,
     no string-to-code, no inline handlers or styles that the CSP would have to allow."""
-    sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setAttribute\(\"on")
+    sinks = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setAttribute\(\"on"
+    )
     for path in STATIC.glob("*.js"):
         assert not sinks.search(path.read_text()), path.name
     html = (STATIC / "index.html").read_text()

@@ -16,7 +16,8 @@ DAY = 86400.0
 
 
 def _inv(ns: str, fn: str, n: int, at: float = NOW) -> InvocationRow:
-    return InvocationRow(ns, fn, at, "ok" if n % 2 else "trap", {"n": n, "logs": [{"level": "info", "message": f"#{n}"}]})
+    record = {"n": n, "logs": [{"level": "info", "message": f"#{n}"}]}
+    return InvocationRow(ns, fn, at, "ok" if n % 2 else "trap", record)
 
 
 async def test_invocations_keep_the_newest_per_function(store: Any) -> None:
@@ -37,7 +38,8 @@ async def test_usage_adds_up_and_old_activity_expires(store: Any) -> None:
     await store.create_namespace("acme")
     minute = int(NOW // 60)
     old = minute - 24 * 60 - 5
-    first = [UsageRow("acme", minute, "delivery", "outbox:success", 2), UsageRow("acme", old, "invocation", "ok", 1, 5.0)]
+    first = [UsageRow("acme", minute, "delivery", "outbox:success", 2),
+             UsageRow("acme", old, "invocation", "ok", 1, 5.0)]
     await store.record_activity([_inv("acme", "f", 1, at=NOW - 2 * DAY)], first, 20, 2 * DAY + 60, NOW)
     second = [UsageRow("acme", minute, "delivery", "outbox:success", 3),
               UsageRow("acme", minute, "invocation", "ok", 2, 7.5)]
