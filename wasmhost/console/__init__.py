@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 __all__ = ["CSP", "router"]
 
@@ -53,11 +53,6 @@ def _asset(name: str) -> Response:
 @router.get("/console")
 async def console_page() -> Response:
     return _asset("index.html")
-
-
-@router.get("/console/")
-async def console_slash() -> RedirectResponse:
-    return RedirectResponse("/console", status_code=308)
 
 
 @router.get("/console/{name}")

@@ -44,8 +44,6 @@ class Gateway:
     def __post_init__(self) -> None:
         if self.auth_throttle is None:
             self.auth_throttle = AuthFailureThrottle(self.config.auth_failures_per_minute)
-
-    def __post_init__(self) -> None:
         self.activity = Activity(lambda: self.services.store if self.services is not None else None)
 
     @property
