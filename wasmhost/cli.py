@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from ._env import env_str
 from .push import MessageError, PushError, parse_message
 from .push.credentials import CredentialsError, require_configured, validate_credentials, validate_device_token
@@ -317,6 +318,7 @@ Handler = Callable[[Services, argparse.Namespace], Awaitable[int]]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmhost", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"wasmhost {__version__}")
     parser.add_argument("--db", help="state URL: sqlite:///path or postgresql://… (default: $WASMHOST_DB or "
                         "sqlite:///./wasmhost.db)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,7 +21,7 @@ from .metrics import ChangeFeedCollector, Metrics
 from .routes import activity, devices, functions, namespace, operator, ops, push, users
 from .state import Gateway
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "gateway_lifespan"]
 
 DESCRIPTION = f"""
 Self-serve gateway for wasmhost tenants.
@@ -82,8 +82,27 @@ def _openapi(app: FastAPI, gateway: Gateway) -> dict[str, Any]:
     return schema
 
 
+def gateway_lifespan(app: FastAPI) -> AbstractAsyncContextManager[object]:
+    """The startup and shutdown of a gateway made by `create_app`, for an app that mounts it.
+
+    Starlette runs only the outermost app's lifespan, so a mounted gateway would never open its
+    `Services` (every route answers 503). Enter this in the host app's own lifespan instead::
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with gateway_lifespan(gateway):
+                yield
+    """
+    if not isinstance(getattr(app.state, "gateway", None), Gateway):
+        raise TypeError("gateway_lifespan takes an app made by wasmhost.create_app")
+    return app.router.lifespan_context(app)
+
+
 def create_app(settings: Settings | None = None, config: GatewayConfig | None = None) -> FastAPI:
-    """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too)."""
+    """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too).
+
+    Served by itself (``uvicorn``, `serve`) the server runs that lifespan; mounted inside another app,
+    enter `gateway_lifespan` in the host app's lifespan."""
     settings = settings or Settings.from_env()
     config = config or GatewayConfig.from_env()
     metrics = Metrics()
