@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmhost.demo import welcome_module_path
+from wasmhost.demo import welcome_module
 from wasmhost.services import Services, Settings
 
 KEY = "cd" * 32
@@ -34,7 +34,7 @@ async def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
 
 
 async def _invoke(services: Services, namespace: str, user: str) -> dict:
-    module = services.runtime.compile(welcome_module_path().read_bytes())
+    module = services.runtime.compile(welcome_module())
     result = await services.runtime.invoke(namespace, module, json.dumps({"user": user, "name": "A"}).encode())
     return result.to_dict()
 

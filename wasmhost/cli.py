@@ -1,7 +1,8 @@
-"""The `wasmhost` command: demo, run, send, devices, outbox, namespaces, serve.
+"""The `wasmhost` command: demo, run, send, devices, credentials, outbox, namespaces, serve.
 
-Every command opens the state named by ``--db`` / ``WASMHOST_DB`` (default ``sqlite:///./wasmhost.db``).
-Bad input ends with one line on stderr and a non-zero exit, never a traceback.
+Every command opens the state named by ``--db`` / ``WASMHOST_DB`` (default ``sqlite:///./wasmhost.db``);
+``--db`` may be given before or after the command. Bad input ends with one line on stderr and a non-zero
+exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from ._env import env_str
 from .push import MessageError, PushError, parse_message
-from .push.credentials import CredentialsError, validate_device_token
+from .push.credentials import CredentialsError, require_configured, validate_credentials, validate_device_token
 from .runtime import InvalidModule, Limits
 from .services import Services, Settings
 from .store import DEFAULT_DB_URL, NotFound, StoreError
@@ -40,44 +42,73 @@ async def _require_namespace(services: Services, namespace: str) -> None:
         raise CLIError(f"unknown namespace {namespace!r} (create it with: wasmhost namespace create {namespace})")
 
 
-def _read_module(path: str) -> bytes | str:
+def _gateway_config() -> Any:
+    """The gateway's operator settings, so `run` refuses what a deploy would (``WASMHOST_MAX_*`` raise them)."""
+    from .gateway.config import GatewayConfig
+
+    return GatewayConfig.from_env()
+
+
+def _read_module(path: str, max_bytes: int) -> bytes | str:
     file = Path(path)
     if not file.is_file():
         raise CLIError(f"module file not found: {path}")
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise CLIError(f"{path} is {size:,} bytes, over the gateway's module limit of {max_bytes:,} bytes "
+                       "(WASMHOST_MAX_MODULE_BYTES); a deploy would be refused with 413")
     data = file.read_bytes()
     if file.suffix == ".wat":
         return data.decode("utf-8", "replace")
     return data
 
 
-def _read_input(args: argparse.Namespace) -> bytes:
+def _read_input(args: argparse.Namespace, max_bytes: int) -> bytes:
     if args.input is not None and args.input_file is not None:
         raise CLIError("give --input or --input-file, not both")
     if args.input_file is not None:
         path = Path(args.input_file)
         if not path.is_file():
             raise CLIError(f"input file not found: {args.input_file}")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise CLIError(f"{args.input_file} is {size:,} bytes, over the gateway's input limit of {max_bytes:,} "
+                           "bytes (WASMHOST_MAX_INPUT_BYTES)")
         return path.read_bytes()
     if args.input is None:
         return b""
     try:
         json.loads(args.input)
     except json.JSONDecodeError as exc:
-        raise CLIError(f"--input is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    return args.input.encode()
+        raise CLIError(f"--input is not valid JSON: {exc.msg} at position {exc.pos} "
+                       "(for raw bytes or any other format, use --input-file)") from None
+    data: bytes = args.input.encode()
+    if len(data) > max_bytes:
+        raise CLIError(f"--input is {len(data):,} bytes, over the gateway's input limit of {max_bytes:,} bytes "
+                       "(WASMHOST_MAX_INPUT_BYTES)")
+    return data
 
 
 # -- commands ------------------------------------------------------------------------------------
 
 
+#: `run`'s limit flags: each is a field of `Limits`, bounded by the same platform maxima as a deploy.
+RUN_LIMITS = ("fuel", "timeout_ms", "memory_mb", "max_output_bytes", "max_log_lines", "max_log_line_bytes",
+              "max_sends")
+
+
 async def cmd_run(services: Services, args: argparse.Namespace) -> int:
     await _require_namespace(services, args.namespace)
-    source = _read_module(args.module)
-    payload = _read_input(args)
-    changes = {k: v for k, v in (("fuel", args.fuel), ("timeout_ms", args.timeout_ms),
-                                 ("memory_mb", args.memory_mb)) if v is not None}
+    config = _gateway_config()
+    source = _read_module(args.module, config.max_module_bytes)
+    payload = _read_input(args, config.max_input_bytes)
+    changes = {name: getattr(args, name) for name in RUN_LIMITS if getattr(args, name) is not None}
     limits = Limits().replace(**changes)
     module = services.runtime.compile(source)
+    initial = getattr(module, "memory_min_bytes", 0)
+    if initial > limits.memory_bytes:
+        raise CLIError(f"the module's memory starts at {initial >> 20} MiB, over memory_mb={limits.memory_mb}; "
+                       "raise --memory-mb or shrink the module's initial memory (a deploy would be refused too)")
     result = await services.runtime.invoke(args.namespace, module, payload, limits)
     doc = result.to_dict()
     if args.json:
@@ -113,9 +144,8 @@ async def cmd_namespace_list(services: Services, args: argparse.Namespace) -> in
 
 async def cmd_device_add(services: Services, args: argparse.Namespace) -> int:
     await _require_namespace(services, args.namespace)
-    spec = services.specs.get(args.provider)
-    if spec is None:
-        raise CLIError(f"unknown provider {args.provider!r} (supported: {', '.join(sorted(services.specs))})")
+    spec = _spec(services, args.provider)
+    require_configured(args.namespace, args.provider, await services.manager.configured_providers(args.namespace))
     document = await services.store.get_credentials(args.namespace, args.provider)
     token = await validate_device_token(spec, args.token, document)
     device = await services.store.register_device(
@@ -143,6 +173,72 @@ async def cmd_device_remove(services: Services, args: argparse.Namespace) -> int
     await _require_namespace(services, args.namespace)
     await services.store.delete_device(args.namespace, args.id, user_id=args.user)
     print(f"removed device {args.id}")
+    return 0
+
+
+def _spec(services: Services, provider: str) -> Any:
+    spec = services.specs.get(provider)
+    if spec is None:
+        raise CLIError(f"unsupported provider {provider!r} (supported: {', '.join(sorted(services.specs))})")
+    return spec
+
+
+def _credentials_document(args: argparse.Namespace) -> dict[str, Any]:
+    if (args.file is None) == (args.json_doc is None):
+        raise CLIError("give the provider's credentials document with --file PATH or --json DOC (one of them)")
+    if args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            raise CLIError(f"credentials file not found: {args.file}")
+        text, where = path.read_text("utf-8", "replace"), args.file
+    else:
+        text, where = args.json_doc, "--json"
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{where} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(document, dict):
+        raise CLIError(f"{where} must be a JSON object (the provider's credentials document; {{}} for outbox)")
+    return document
+
+
+async def cmd_credentials_set(services: Services, args: argparse.Namespace) -> int:
+    """The same validation and redaction as PUT /v1/namespace/push-credentials/{provider}."""
+    await _require_namespace(services, args.namespace)
+    spec = _spec(services, args.provider)
+    document = _credentials_document(args)
+    try:
+        normalized = await validate_credentials(spec, document)
+    except CredentialsError as exc:
+        raise CLIError(f"credential validation failed: {exc}") from None
+    await services.store.put_credentials(args.namespace, args.provider, normalized)
+    services.manager.invalidate(args.namespace)
+    redacted = json.dumps(spec.redact(normalized), ensure_ascii=False)
+    print(f"configured {args.provider} for {args.namespace}: {redacted}")
+    return 0
+
+
+async def cmd_credentials_list(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    stored = await services.store.all_credentials(args.namespace)
+    configured = {name: _spec(services, name).redact(doc) for name, doc in sorted(stored.items())
+                  if name in services.specs}
+    if args.json:
+        _print_json({"namespace": args.namespace, "configured": configured, "supported": sorted(services.specs)})
+    elif not configured:
+        print(f"(no credentials in {args.namespace}; supported: {', '.join(sorted(services.specs))})")
+    else:
+        for name, redacted in configured.items():
+            print(f"{name:<10} {json.dumps(redacted, ensure_ascii=False)}")
+    return 0
+
+
+async def cmd_credentials_remove(services: Services, args: argparse.Namespace) -> int:
+    await _require_namespace(services, args.namespace)
+    _spec(services, args.provider)
+    await services.store.delete_credentials(args.namespace, args.provider)
+    services.manager.invalidate(args.namespace)
+    print(f"removed {args.provider} credentials from {args.namespace}")
     return 0
 
 
@@ -222,6 +318,7 @@ Handler = Callable[[Services, argparse.Namespace], Awaitable[int]]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmhost", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"wasmhost {__version__}")
     parser.add_argument("--db", help="state URL: sqlite:///path or postgresql://… (default: $WASMHOST_DB or "
                         "sqlite:///./wasmhost.db)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -232,11 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="invoke a module once in a namespace")
     run.add_argument("module", help=".wasm or .wat file")
     run.add_argument("--namespace", required=True)
-    run.add_argument("--input", help="input JSON")
-    run.add_argument("--input-file", help="file whose bytes are the input")
-    run.add_argument("--fuel", type=int)
-    run.add_argument("--timeout-ms", type=int)
-    run.add_argument("--memory-mb", type=int)
+    run.add_argument("--input", help="the input, as JSON text (checked); for raw bytes use --input-file")
+    run.add_argument("--input-file", help="file whose bytes are the input, unchanged (any format)")
+    for name in RUN_LIMITS:
+        run.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, metavar="N",
+                         help=f"limit {name} (default {getattr(Limits(), name):,}, "
+                              f"at most {Limits.MAXIMA[name]:,})")
     run.add_argument("--json", action="store_true", help="print the invocation result as one JSON object")
     run.set_defaults(handler=cmd_run)
 
@@ -269,6 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--user", help="only if it belongs to this user")
     rm.set_defaults(handler=cmd_device_remove)
 
+    cred = sub.add_parser("credentials", help="a namespace's push provider credentials (validated, shown redacted)")
+    creds = cred.add_subparsers(dest="action", required=True)
+    cset = creds.add_parser("set", help="save a provider's credentials (as PUT /v1/namespace/push-credentials/…)")
+    cset.add_argument("--namespace", required=True)
+    cset.add_argument("provider", help="outbox, apns, fcm, webpush, ntfy or expo")
+    cset.add_argument("--file", help="file holding the credentials document (JSON)")
+    cset.add_argument("--json", dest="json_doc", metavar="DOC",
+                      help="the credentials document as JSON ('{}' for outbox)")
+    cset.set_defaults(handler=cmd_credentials_set)
+    clist = creds.add_parser("list", help="configured providers, redacted")
+    clist.add_argument("--namespace", required=True)
+    clist.add_argument("--json", action="store_true")
+    clist.set_defaults(handler=cmd_credentials_list)
+    crm = creds.add_parser("remove", help="remove a provider's credentials (idempotent)")
+    crm.add_argument("--namespace", required=True)
+    crm.add_argument("provider")
+    crm.set_defaults(handler=cmd_credentials_remove)
+
     send = sub.add_parser("send", help="send a push to a user without a guest")
     send.add_argument("--namespace", required=True)
     send.add_argument("--user", required=True)
@@ -295,7 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes (default: WASMHOST_WORKERS, else one per core)")
+    _accept_db_after_command(sub)
     return parser
+
+
+def _accept_db_after_command(sub: Any) -> None:
+    """`--db` after the command too (``wasmhost serve --db …``); SUPPRESS keeps a value given before it."""
+    for name, parser in sub.choices.items():
+        if name == "demo":  # it makes its own state folder (--state)
+            continue
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            _accept_db_after_command(nested[0])
+        else:
+            parser.add_argument("--db", default=argparse.SUPPRESS, help="state URL (as before the command)")
 
 
 async def _with_services(db: str | None, handler: Handler, args: argparse.Namespace) -> int:

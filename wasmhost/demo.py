@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from .services import Services, Settings
 
-__all__ = ["run_demo", "welcome_module_path"]
+__all__ = ["run_demo", "welcome_module"]
 
 NAMESPACE = "demo"
 OTHER_NAMESPACE = "other-tenant"
 
 
-def welcome_module_path() -> Path:
-    """The prebuilt welcome guest shipped with the sources."""
-    root = Path(__file__).resolve().parent.parent / "guest_examples" / "welcome"
-    for name in ("welcome.wasm", "welcome.wat"):
-        if (root / name).is_file():
-            return root / name
-    raise FileNotFoundError(f"the welcome guest is missing from {root}")
+def welcome_module() -> bytes:
+    """The welcome guest, package data of wasmhost (so the demo runs from any install).
+
+    In the source tree ``wasmhost/welcome.wasm`` is a symlink to guest_examples/welcome/welcome.wasm,
+    the one copy, built from welcome.c; the sdist and the wheel store the file itself.
+    """
+    try:
+        return resources.files(__package__).joinpath("welcome.wasm").read_bytes()
+    except OSError as exc:
+        raise ValueError(f"the welcome guest is missing from the wasmhost package ({exc.strerror}); "
+                         "reinstall wasmhost") from None
 
 
 async def run_demo(state: str | None = None) -> int:
@@ -49,11 +54,10 @@ async def _story(services: Services) -> int:
     await store.register_device(OTHER_NAMESPACE, "alice", "someone-elses-phone", "outbox", "outbox-token-other")
     print(f"   (Another tenant, {OTHER_NAMESPACE!r}, also has a user called alice, with her own phone.)")
 
-    path = welcome_module_path()
-    source: bytes | str = path.read_text() if path.suffix == ".wat" else path.read_bytes()
+    source = welcome_module()
     module = services.runtime.compile(source)
     payload = {"user": "alice", "name": "Alice"}
-    print(f"3. Invoking the welcome guest ({path.name}, {path.stat().st_size} bytes) in namespace {NAMESPACE!r}")
+    print(f"3. Invoking the welcome guest (welcome.wasm, {len(source)} bytes) in namespace {NAMESPACE!r}")
     print(f"   with input {json.dumps(payload)}.")
     result = await services.runtime.invoke(NAMESPACE, module, json.dumps(payload).encode())
     doc = result.to_dict()

@@ -116,7 +116,7 @@ def test_bad_input_is_one_line_error(acme: Path, tmp_path: Path) -> None:
     one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--input", "{nope"), "not valid JSON")
     one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--fuel", "0"), "fuel")
     one_line_error(wasmhost(acme, "device", "add", "--namespace", "acme", "--user", "u", "--provider", "pigeon",
-                            "--token", "t"), "unknown provider")
+                            "--token", "t"), "unsupported provider")
     one_line_error(wasmhost(acme, "namespace", "create", "acme"), "already exists")
     one_line_error(wasmhost(acme, "outbox", "--namespace", "ghost"), "unknown namespace")
     one_line_error(wasmhost(acme, "send", "--namespace", "acme", "--user", "u", "--data", "[1"), "not valid JSON")
@@ -170,3 +170,90 @@ def test_sealing_can_be_pinned_to_an_older_key(acme: Path) -> None:
     # Sealed under version 1, so a gateway that knows only the old key still reads it.
     assert json.loads(ok(wasmhost(acme, "send", "--namespace", "acme", "--user", "bob", "--title", "x", "--json")))[
         "devices_succeeded"] == 1
+
+
+def test_db_is_accepted_after_the_command(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'other.db'}"
+    ok(wasmhost(tmp_path, "namespace", "create", "late", "--db", db))
+    assert ok(wasmhost(tmp_path, "--db", db, "namespace", "list")).split() == ["late"]
+    assert "late" not in ok(wasmhost(tmp_path, "namespace", "list"))  # WASMHOST_DB untouched
+    assert "--db" in ok(wasmhost(tmp_path, "serve", "--help"))
+
+
+def test_credentials_set_list_remove_validated_and_redacted(tmp_path: Path) -> None:
+    ok(wasmhost(tmp_path, "namespace", "create", "shop"))
+    doc = {"auth_token": "tk_SECRET_value_1234"}
+    one_line_error(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "ntfy", "--json",
+                            json.dumps({"base_url": "ftp://x"})), "credential validation failed")
+    one_line_error(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "pigeon", "--json", "{}"),
+                   "unsupported provider")
+    one_line_error(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "outbox"), "--file PATH or --json")
+    one_line_error(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "outbox", "--json", "[1]"),
+                   "JSON object")
+    path = tmp_path / "ntfy.json"
+    path.write_text(json.dumps(doc))
+    out = ok(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "ntfy", "--file", str(path)))
+    assert "configured ntfy for shop" in out and "SECRET" not in out and "has_auth_token" in out
+    ok(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "outbox", "--json", "{}"))
+    listed = json.loads(ok(wasmhost(tmp_path, "credentials", "list", "--namespace", "shop", "--json")))
+    assert sorted(listed["configured"]) == ["ntfy", "outbox"] and "SECRET" not in json.dumps(listed)
+    assert "fcm" in listed["supported"]
+    ok(wasmhost(tmp_path, "credentials", "remove", "--namespace", "shop", "ntfy"))
+    listed = json.loads(ok(wasmhost(tmp_path, "credentials", "list", "--namespace", "shop", "--json")))
+    assert list(listed["configured"]) == ["outbox"]
+
+
+def test_a_device_for_an_unconfigured_provider_is_refused(tmp_path: Path) -> None:
+    ok(wasmhost(tmp_path, "namespace", "create", "shop"))
+    proc = wasmhost(tmp_path, "device", "add", "--namespace", "shop", "--user", "u", "--provider", "outbox",
+                    "--token", "t")
+    one_line_error(proc, "'outbox' is not configured for namespace 'shop' (configured: none)")
+    assert "wasmhost credentials set --namespace shop outbox" in proc.stderr
+    ok(wasmhost(tmp_path, "credentials", "set", "--namespace", "shop", "outbox", "--json", "{}"))
+    one_line_error(wasmhost(tmp_path, "device", "add", "--namespace", "shop", "--user", "u", "--provider", "ntfy",
+                            "--token", "alerts"), "(configured: outbox)")
+    ok(wasmhost(tmp_path, "device", "add", "--namespace", "shop", "--user", "u", "--provider", "outbox",
+                "--token", "t"))
+
+
+def test_not_configured_sends_log_a_host_line_naming_the_cli(tmp_path: Path) -> None:
+    ok(wasmhost(tmp_path, "namespace", "create", "bare"))
+    proc = wasmhost(tmp_path, "run", str(WELCOME), "--namespace", "bare", "--input", '{"user":"alice"}')
+    assert "[host] push_send_to_user: push is not configured" in proc.stderr
+    assert "wasmhost credentials set --namespace bare" in proc.stderr
+
+
+def test_run_applies_the_gateway_limits_and_names_them(acme: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.wasm"
+    big.write_bytes(WELCOME.read_bytes())
+    env_small = {"WASMHOST_MAX_MODULE_BYTES": str(big.stat().st_size - 1)}
+    proc = wasmhost_env(acme, env_small, "run", str(big), "--namespace", "acme")
+    one_line_error(proc, "over the gateway's module limit")
+    assert "WASMHOST_MAX_MODULE_BYTES" in proc.stderr
+    ok(wasmhost_env(acme, {"WASMHOST_MAX_MODULE_BYTES": str(big.stat().st_size)}, "run", str(big),
+                    "--namespace", "acme", "--input", '{"user":"alice"}'))
+    payload = tmp_path / "in.bin"
+    payload.write_bytes(b"x" * (1 << 20 | 1))
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--input-file", str(payload)),
+                   "WASMHOST_MAX_INPUT_BYTES")
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--timeout-ms", "60001"),
+                   "limits.timeout_ms=60001 exceeds the platform maximum of 60000")
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--max-sends", "1001"),
+                   "limits.max_sends=1001 exceeds the platform maximum of 1000")
+    hungry = tmp_path / "hungry.wat"
+    hungry.write_text('(module (memory (export "memory") 1024) (func (export "handle") (result i32) i32.const 0))')
+    one_line_error(wasmhost(acme, "run", str(hungry), "--namespace", "acme"), "memory starts at 64 MiB")
+
+
+def test_input_help_says_json_and_points_to_input_file(acme: Path) -> None:
+    text = " ".join(ok(wasmhost(acme, "run", "--help")).split())
+    assert "as JSON" in text and "use --input-file" in text
+    one_line_error(wasmhost(acme, "run", str(WELCOME), "--namespace", "acme", "--input", "hello"),
+                   "use --input-file")
+
+
+def wasmhost_env(tmp_path: Path, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WASMHOST_")}
+    env.update(WASMHOST_DB=f"sqlite:///{tmp_path / 'state' / 'wasmhost.db'}", WASMHOST_MASTER_KEY=KEY, **extra)
+    return subprocess.run([sys.executable, "-m", "wasmhost", *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tmp_path)

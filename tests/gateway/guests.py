@@ -33,3 +33,19 @@ BAD_IMPORT = """(module
   (import "env" "system" (func $system (param i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "handle") (result i32) (i32.const 0)))"""
+
+#: Logs its input five times (level info) and outputs "logged".
+LOGGER = """(module
+  (import "wasmhost" "input_read" (func $read (param i32 i32) (result i32)))
+  (import "wasmhost" "output_write" (func $write (param i32 i32) (result i32)))
+  (import "wasmhost" "log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 0) "logged")
+  (func (export "handle") (result i32) (local $n i32) (local $i i32)
+    (local.set $n (call $read (i32.const 1024) (i32.const 65536)))
+    (loop $again
+      (drop (call $log (i32.const 1) (i32.const 1024) (local.get $n)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 5))))
+    (drop (call $write (i32.const 0) (i32.const 6)))
+    (i32.const 0)))"""

@@ -223,3 +223,12 @@ def test_user_routes_need_the_namespace_header(make_tenant: Callable[..., Tenant
     with tenant.server.client(hs256_token(tenant.jwt_secret, "alice"), **headers) as c:
         r = c.get("/v1/push/devices")
     assert r.status_code == 400 and "X-Wasmhost-Namespace" in r.json()["error"]
+
+
+def test_an_api_key_on_a_user_route_is_told_a_user_jwt_is_needed(make_tenant: Callable[..., Tenant]) -> None:
+    tenant = make_tenant()
+    # No X-Wasmhost-Namespace either: the credential is judged first, so the answer is about it.
+    r = tenant.admin.post("/v1/push/devices", json={"device_id": "p", "provider": "outbox", "token": "t"})
+    assert r.status_code == 401
+    error = r.json()["error"]
+    assert "JWT" in error and "not an API key" in error and "X-Wasmhost-Namespace" in error

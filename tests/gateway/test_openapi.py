@@ -75,6 +75,8 @@ OPERATIONS = [
     ("GET", "/v1/push/outbox"), ("POST", "/v1/push/devices"), ("GET", "/v1/push/devices"),
     ("DELETE", "/v1/push/devices/{device_id}"), ("PUT", "/v1/functions/{name}"), ("GET", "/v1/functions"),
     ("GET", "/v1/functions/{name}"), ("DELETE", "/v1/functions/{name}"), ("POST", "/v1/functions/{name}/invoke"),
+    ("GET", "/v1/functions/{name}/invocations"), ("GET", "/v1/namespace/usage"),
+    ("GET", "/v1/namespace/users/{user_id}/devices"), ("DELETE", "/v1/namespace/users/{user_id}/devices/{device_id}"),
     ("GET", "/healthz"), ("GET", "/metrics"),
 ]
 

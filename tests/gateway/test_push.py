@@ -189,3 +189,22 @@ def test_journey_with_ntfy_and_outbox(make_tenant: Callable[..., Tenant], ntfy: 
     assert published["title"] == "Welcome, Carol!"
     [delivered] = tenant.admin.get("/v1/push/outbox").json()["deliveries"]
     assert delivered["device_id"] == "phone" and delivered["message"]["title"] == "Welcome, Carol!"
+
+
+def test_a_device_for_an_unconfigured_provider_is_refused_naming_the_configured_ones(
+    make_tenant: Callable[..., Tenant],
+) -> None:
+    tenant = make_tenant()  # outbox only
+    with tenant.user("alice") as alice:
+        r = alice.post("/v1/push/devices", json={"device_id": "phone", "provider": "ntfy", "token": "alerts-alice"})
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert "'ntfy' is not configured" in error and "configured: outbox" in error
+        assert "PUT /v1/namespace/push-credentials/ntfy" in error
+        assert alice.get("/v1/push/devices").json()["devices"] == []
+        ok = alice.post("/v1/push/devices", json={"device_id": "phone", "provider": "outbox", "token": "tok"})
+        assert ok.status_code == 200, ok.text
+    bare = make_tenant(outbox=False)
+    with bare.user("bob") as bob:
+        r = bob.post("/v1/push/devices", json={"device_id": "phone", "provider": "outbox", "token": "tok"})
+        assert r.status_code == 400 and "configured: none" in r.json()["error"]

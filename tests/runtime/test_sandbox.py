@@ -300,3 +300,16 @@ async def test_many_invocations_do_not_leak_stores(runtime: Runtime) -> None:
     for _ in range(300):
         result = await runtime.invoke("acme", compiled, rec(0))
         assert result.ok
+
+
+async def test_not_configured_is_logged_once_naming_the_cli_and_the_route() -> None:
+    runtime = Runtime(FakeSender(error=PushNotConfigured("acme")))
+    try:
+        codes, result = await probe(runtime, send(), send(), rec(5, 1, 1024, 100), rec(5, 2, 1024, 100))
+        assert codes[2:] == [NOT_CONFIGURED, NOT_CONFIGURED]
+        host = [e.message for e in result.logs if e.message.startswith("[host]")]
+        assert len(host) == 1, result.logs
+        assert "wasmhost credentials set --namespace acme" in host[0]
+        assert "PUT /v1/namespace/push-credentials/{provider}" in host[0]
+    finally:
+        await runtime.aclose()

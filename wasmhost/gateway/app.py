@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..console import router as console_router
 from ..services import Services, Settings
+from .activity import TeeObserver
 from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
 from .metrics import ChangeFeedCollector, Metrics
 from .readcache import ReadCache
-from .routes import devices, functions, namespace, operator, ops, push
+from .routes import activity, devices, functions, namespace, operator, ops, push, users
 from .sharedcaps import CapTable
 from .state import Gateway
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "gateway_lifespan"]
 
 DESCRIPTION = f"""
 Self-serve gateway for wasmhost tenants.
@@ -82,14 +84,31 @@ def _openapi(app: FastAPI, gateway: Gateway) -> dict[str, Any]:
     return schema
 
 
+def gateway_lifespan(app: FastAPI) -> AbstractAsyncContextManager[object]:
+    """The startup and shutdown of a gateway made by `create_app`, for an app that mounts it.
+
+    Starlette runs only the outermost app's lifespan, so a mounted gateway would never open its
+    `Services` (every route answers 503). Enter this in the host app's own lifespan instead::
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with gateway_lifespan(gateway):
+                yield
+    """
+    if not isinstance(getattr(app.state, "gateway", None), Gateway):
+        raise TypeError("gateway_lifespan takes an app made by wasmhost.create_app")
+    return app.router.lifespan_context(app)
+
+
 def create_app(
     settings: Settings | None = None, config: GatewayConfig | None = None, *, caps: CapTable | None = None
 ) -> FastAPI:
     """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too).
 
-    ``caps`` is the cap table shared with the other worker processes of the gateway (`server`); without
-    one the app keeps its own, and its caps are this process's.
-    """
+    Served by itself (``uvicorn``, `serve`) the server runs that lifespan; mounted inside another app,
+    enter `gateway_lifespan` in the host app's lifespan. ``caps`` is the cap table shared with the other
+    worker processes of the gateway (`server`); without one the app keeps its own, and its caps are this
+    process's."""
     settings = settings or Settings.from_env()
     config = config or GatewayConfig.from_env()
     if caps is None:
@@ -108,13 +127,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.open(settings, observer=metrics.observer, send_limiter=gateway.send_limiter)
+        services = await Services.open(
+            settings, observer=TeeObserver(metrics.observer, gateway.activity), send_limiter=gateway.send_limiter
+        )
         reads = ReadCache(services.store, settings.dispatcher_ttl)
         unsubscribe = services.changes.subscribe(reads.on_change) if services.changes is not None else None
         gateway.services, gateway.reads = services, reads
+        gateway.activity.start()
         try:
             yield
         finally:
+            await gateway.activity.aclose()
             gateway.services = gateway.reads = None
             if unsubscribe is not None:
                 unsubscribe()
@@ -130,11 +153,12 @@ def create_app(
     )
     app.state.gateway = gateway
     install_error_handlers(app)
-    routers = [module.router for module in (operator, namespace, push, devices, functions, ops)]
+    routers = [module.router for module in (operator, namespace, push, devices, users, functions, activity, ops)]
     for router in routers:
         app.include_router(router)
     # For the 405 handler's Allow header: every method of every route, whatever the path.
     app.state.api_routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    app.include_router(console_router)  # static pages; not part of the API (no route of its own there)
     app.add_middleware(_SafeHeaders)
     app.openapi = lambda: _openapi(app, gateway)  # type: ignore[method-assign]
     return app

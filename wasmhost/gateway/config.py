@@ -19,8 +19,9 @@ class GatewayConfig:
 
     #: Operator token (``WASMHOST_ADMIN_TOKEN``); empty disables the operator routes (503).
     admin_token: str = ""
-    #: Largest module accepted by ``PUT /v1/functions/{name}`` (``WASMHOST_MAX_MODULE_BYTES``).
-    max_module_bytes: int = 8 * MIB
+    #: Largest module accepted by ``PUT /v1/functions/{name}`` (``WASMHOST_MAX_MODULE_BYTES``); `wasmhost run`
+    #: applies it too. Big enough for a componentize-py component (an interpreter snapshot) of every SDK language.
+    max_module_bytes: int = 32 * MIB
     #: Largest invocation input (``WASMHOST_MAX_INPUT_BYTES``); the runtime's own cap is 16 MiB.
     max_input_bytes: int = 1 * MIB
     #: Invocations one namespace may have running or queued at once (``WASMHOST_MAX_CONCURRENT_INVOCATIONS``).

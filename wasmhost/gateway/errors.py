@@ -77,8 +77,11 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (Starlette's 405 lists only the first route's)."""
     methods: set[str] = set()
+    path, root = request.url.path, request.scope.get("root_path", "")
+    if root and path.startswith(root + "/"):  # mounted under a prefix: routes match the rest
+        path = path[len(root):]
     for route in getattr(request.app.state, "api_routes", ()):
-        if route.path_regex.match(request.url.path):
+        if route.path_regex.match(path):
             methods |= route.methods or set()
     return ", ".join(sorted(methods))
 

@@ -147,15 +147,21 @@ class User:
 async def require_user(
     gw: Annotated[Gateway, Depends(get_gateway)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_scheme)],
-    namespace: Annotated[
-        str, Header(alias=NAMESPACE_HEADER, min_length=1, max_length=63, description="The app's namespace")
-    ],
     request: Request,
+    namespace: Annotated[
+        str | None, Header(alias=NAMESPACE_HEADER, min_length=1, max_length=63, description="The app's namespace")
+    ] = None,
 ) -> User:
     try:
+        # The credential is checked before the header, so an API key here learns what this route wants.
         token = _bearer(credentials, "user JWT")
         if token.startswith(API_KEY_PREFIX):
-            raise _unauthorized("this route needs an app user's JWT, not an API key")
+            raise _unauthorized(
+                f"this route needs an app user's JWT (Authorization: Bearer <JWT> with {NAMESPACE_HEADER}), not an "
+                "API key: the tenant's backend issues user tokens, verified with the settings of PUT /v1/namespace/auth"
+            )
+        if namespace is None:
+            raise ApiError(400, f"missing the {NAMESPACE_HEADER} header: name the app's namespace")
         settings = await gw.cached.auth_settings(namespace)
         if not settings:
             # Same answer for unknown namespaces: whether a namespace exists is not for anonymous callers.

@@ -12,6 +12,7 @@ from fastapi import Request
 
 from ..runtime import CompiledComponent, CompiledModule
 from ..services import Services
+from .activity import Activity
 from .config import GatewayConfig
 from .errors import ApiError
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
@@ -37,8 +38,13 @@ class Gateway:
     auth_throttle: AuthFailureThrottle
     services: Services | None = None
     reads: ReadCache | None = None
+    #: Recent invocations and usage counters, written to the store (the console's Functions and Usage pages).
+    activity: Activity = field(init=False)
     modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
     compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
+
+    def __post_init__(self) -> None:
+        self.activity = Activity(lambda: self.services.store if self.services is not None else None)
 
     @property
     def svc(self) -> Services:

@@ -13,7 +13,14 @@ from typing import Any, Protocol
 
 from .provider import Provider, ResolvedConfig
 
-__all__ = ["CredentialsError", "ProviderSpec", "document_digest", "validate_credentials", "validate_device_token"]
+__all__ = [
+    "CredentialsError",
+    "ProviderSpec",
+    "document_digest",
+    "require_configured",
+    "validate_credentials",
+    "validate_device_token",
+]
 
 
 class CredentialsError(ValueError):
@@ -62,6 +69,18 @@ async def validate_credentials(spec: ProviderSpec, document: Mapping[str, Any]) 
     if check is not None:
         await check(normalised)
     return normalised
+
+
+def require_configured(namespace: str, provider: str, configured: list[str]) -> None:
+    """A device for a provider the namespace does not send with would fail every send: refuse it up front."""
+    if provider in configured:
+        return
+    have = ", ".join(configured) if configured else "none"
+    raise CredentialsError(
+        f"provider {provider!r} is not configured for namespace {namespace!r} (configured: {have}); configure it "
+        f"first with `wasmhost credentials set --namespace {namespace} {provider} --json DOC` or "
+        f"PUT /v1/namespace/push-credentials/{provider}"
+    )
 
 
 async def validate_device_token(spec: ProviderSpec, token: str, document: Mapping[str, Any] | None) -> str:

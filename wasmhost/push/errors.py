@@ -17,8 +17,9 @@ class PushError(Exception):
 class PushNotConfigured(PushError):
     def __init__(self, namespace: str) -> None:
         super().__init__(
-            f"push is not configured for namespace {namespace!r}: set credentials with "
-            "PUT /v1/namespace/push-credentials/{provider} or PUT /v1/push/config"
+            f"push is not configured for namespace {namespace!r}: set a provider's credentials with "
+            f"`wasmhost credentials set --namespace {namespace} PROVIDER --json DOC` or "
+            "PUT /v1/namespace/push-credentials/{provider} (or PUT /v1/push/config)"
         )
         self.namespace = namespace
 

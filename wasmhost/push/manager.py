@@ -111,6 +111,14 @@ class Manager:
             return False
         return True
 
+    async def configured_providers(self, namespace: str) -> list[str]:
+        """The providers a send in `namespace` would use (empty when push is not configured)."""
+        try:
+            dispatcher = await self.dispatcher_for(namespace)
+        except PushNotConfigured:
+            return []
+        return sorted(dispatcher.providers)
+
     def invalidate(self, namespace: str) -> None:
         """Drop the namespace's dispatcher (and any build under way) so the next send reads fresh config."""
         self._cache.pop(namespace, None)

@@ -120,6 +120,7 @@ class InvocationContext:
         self.output_truncated = False
         self.logs: list[LogEntry] = []
         self.logs_dropped = 0
+        self._not_configured_noted = False
         self.sends: list[SendRecord] = []
         #: ``push_send_to_user`` calls admitted by `admit_send`, accepted or not: what ``max_sends`` caps.
         self.send_attempts = 0
@@ -345,6 +346,9 @@ class InvocationContext:
             )
         except PushNotConfigured as exc:
             record.code, record.error = abi.NOT_CONFIGURED, str(exc)
+            if not self._not_configured_noted:  # one line per invocation, however many sends hit it
+                self._not_configured_noted = True
+                self.note(3, f"push_send_to_user: {exc}")
         except PushUnavailable as exc:
             record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
         except Exception as exc:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .activity import ActivityStore
+
 __all__ = [
     "ApiKey",
     "ApiKeyStore",
@@ -204,7 +206,7 @@ class FunctionStore(Protocol):
 
 class Store(
     NamespaceStore, ApiKeyStore, AuthSettingsStore, PushConfigStore, CredentialStore, DeviceStore, OutboxStore,
-    FunctionStore, Protocol,
+    FunctionStore, ActivityStore, Protocol,
 ):
     """Everything a backend provides, plus its lifecycle."""
 

@@ -98,6 +98,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             updated_at {real} NOT NULL
         )""",
     )),
+    Migration(3, "recent invocations per function and per-minute usage counters (store/activity.py)", (
+        """CREATE TABLE invocations (
+            id {serial_pk},
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            function TEXT NOT NULL,
+            at {real} NOT NULL,
+            outcome TEXT NOT NULL,
+            record_json TEXT NOT NULL
+        )""",
+        "CREATE INDEX invocations_by_function ON invocations (namespace, function, id)",
+        "CREATE INDEX invocations_by_age ON invocations (at)",
+        """CREATE TABLE usage_minutes (
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            minute BIGINT NOT NULL,
+            metric TEXT NOT NULL,
+            label TEXT NOT NULL,
+            count BIGINT NOT NULL,
+            total_ms {real} NOT NULL,
+            PRIMARY KEY (namespace, minute, metric, label)
+        )""",
+        "CREATE INDEX usage_by_minute ON usage_minutes (minute)",
+    )),
 )
 
 

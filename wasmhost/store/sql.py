@@ -35,6 +35,7 @@ from ._rows import (
     push_config_from_row,
     require_device_fields,
 )
+from .activity import SQLActivity
 from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
 from .changes import Change, LocalChangeFeed
 from .driver import Driver, IntegrityError
@@ -64,7 +65,7 @@ def _namespace_missing(namespace: str) -> NotFound:
     return NotFound(f"namespace {namespace!r} not found")
 
 
-class SQLStore:
+class SQLStore(SQLActivity):
     """Implements every protocol in `store.base`. Secrets are sealed with the key ring."""
 
     def __init__(self, driver: Driver, keyring: KeyRing) -> None:

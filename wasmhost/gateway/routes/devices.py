@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 
-from ...push.credentials import CredentialsError, validate_device_token
+from ...push.credentials import CredentialsError, require_configured, validate_device_token
 from ..bodies import KIB, LimitedRoute, capped
 from ..errors import ApiError, responses
 from ..identity import UserDep
@@ -28,6 +28,10 @@ MAX_DEVICE_BYTES = 4 * KIB
 async def register_device(body: DeviceIn, gw: GatewayDep, user: UserDep) -> dict[str, Any]:
     spec = spec_for(gw, body.provider)
     store = gw.svc.store
+    try:
+        require_configured(user.namespace, body.provider, await gw.svc.manager.configured_providers(user.namespace))
+    except CredentialsError as exc:
+        raise ApiError(400, str(exc)) from None
     document = await store.get_credentials(user.namespace, body.provider)
     try:
         token = await validate_device_token(spec, body.token, document)

@@ -160,6 +160,7 @@ async def invoke(name: NamePath, request: Request, gw: GatewayDep, admin: AdminD
     with gw.invocation_slot(admin.namespace):
         result = await gw.svc.runtime.invoke(admin.namespace, module, payload, limits)
     gw.metrics.record_invocation(result)
+    gw.activity.invocation(admin.namespace, name, result)
     out = result.to_dict()
     out["output_base64"] = _binary_output(result.output_bytes)
     return out
