@@ -9,7 +9,6 @@ Guest failures become an `InvocationError`; they never raise out of here.
 from __future__ import annotations
 
 import math
-import re
 import time
 
 from wasmtime import ExitTrap, Store, Trap, TrapCode, WasiConfig, WasmtimeError
@@ -20,6 +19,7 @@ from .hostfuncs import CoreContext, forget_suspended, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
+from .traps import clean_text, describe_trap
 
 __all__ = ["classify", "run_core", "run_core_async"]
 
@@ -32,12 +32,6 @@ def epoch_ticks(timeout_ms: int) -> int:
     return max(1, math.ceil(timeout_ms / 1000 / TICK_SECONDS)) + 1
 
 
-def _text(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines()]
-    lines = [ln for ln in lines if ln and ln != "Caused by:" and not re.match(r"^\d+:\s+0x", ln)]
-    return ": ".join(lines[:3])[:500] or type(exc).__name__
-
-
 def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> InvocationError:
     """Map a wasmtime failure to the error kinds of `InvocationResult`."""
     if isinstance(exc, Trap):
@@ -46,10 +40,8 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
             return InvocationError("out_of_fuel", f"the function used all of its {limits.fuel:,} fuel")
         if code is TrapCode.INTERRUPT:
             return InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
-        name = code.name if code is not None else "UNKNOWN"
-        where = "during instantiation" if instantiating else "in handle"
-        return InvocationError("trap", f"wasm trap {name} {where}: {_text(exc)}")
-    text = _text(exc)
+        return InvocationError("trap", describe_trap(exc, "during instantiation" if instantiating else "in handle"))
+    text = clean_text(exc)
     if instantiating and "maximum concurrent limit" in text:  # the engine's instance pool is full
         return InvocationError("link", f"instantiation failed: the host has no free instance slot ({text}); try again")
     if instantiating and "limit" in text and ("memory" in text or "table" in text or "instance" in text):
