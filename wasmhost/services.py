@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._env import env_flag, env_float, env_str
-from .providers import ProviderFactoryImpl, default_specs
+from .providers import ProviderPool, default_specs
 from .push import Defaults, Manager, PushObserver
 from .push.credentials import ProviderSpec
 from .runtime import Runtime, SendLimiter
@@ -71,7 +71,7 @@ class Services:
     """The assembled parts. Open with `Services.open`, close with `aclose` (closes provider clients)."""
 
     def __init__(
-        self, settings: Settings, keyring: KeyRing, store: Store, factory: ProviderFactoryImpl, manager: Manager,
+        self, settings: Settings, keyring: KeyRing, store: Store, factory: ProviderPool, manager: Manager,
         runtime: Runtime,
     ) -> None:
         self.settings = settings
@@ -113,7 +113,7 @@ class Services:
         store = await open_store(settings.db_url, keyring)
         try:
             specs = default_specs(store, allow_private_endpoints=settings.allow_private_endpoints)
-            factory = ProviderFactoryImpl(specs)
+            factory = ProviderPool(specs)
             manager = Manager(store, factory, settings.defaults, ttl=settings.dispatcher_ttl, observer=observer)
             runtime = Runtime(
                 manager,

@@ -23,7 +23,7 @@ from wasmhost.providers.apns import (
     build_request,
     classify_response,
 )
-from wasmhost.providers.factory import ProviderFactoryImpl
+from wasmhost.providers.factory import ProviderPool
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
 
@@ -274,12 +274,12 @@ async def test_an_empty_alert_is_refused_without_a_request(specs: list[ApnsSpec]
 
 
 async def _manager(store: SQLiteStore, specs: list[ApnsSpec], doc: dict[str, Any], devices: int,
-                   provider: str = "apns") -> tuple[Manager, ProviderFactoryImpl]:
+                   provider: str = "apns") -> tuple[Manager, ProviderPool]:
     await store.create_namespace("acme")
     await store.put_credentials("acme", "apns", doc)
     for i in range(devices):
         await store.register_device("acme", "u1", f"d{i}", provider, _token(i))
-    factory = ProviderFactoryImpl(specs)
+    factory = ProviderPool(specs)
     return Manager(store, factory, retry=RetryPolicy(max_attempts=3, base_delay=0.01)), factory
 
 

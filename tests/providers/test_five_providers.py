@@ -20,7 +20,7 @@ from tests.providers.fakes.expo import FakeExpo
 from tests.providers.fakes.fcm import FakeFCM, make_service_account
 from tests.providers.fakes.ntfy import FakeNtfy
 from tests.providers.fakes.webpush import FakeWebPush
-from wasmhost.providers import ProviderFactoryImpl, default_specs
+from wasmhost.providers import ProviderPool, default_specs
 from wasmhost.push import Defaults, Manager, PushMessage
 from wasmhost.push.credentials import validate_credentials, validate_device_token
 from wasmhost.store import SQLiteStore
@@ -105,7 +105,7 @@ async def test_five_providers_one_push_each_concurrently(
         token = await validate_device_token(specs[name], token, documents.get(name))
         await store.register_device("acme", "alice", f"{name}-device", name, token)
 
-    manager = Manager(store, ProviderFactoryImpl(specs.values()), Defaults())
+    manager = Manager(store, ProviderPool(specs.values()), Defaults())
     try:
         warm = await manager.send_to_user("acme", "alice", PushMessage(title="warm-up", body="b"))
         assert warm.ok, warm.to_dict()  # connections, TLS handshakes and the OAuth token are now in place
