@@ -1,4 +1,4 @@
-"""Wiring: the store, the push manager and the runtime, assembled once for the CLI or the gateway.
+"""Wiring: the store, the push manager and the runtime, assembled once for the CLI, the gateway or an embedder.
 
 Nothing below this module imports it; it is the one place that knows every part.
 """
@@ -38,7 +38,7 @@ DISPATCHER_KINDS = frozenset({"push_config", "credentials"})
 
 @dataclass
 class Settings:
-    """Operator settings. `from_env` reads ``WASMHOST_*`` variables; tests build one directly."""
+    """Operator settings. `from_env` reads ``WASMHOST_*`` variables; embedders and tests build one directly."""
 
     db_url: str = DEFAULT_DB_URL
     defaults: Defaults = field(default_factory=Defaults)
@@ -68,7 +68,11 @@ class Settings:
 
 
 class Services:
-    """The assembled parts. Open with `Services.open`, close with `aclose` (closes provider clients)."""
+    """The assembled parts (`store`, `manager`, `runtime`), for one event loop.
+
+    Open with `Services.open`, close with `aclose` (the runtime after its running invocations, then the
+    provider clients, then the store). Open one per process and share it.
+    """
 
     def __init__(
         self, settings: Settings, keyring: KeyRing, store: Store, factory: ProviderPool, manager: Manager,
