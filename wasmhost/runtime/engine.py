@@ -39,7 +39,7 @@ __all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "engine_host"]
 log = logging.getLogger(__name__)
 
 #: Epoch tick period. A deadline of n ticks lands within ((n-1)·tick, n·tick].
-TICK_SECONDS = 0.002
+TICK_SECONDS = 0.010
 #: Wasm stack per invocation; deep recursion traps STACK_OVERFLOW instead of growing.
 MAX_WASM_STACK = 512 * 1024
 #: Bump when the on-disk artifact format or the engine settings below change.

@@ -33,7 +33,16 @@ from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig
 from . import abi, fiber, wasi_poll
 from .context import InvocationContext, SendRecord
 from .faults import host_failure
-from .ffi import HOST_CALLBACK, Export, caller_context, caller_memory, define_raw_func, memory_data, memory_size
+from .ffi import (
+    HOST_CALLBACK,
+    Export,
+    caller_context,
+    caller_memory,
+    define_raw_func,
+    end_slice,
+    memory_data,
+    memory_size,
+)
 
 __all__ = ["CoreContext", "current", "define_host_functions", "set_current"]
 
@@ -41,6 +50,8 @@ _local = threading.local()
 _string_at = ctypes.string_at
 _memmove = ctypes.memmove
 _urandom = os.urandom
+_clock = time.perf_counter
+_NEVER = float("inf")
 
 # WASI errno values we return.
 _ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL, _ENOTSUP = 0, 8, 21, 22, 28, 58
@@ -59,6 +70,13 @@ class CoreContext(InvocationContext):
         self.monotonic_origin = 0.0
         self.stdin_pos = 0
         self.stderr_buf = bytearray()
+        #: ``time.perf_counter()`` after which the guest should yield at its next host call (set by the
+        #: scheduler for each slice on the loop; never on a thread).
+        self.slice_end = _NEVER
+        #: The slice was cut short from a host call: restore the yield interval before resuming.
+        self.slice_cut = False
+        #: The guest's ``wasmtime_context_t *`` while it runs on the loop.
+        self.store_context = 0
 
     def write_stderr(self, data: bytes) -> None:
         buf = self.stderr_buf
@@ -104,7 +122,16 @@ def _guarded(fn: Callable[[CoreContext, int, Any], int]) -> Any:
     def cb(env: int, caller: int, slots: Any, n: int) -> int:
         try:
             ctx = _local.ctx
-            code = abi.UNAVAILABLE if ctx is None else fn(ctx, caller, slots)
+            if ctx is None:
+                code = abi.UNAVAILABLE
+            else:
+                code = fn(ctx, caller, slots)
+                # Fuel does not count time in host calls: a guest looping on a cheap one would run
+                # until the next epoch tick. Past its slice, it yields as soon as it is back in wasm.
+                if _clock() > ctx.slice_end:
+                    ctx.slice_end = _NEVER
+                    ctx.slice_cut = True
+                    end_slice(caller_context(caller))
         except BaseException as exc:  # never let an exception cross into wasmtime
             host_failure(fn.__name__, exc)
             code = abi.UNAVAILABLE

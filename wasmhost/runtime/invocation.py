@@ -124,6 +124,7 @@ async def run_core_async(
     ctx.start_clock()
     store = _new_store(compiled, ctx)
     fiber.yield_every(store, fiber.SLICE_FUEL)  # replaces the epoch deadline trap (see `drive`)
+    ctx.store_context = ffi.context_address(store)
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True

@@ -24,13 +24,17 @@ from collections import deque
 from typing import Any
 
 from .engine import TICK_SECONDS
-from .fiber import CallFuture
+from .ffi import set_yield_interval
+from .fiber import SLICE_FUEL, CallFuture
 from .hostfuncs import CoreContext, forget_suspended, set_current
 
-__all__ = ["BUDGET", "DeadlinePassed", "GuestScheduler"]
+__all__ = ["BUDGET", "SLICE", "DeadlinePassed", "GuestScheduler"]
 
 #: Guest time run per turn of the loop before the loop's own callbacks (HTTP) get a turn.
 BUDGET = 0.002
+
+#: Longest a guest runs in one poll through host calls (it yields at the first host call after).
+SLICE = 0.001
 
 _clock = time.perf_counter
 
@@ -127,7 +131,11 @@ class GuestScheduler:
         future.raise_for_failure()
 
     def _poll(self, future: CallFuture, ctx: CoreContext) -> bool:
+        if ctx.slice_cut:  # the last slice was cut short from a host call (see `hostfuncs`)
+            ctx.slice_cut = False
+            set_yield_interval(ctx.store_context, SLICE_FUEL)
         start = _clock()
+        ctx.slice_end = start + SLICE
         set_current(ctx)
         try:
             done = future.poll()
