@@ -20,8 +20,8 @@ from .hostfuncs import CoreContext, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
-from .traps import clean_text, describe_trap
 from .scheduler import DeadlinePassed
+from .traps import clean_text, describe_trap
 
 __all__ = ["classify", "run_core", "run_core_async"]
 
