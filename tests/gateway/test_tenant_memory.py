@@ -24,11 +24,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.providers.fakes.apns import FakeAPNs, make_ca
 from wasmhost.gateway.identity import new_api_key
 from wasmhost.providers.apns import ApnsSpec
 from wasmhost.store import SQLiteStore
 from wasmhost.store.sealing import parse_keyring
+from wasmhost.testing.apns import FakeAPNs, make_ca
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.providers.fakes.apns import FakeAPNs, make_ca
 from wasmhost.providers.apns import (
     MAX_ALERT_PAYLOAD,
     VOIP_RING_WINDOW,
@@ -26,6 +25,7 @@ from wasmhost.providers.apns import (
 from wasmhost.providers.factory import ProviderPool
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.apns import FakeAPNs, make_ca
 
 TEAM, KEY_ID, BUNDLE = "TEAM123456", "KEY1234567", "com.example.app"
 

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.providers.fakes.expo import FakeExpo
 from wasmhost.providers import ProviderPool
 from wasmhost.providers.expo import ExpoProvider, ExpoSpec, build_message
 from wasmhost.push import CredentialsError, Defaults, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.push.provider import Delivery
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.expo import FakeExpo
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -227,7 +227,7 @@ async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanen
 
     import trustme
 
-    from tests.providers.fakes import FakeServer
+    from wasmhost.testing import FakeServer
 
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.providers.fakes.apns import make_ca
-from tests.providers.fakes.fcm import FakeFCM, make_service_account
 from wasmhost.providers._jwt_oauth import GoogleTokenCache
 from wasmhost.providers.factory import ProviderPool
 from wasmhost.providers.fcm import MAX_FCM_PAYLOAD, FcmSpec, MessageRefused, build_message, classify_response
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.apns import make_ca
+from wasmhost.testing.fcm import FakeFCM, make_service_account
 
 
 @pytest.fixture(scope="module")

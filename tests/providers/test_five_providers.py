@@ -15,15 +15,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.providers.fakes.apns import FakeAPNs, make_ca
-from tests.providers.fakes.expo import FakeExpo
-from tests.providers.fakes.fcm import FakeFCM, make_service_account
-from tests.providers.fakes.ntfy import FakeNtfy
-from tests.providers.fakes.webpush import FakeWebPush
 from wasmhost.providers import ProviderPool, default_specs
 from wasmhost.push import Defaults, Manager, PushMessage
 from wasmhost.push.credentials import validate_credentials, validate_device_token
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.apns import FakeAPNs, make_ca
+from wasmhost.testing.expo import FakeExpo
+from wasmhost.testing.fcm import FakeFCM, make_service_account
+from wasmhost.testing.ntfy import FakeNtfy
+from wasmhost.testing.webpush import FakeWebPush
 
 #: Per-service latency the fakes add; the slowest bounds the whole send.
 DELAYS = {"ntfy": 0.2, "expo": 0.25, "webpush": 0.3, "apns": 0.35, "fcm": 0.4}

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.providers.fakes.ntfy import FakeNtfy
 from wasmhost.providers import ProviderPool
 from wasmhost.providers.ntfy import NtfySpec
 from wasmhost.push import CredentialsError, Defaults, Manager, PushMessage, RetryPolicy
 from wasmhost.push.credentials import validate_credentials
 from wasmhost.store import SQLiteStore
 from wasmhost.store.base import PushConfig
+from wasmhost.testing.ntfy import FakeNtfy
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 

@@ -212,9 +212,9 @@ async def test_tls_contexts_are_shared_per_trusted_roots(sqlite_store: SQLiteSto
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tests.providers.fakes.apns import make_ca
     from wasmhost.providers._tls import TLSContexts
     from wasmhost.providers.apns import apns_specs
+    from wasmhost.testing.apns import make_ca
 
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()

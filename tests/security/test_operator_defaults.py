@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from tests.providers.fakes.expo import FakeExpo
-from tests.providers.fakes.ntfy import FakeNtfy
 from wasmhost.providers import ProviderPool
 from wasmhost.providers.expo import ExpoSpec
 from wasmhost.providers.ntfy import NtfySpec
 from wasmhost.push import Defaults, Manager, PushMessage, RetryPolicy
 from wasmhost.store import SQLiteStore
 from wasmhost.store.base import PushConfig
+from wasmhost.testing.expo import FakeExpo
+from wasmhost.testing.ntfy import FakeNtfy
 
 FAST = RetryPolicy(max_attempts=1, base_delay=0.01, max_delay=0.05)
 OPERATOR_NTFY = "tk_operator_default_secret"
