@@ -33,21 +33,21 @@ from pathlib import Path
 from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # the fakes live in tests/, importable from the repo root
+if str(_ROOT) not in sys.path:  # run as a script: `bench` itself is importable from the repo root
     sys.path.insert(0, str(_ROOT))
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from bench._timing import bench_devices, best_rates  # noqa: E402
-from tests.providers.fakes.expo import FakeExpo  # noqa: E402
-from tests.providers.fakes.ntfy import FakeNtfy  # noqa: E402
-from tests.providers.fakes.webpush import Browser, FakeWebPush  # noqa: E402
 from wasmhost.providers.expo import ExpoSpec  # noqa: E402
 from wasmhost.providers.ntfy import NtfySpec  # noqa: E402
 from wasmhost.providers.webpush import WebPushSpec, build_payload  # noqa: E402
 from wasmhost.push import Dispatcher, PushMessage, ResolvedConfig  # noqa: E402
 from wasmhost.store.base import Device  # noqa: E402
+from wasmhost.testing.expo import FakeExpo  # noqa: E402
+from wasmhost.testing.ntfy import FakeNtfy  # noqa: E402
+from wasmhost.testing.webpush import Browser, FakeWebPush  # noqa: E402
 
 __all__ = ["bench_expo", "bench_ntfy", "bench_webpush", "main"]
 

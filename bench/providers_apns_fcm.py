@@ -2,10 +2,10 @@
 
 * APNs: wasmhost's dispatcher + `apns` provider (its own asyncio + h2 client, `wasmhost.providers._h2`,
   at most `APNS_CONCURRENCY` streams in flight) vs aioapns (its own h2 protocol, up to 1,000 streams),
-  both against the raw-h2 TLS fake from the tests (200s end in the HEADERS frame, as Apple's do, which
+  both against the raw-h2 TLS fake of `wasmhost.testing.apns` (200s end in the HEADERS frame, as Apple's do, which
   aioapns needs). With httpx the ratio was 0.45–0.51; httpcore's HTTP/2 cost ~2x per request.
 * FCM: wasmhost's dispatcher + `fcm` provider vs firebase-admin's `messaging.send_each_async` (httpx
-  HTTP/2), both against the fake token endpoint + send endpoint from the tests.
+  HTTP/2), both against the fake token endpoint + send endpoint of `wasmhost.testing.fcm`.
 
 Each side is warmed up (connection, JWT / OAuth token) and then timed over `n` concurrent sends, best
 of `ROUNDS` interleaved rounds. The fake runs in the same process and loop, so absolute numbers are
@@ -25,19 +25,19 @@ from pathlib import Path
 from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # the fakes live in tests/, importable from the repo root
+if str(_ROOT) not in sys.path:  # run as a script: `bench` itself is importable from the repo root
     sys.path.insert(0, str(_ROOT))
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from bench._timing import bench_devices, best_rates  # noqa: E402
-from tests.providers.fakes.apns import FakeAPNs, make_ca  # noqa: E402
-from tests.providers.fakes.fcm import FakeFCM, make_service_account  # noqa: E402
 from wasmhost.providers.apns import ApnsSpec  # noqa: E402
 from wasmhost.providers.fcm import FcmSpec  # noqa: E402
 from wasmhost.push import Dispatcher, PushMessage, ResolvedConfig  # noqa: E402
 from wasmhost.store.base import Device  # noqa: E402
+from wasmhost.testing.apns import FakeAPNs, make_ca  # noqa: E402
+from wasmhost.testing.fcm import FakeFCM, make_service_account  # noqa: E402
 
 __all__ = ["bench_apns", "bench_fcm"]
 

@@ -192,7 +192,7 @@ class Floor:
 async def real_manager(tmp: Path) -> tuple[Any, Any, str]:
     """The real Manager + outbox provider + SQLite store, or (None, None, reason)."""
     try:
-        from wasmhost.providers import ProviderFactoryImpl, default_specs
+        from wasmhost.providers import ProviderPool, default_specs
         from wasmhost.push import Defaults, Manager
         from wasmhost.store import KeyRing, SQLiteStore
     except ImportError as exc:  # pragma: no cover - partial trees
@@ -200,7 +200,7 @@ async def real_manager(tmp: Path) -> tuple[Any, Any, str]:
     store = await SQLiteStore(tmp / "bench.db", KeyRing({1: os.urandom(32)})).open()
     await store.create_namespace("bench")
     await store.register_device("bench", "alice", "phone", "outbox", "tok-phone")
-    manager = Manager(store, ProviderFactoryImpl(default_specs(store)), Defaults(credentials={"outbox": {}}))
+    manager = Manager(store, ProviderPool(default_specs(store)), Defaults(credentials={"outbox": {}}))
     return manager, store, "Manager + outbox + SQLite"
 
 

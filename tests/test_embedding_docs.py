@@ -30,6 +30,7 @@ def test_program_runs_as_written(index: int, tmp_path: Path) -> None:
     script = tmp_path / f"program_{index + 1}.py"
     script.write_text(BLOCKS[index])
     env = {k: v for k, v in os.environ.items() if not k.startswith("WASMHOST_")}
+    env["TMPDIR"] = str(tmp_path)  # the programs keep their state in temporary folders: keep them here
     proc = subprocess.run([sys.executable, script.name], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""Wiring: the store, the push manager and the runtime, assembled once for the CLI or the gateway.
+"""Wiring: the store, the push manager and the runtime, assembled once for the CLI, the gateway or an embedder.
 
 Nothing below this module imports it; it is the one place that knows every part.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._env import env_flag, env_float, env_str
-from .providers import ProviderFactoryImpl, default_specs
+from .providers import ProviderPool, default_specs
 from .push import Defaults, Manager, PushObserver
 from .push.credentials import ProviderSpec
 from .runtime import Runtime, SendLimiter
@@ -41,7 +41,7 @@ DISPATCHER_KINDS = frozenset({"push_config", "credentials"})
 
 @dataclass
 class Settings:
-    """Operator settings. `from_env` reads ``WASMHOST_*`` variables; tests build one directly."""
+    """Operator settings. `from_env` reads ``WASMHOST_*`` variables; embedders and tests build one directly."""
 
     db_url: str = DEFAULT_DB_URL
     defaults: Defaults = field(default_factory=Defaults)
@@ -71,10 +71,14 @@ class Settings:
 
 
 class Services:
-    """The assembled parts. Open with `Services.open`, close with `aclose` (closes provider clients)."""
+    """The assembled parts (`store`, `manager`, `runtime`), for one event loop.
+
+    Open with `Services.open`, close with `aclose` (the runtime after its running invocations, then the
+    provider clients, then the store). Open one per process and share it.
+    """
 
     def __init__(
-        self, settings: Settings, keyring: KeyRing, store: Store, factory: ProviderFactoryImpl, manager: Manager,
+        self, settings: Settings, keyring: KeyRing, store: Store, factory: ProviderPool, manager: Manager,
         runtime: Runtime,
     ) -> None:
         self.settings = settings
@@ -122,7 +126,7 @@ class Services:
         store = await open_store(settings.db_url, keyring)
         try:
             specs = default_specs(store, allow_private_endpoints=settings.allow_private_endpoints)
-            factory = ProviderFactoryImpl(specs)
+            factory = ProviderPool(specs)
             manager = Manager(store, factory, settings.defaults, ttl=settings.dispatcher_ttl, observer=observer)
             runtime = Runtime(
                 manager,

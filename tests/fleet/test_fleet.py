@@ -14,7 +14,7 @@ import pytest
 
 from tests.fleet.conftest import B_TTL
 from tests.fleet.gateways import GatewayProcess, Tenant, create_tenant, metric
-from tests.providers.fakes.ntfy import FakeNtfy
+from wasmhost.testing.ntfy import FakeNtfy
 
 Fleet = tuple[GatewayProcess, GatewayProcess]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.providers.fakes.ntfy import FakeNtfy
+from wasmhost.testing.ntfy import FakeNtfy
 
 from .guests import WELCOME_WASM
 from .harness import GatewayServer, Tenant, create_tenant

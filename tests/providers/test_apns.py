@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.providers.fakes.apns import FakeAPNs, make_ca
 from wasmhost.providers.apns import (
     MAX_ALERT_PAYLOAD,
     VOIP_RING_WINDOW,
@@ -23,9 +22,10 @@ from wasmhost.providers.apns import (
     build_request,
     classify_response,
 )
-from wasmhost.providers.factory import ProviderFactoryImpl
+from wasmhost.providers.factory import ProviderPool
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.apns import FakeAPNs, make_ca
 
 TEAM, KEY_ID, BUNDLE = "TEAM123456", "KEY1234567", "com.example.app"
 
@@ -274,12 +274,12 @@ async def test_an_empty_alert_is_refused_without_a_request(specs: list[ApnsSpec]
 
 
 async def _manager(store: SQLiteStore, specs: list[ApnsSpec], doc: dict[str, Any], devices: int,
-                   provider: str = "apns") -> tuple[Manager, ProviderFactoryImpl]:
+                   provider: str = "apns") -> tuple[Manager, ProviderPool]:
     await store.create_namespace("acme")
     await store.put_credentials("acme", "apns", doc)
     for i in range(devices):
         await store.register_device("acme", "u1", f"d{i}", provider, _token(i))
-    factory = ProviderFactoryImpl(specs)
+    factory = ProviderPool(specs)
     return Manager(store, factory, retry=RetryPolicy(max_attempts=3, base_delay=0.01)), factory
 
 

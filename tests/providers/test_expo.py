@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.providers.fakes.expo import FakeExpo
-from wasmhost.providers import ProviderFactoryImpl
+from wasmhost.providers import ProviderPool
 from wasmhost.providers.expo import ExpoProvider, ExpoSpec, build_message
 from wasmhost.push import CredentialsError, Defaults, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.push.provider import Delivery
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.expo import FakeExpo
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -40,7 +40,7 @@ async def setup(store: SQLiteStore, fake: FakeExpo, devices: int = 1, *, namespa
     await store.put_credentials(namespace, "expo", spec.validate({"endpoint": fake.url, "access_token": access_token}))
     for i in range(devices):
         await store.register_device(namespace, "alice", f"d{i}", "expo", tok(f"{namespace}{i}"))
-    return Manager(store, ProviderFactoryImpl([spec]), retry=FAST)
+    return Manager(store, ProviderPool([spec]), retry=FAST)
 
 
 # -- credentials, tokens, payload --------------------------------------------------------------------------
@@ -204,7 +204,7 @@ async def test_operator_default_token_and_no_token_in_reports_or_logs(
     await sqlite_store.create_namespace("acme")
     spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
     defaults = Defaults(expo_access_token="expo-access-B", credentials={"expo": {"endpoint": fake.url}})
-    manager = Manager(sqlite_store, ProviderFactoryImpl([spec]), defaults, retry=FAST)
+    manager = Manager(sqlite_store, ProviderPool([spec]), defaults, retry=FAST)
     for i in range(4):
         await sqlite_store.register_device("acme", "alice", f"d{i}", "expo", tok(i))
     fake.script[tok(0)] = ["dead"]
@@ -227,7 +227,7 @@ async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanen
 
     import trustme
 
-    from tests.providers.fakes import FakeServer
+    from wasmhost.testing import FakeServer
 
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -238,7 +238,7 @@ async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanen
         await sqlite_store.create_namespace("acme")
         await sqlite_store.register_device("acme", "alice", "d0", "expo", tok(0))
         spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
-        manager = Manager(sqlite_store, ProviderFactoryImpl([spec]), retry=FAST)
+        manager = Manager(sqlite_store, ProviderPool([spec]), retry=FAST)
         await sqlite_store.put_credentials("acme", "expo", spec.validate({"endpoint": expo.url}))
         result = (await manager.send_to_user("acme", "alice", PushMessage(title="Hi"))).results[0]
         assert (result.success, result.reason, result.attempts) == (False, "TLSError", 1)

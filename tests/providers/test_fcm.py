@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.providers.fakes.apns import make_ca
-from tests.providers.fakes.fcm import FakeFCM, make_service_account
 from wasmhost.providers._jwt_oauth import GoogleTokenCache
-from wasmhost.providers.factory import ProviderFactoryImpl
+from wasmhost.providers.factory import ProviderPool
 from wasmhost.providers.fcm import MAX_FCM_PAYLOAD, FcmSpec, MessageRefused, build_message, classify_response
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.apns import make_ca
+from wasmhost.testing.fcm import FakeFCM, make_service_account
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ async def _manager(store: SQLiteStore, spec: FcmSpec, doc: dict[str, Any], devic
     await store.put_credentials("acme", "fcm", doc)
     for i in range(devices):
         await store.register_device("acme", "u1", f"d{i}", "fcm", f"tok-{i}")
-    return Manager(store, ProviderFactoryImpl([spec]), retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+    return Manager(store, ProviderPool([spec]), retry=RetryPolicy(max_attempts=3, base_delay=0.01))
 
 
 async def test_one_connection_and_one_oauth_token_across_500_sends_and_a_rebuild(

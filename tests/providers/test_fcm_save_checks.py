@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.providers.fakes.fcm import make_service_account
 from wasmhost.providers.fcm import FcmSpec
 from wasmhost.push import CredentialsError
 from wasmhost.push.credentials import validate_credentials
+from wasmhost.testing.fcm import make_service_account
 
 
 def _doc(token_uri: str, endpoint: str | None = None) -> dict:

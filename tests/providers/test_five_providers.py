@@ -15,15 +15,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.providers.fakes.apns import FakeAPNs, make_ca
-from tests.providers.fakes.expo import FakeExpo
-from tests.providers.fakes.fcm import FakeFCM, make_service_account
-from tests.providers.fakes.ntfy import FakeNtfy
-from tests.providers.fakes.webpush import FakeWebPush
-from wasmhost.providers import ProviderFactoryImpl, default_specs
+from wasmhost.providers import ProviderPool, default_specs
 from wasmhost.push import Defaults, Manager, PushMessage
 from wasmhost.push.credentials import validate_credentials, validate_device_token
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.apns import FakeAPNs, make_ca
+from wasmhost.testing.expo import FakeExpo
+from wasmhost.testing.fcm import FakeFCM, make_service_account
+from wasmhost.testing.ntfy import FakeNtfy
+from wasmhost.testing.webpush import FakeWebPush
 
 #: Per-service latency the fakes add; the slowest bounds the whole send.
 DELAYS = {"ntfy": 0.2, "expo": 0.25, "webpush": 0.3, "apns": 0.35, "fcm": 0.4}
@@ -105,7 +105,7 @@ async def test_five_providers_one_push_each_concurrently(
         token = await validate_device_token(specs[name], token, documents.get(name))
         await store.register_device("acme", "alice", f"{name}-device", name, token)
 
-    manager = Manager(store, ProviderFactoryImpl(specs.values()), Defaults())
+    manager = Manager(store, ProviderPool(specs.values()), Defaults())
     try:
         warm = await manager.send_to_user("acme", "alice", PushMessage(title="warm-up", body="b"))
         assert warm.ok, warm.to_dict()  # connections, TLS handshakes and the OAuth token are now in place

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.providers.fakes.apns import DROP, SILENT, H2Server, Reply, Request, _Conn, make_ca
 from wasmhost.providers._h2 import (
     MAX_RESPONSE_BODY,
     Blocked,
@@ -25,6 +24,7 @@ from wasmhost.providers._h2 import (
     TLSVerifyFailed,
     make_ssl_context,
 )
+from wasmhost.testing.apns import DROP, SILENT, H2Server, Reply, Request, _Conn, make_ca
 
 TOKEN = "ab" * 32
 Handler = Callable[[_Conn, Request], Awaitable[Reply]]

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.providers.fakes.ntfy import FakeNtfy
-from wasmhost.providers import ProviderFactoryImpl
+from wasmhost.providers import ProviderPool
 from wasmhost.providers.ntfy import NtfySpec
 from wasmhost.push import CredentialsError, Defaults, Manager, PushMessage, RetryPolicy
 from wasmhost.push.credentials import validate_credentials
 from wasmhost.store import SQLiteStore
 from wasmhost.store.base import PushConfig
+from wasmhost.testing.ntfy import FakeNtfy
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -32,7 +32,7 @@ async def fake() -> AsyncIterator[FakeNtfy]:
 
 async def make_manager(store: SQLiteStore, *, defaults: Defaults, allow_private: bool = False) -> Manager:
     await store.create_namespace("acme")
-    return Manager(store, ProviderFactoryImpl([NtfySpec(allow_private=allow_private)]), defaults, retry=FAST)
+    return Manager(store, ProviderPool([NtfySpec(allow_private=allow_private)]), defaults, retry=FAST)
 
 
 # -- credentials ---------------------------------------------------------------------------------------
@@ -265,13 +265,13 @@ async def test_one_client_survives_dispatcher_rebuilds_and_is_replaced_when_cred
         assert (await manager.send_to_user("acme", "alice", PushMessage(title="t"))).ok
         manager.invalidate("acme")  # what a config change elsewhere, or the TTL, does
     assert fake.server is not None and fake.server.connections == 1
-    first = manager.factory._live[("acme", "ntfy")][1]  # type: ignore[attr-defined]
+    first = manager.factory._live[("acme", "ntfy")].provider  # type: ignore[attr-defined]
     await sqlite_store.put_credentials("acme", "ntfy", {"base_url": fake.url, "auth_token": "tk_rotated"})
     manager.invalidate("acme")
     fake.token = "tk_rotated"
     assert (await manager.send_to_user("acme", "alice", PushMessage(title="t"))).ok
     assert fake.auth_seen[-1] == "Bearer tk_rotated"
-    assert manager.factory._live[("acme", "ntfy")][1] is not first  # type: ignore[attr-defined]
+    assert manager.factory._live[("acme", "ntfy")].provider is not first  # type: ignore[attr-defined]
     assert fake.server.connections == 2  # the old client was closed, the new one connected
     await manager.aclose()
 

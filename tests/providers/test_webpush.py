@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.providers.fakes.webpush import Browser, FakeWebPush
-from wasmhost.providers import ProviderFactoryImpl
+from wasmhost.providers import ProviderPool
 from wasmhost.providers._ece import MAX_PLAINTEXT, b64url_decode, b64url_encode, decrypt, encrypt
 from wasmhost.providers.webpush import VapidSigner, WebPushSpec, topic_for
 from wasmhost.push import CredentialsError, Manager, PushMessage, RetryPolicy
 from wasmhost.push.credentials import validate_device_token
 from wasmhost.store import SQLiteStore
+from wasmhost.testing.webpush import Browser, FakeWebPush
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -186,7 +186,7 @@ async def setup(store: SQLiteStore, service: FakeWebPush, *subs: str, allow_priv
         if allow_private:
             token = await validate_device_token(spec, token, doc)
         await store.register_device("acme", "alice", sub, "webpush", token)
-    return Manager(store, ProviderFactoryImpl([spec]), retry=FAST)
+    return Manager(store, ProviderPool([spec]), retry=FAST)
 
 
 async def test_delivers_encrypted_messages_the_browser_can_read(sqlite_store: SQLiteStore,

@@ -29,6 +29,7 @@ class CountingFactory:
         self.delay = delay
         self.fail = fail
         self.closed = False
+        self.released: list[Any] = []
 
     async def build(self, config: ResolvedConfig) -> list[Any]:
         self.configs.append(config)
@@ -43,6 +44,9 @@ class CountingFactory:
             providers.append(RecordingProvider("expo"))
         providers += [RecordingProvider(name) for name in config.credentials]
         return providers
+
+    def release(self, providers: Any) -> None:
+        self.released.extend(providers)
 
     async def aclose(self) -> None:
         self.closed = True

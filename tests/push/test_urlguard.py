@@ -227,7 +227,7 @@ async def test_tls_verifies_the_host_name_although_the_guard_dials_the_checked_i
 
     import trustme
 
-    from tests.providers.fakes import FakeServer, Response
+    from wasmhost.testing import FakeServer, Response
 
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

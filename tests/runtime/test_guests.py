@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmhost.providers import ProviderFactoryImpl, default_specs
+from wasmhost.providers import ProviderPool, default_specs
 from wasmhost.push import Defaults, Manager
 from wasmhost.runtime import Runtime
 from wasmhost.store import SQLiteStore
@@ -110,7 +110,7 @@ async def test_welcome_through_the_real_manager_and_outbox(sqlite_store: SQLiteS
     await sqlite_store.register_device("acme", "alice", "tablet", "outbox", "tok-tablet")
     await sqlite_store.register_device("other", "alice", "phone", "outbox", "tok-other")
     manager = Manager(
-        sqlite_store, ProviderFactoryImpl(default_specs(sqlite_store)), Defaults(credentials={"outbox": {}})
+        sqlite_store, ProviderPool(default_specs(sqlite_store)), Defaults(credentials={"outbox": {}})
     )
     runtime = Runtime(manager)
     try:

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from tests.providers.fakes.expo import FakeExpo
-from tests.providers.fakes.ntfy import FakeNtfy
-from wasmhost.providers import ProviderFactoryImpl
+from wasmhost.providers import ProviderPool
 from wasmhost.providers.expo import ExpoSpec
 from wasmhost.providers.ntfy import NtfySpec
 from wasmhost.push import Defaults, Manager, PushMessage, RetryPolicy
 from wasmhost.store import SQLiteStore
 from wasmhost.store.base import PushConfig
+from wasmhost.testing.expo import FakeExpo
+from wasmhost.testing.ntfy import FakeNtfy
 
 FAST = RetryPolicy(max_attempts=1, base_delay=0.01, max_delay=0.05)
 OPERATOR_NTFY = "tk_operator_default_secret"
@@ -31,7 +31,7 @@ async def test_operator_ntfy_token_never_goes_to_a_tenant_base_url(sqlite_store:
     try:
         await sqlite_store.create_namespace("evil")
         spec = NtfySpec(allow_private=True)
-        manager = Manager(sqlite_store, ProviderFactoryImpl([spec]),
+        manager = Manager(sqlite_store, ProviderPool([spec]),
                           Defaults(ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY),
                           retry=FAST)
         if where == "flat config":
@@ -52,7 +52,7 @@ async def test_operator_expo_token_never_goes_to_a_tenant_endpoint(sqlite_store:
     try:
         await sqlite_store.create_namespace("evil")
         spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
-        manager = Manager(sqlite_store, ProviderFactoryImpl([spec]), Defaults(expo_access_token=OPERATOR_EXPO),
+        manager = Manager(sqlite_store, ProviderPool([spec]), Defaults(expo_access_token=OPERATOR_EXPO),
                           retry=FAST)
         await sqlite_store.put_credentials("evil", "expo", spec.validate({"endpoint": attacker.url}))
         await sqlite_store.register_device("evil", "mallory", "phone", "expo", "ExponentPushToken[abc]")
@@ -68,7 +68,7 @@ async def test_operator_defaults_still_apply_to_the_operator_servers(sqlite_stor
     operator = await FakeNtfy(token=OPERATOR_NTFY).start()
     try:
         await sqlite_store.create_namespace("acme")
-        manager = Manager(sqlite_store, ProviderFactoryImpl([NtfySpec(allow_private=True)]),
+        manager = Manager(sqlite_store, ProviderPool([NtfySpec(allow_private=True)]),
                           Defaults(ntfy_base_url=operator.url, ntfy_auth_token=OPERATOR_NTFY), retry=FAST)
         await sqlite_store.register_device("acme", "alice", "phone", "ntfy", "topic1")
         assert (await manager.send_to_user("acme", "alice", PushMessage(body="hi"))).ok
@@ -85,7 +85,7 @@ async def test_operator_tokens_are_not_sent_under_roots_the_tenant_pinned(sqlite
 
     pem = trustme.CA().cert_pem.bytes().decode()
     await sqlite_store.create_namespace("evil")
-    manager = Manager(sqlite_store, ProviderFactoryImpl([]), Defaults(
+    manager = Manager(sqlite_store, ProviderPool([]), Defaults(
         ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY, expo_access_token=OPERATOR_EXPO))
     await sqlite_store.put_credentials("evil", "ntfy", NtfySpec().validate({"ca_bundle": pem}))
     await sqlite_store.put_credentials("evil", "expo", ExpoSpec(sqlite_store).validate({"ca_bundle": pem}))

@@ -28,6 +28,7 @@ from ..push.urlguard import (
     check_url_syntax,
     guarded_transport,
 )
+from ._tls import ALPN_H1, ALPN_H2, TLSContexts
 
 __all__ = [
     "CREDENTIALS_COOLDOWN",
@@ -213,12 +214,6 @@ async def check_saved_urls(fields: Iterable[tuple[str, Any]], *, allow_private: 
 # -- clients -------------------------------------------------------------------------------------
 
 
-def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
-    """The tenant's pinned roots, or the public ones; SSL_CERT_* variables are ignored (trust_env off).
-
-    Built once per client: loading a CA store is slow.
-    """
-    return ssl.create_default_context(cadata=ca_bundle) if ca_bundle else httpx.create_ssl_context(trust_env=False)
 
 
 def _transport(*, guarded: bool, allow_private: bool, verify: ssl.SSLContext, limits: httpx.Limits,
@@ -239,13 +234,14 @@ def make_http2_client(
     timeout: float,
     max_connections: int,
     keepalive_expiry: float,
+    tls: TLSContexts | None = None,
 ) -> httpx.AsyncClient:
     """One long-lived HTTP/2 client for one credential (FCM); redirects are never followed."""
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=keepalive_expiry
     )
-    transport = _transport(guarded=guarded, allow_private=allow_private, verify=_ssl_context(ca_bundle),
-                           limits=limits, http2=True)
+    verify = (tls or TLSContexts()).get(ca_bundle, alpn=ALPN_H2)
+    transport = _transport(guarded=guarded, allow_private=allow_private, verify=verify, limits=limits, http2=True)
     return httpx.AsyncClient(
         base_url=base_url, transport=transport, timeout=httpx.Timeout(timeout), trust_env=False, follow_redirects=False
     )
@@ -305,9 +301,10 @@ def make_lane_client(
     ca_bundle: str = "",
     timeout: float = 10.0,
     max_connections: int = 16,
+    tls: TLSContexts | None = None,
 ) -> LaneClient:
     """The long-lived HTTP/1.1 client of one provider instance (ntfy, Expo, a Web Push origin)."""
-    verify = _ssl_context(ca_bundle)  # one context shared by all lanes
+    verify = (tls or TLSContexts()).get(ca_bundle, alpn=ALPN_H1)  # one context shared by all lanes
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     return LaneClient([_transport(guarded=guarded, allow_private=allow_private, verify=verify, limits=limits,
                                   http2=False) for _ in range(max_connections)], timeout)

@@ -33,7 +33,6 @@ from ._h2 import (
     RequestTimeout,
     TLSVerifyFailed,
     Unanswered,
-    make_ssl_context,
 )
 from ._http import (
     CredentialsBreaker,
@@ -44,6 +43,7 @@ from ._http import (
     require_string,
 )
 from ._jwt import ApnsSigner, ApnsTokenCache, load_p8_key
+from ._tls import ALPN_H2_ONLY, TLSContexts
 
 __all__ = [
     "APNS_CONCURRENCY",
@@ -296,12 +296,14 @@ class ApnsSpec:
         tokens: ApnsTokenCache | None = None,
         allow_private_endpoints: bool = False,
         breaker_factory: Callable[[], CredentialsBreaker] = CredentialsBreaker,
+        tls: TLSContexts | None = None,
     ) -> None:
         self.name = "apns_voip" if voip else "apns"
         self.voip = voip
         self.tokens = tokens or ApnsTokenCache()
         self.allow_private_endpoints = allow_private_endpoints
         self.breaker_factory = breaker_factory
+        self.tls = tls or TLSContexts()
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
         reject_unknown_fields(document, _FIELDS, "apns credentials")  # also refuses a non-object
@@ -373,7 +375,7 @@ class ApnsSpec:
         # Apple's hosts and the operator's own documents are trusted; a tenant's endpoint goes through the guard.
         guarded = bool(custom) and self._source(config) not in config.operator_providers
         client = H2Client(
-            base_url, ssl_context=make_ssl_context(document.get("ca_bundle") or ""), guarded=guarded,
+            base_url, ssl_context=self.tls.get(document.get("ca_bundle") or "", alpn=ALPN_H2_ONLY), guarded=guarded,
             allow_private=self.allow_private_endpoints, max_streams=APNS_CONCURRENCY, idle_timeout=APNS_IDLE_SECONDS,
         )
         return ApnsProvider(
@@ -382,10 +384,11 @@ class ApnsSpec:
         )
 
 
-def apns_specs(*, allow_private_endpoints: bool = False, tokens: ApnsTokenCache | None = None) -> list[ApnsSpec]:
-    """The ``apns`` and ``apns_voip`` specs, sharing one process-wide provider-token cache."""
-    shared = tokens or ApnsTokenCache()
+def apns_specs(*, allow_private_endpoints: bool = False, tokens: ApnsTokenCache | None = None,
+               tls: TLSContexts | None = None) -> list[ApnsSpec]:
+    """The ``apns`` and ``apns_voip`` specs, sharing one process-wide provider-token cache and TLS contexts."""
+    shared, tls = tokens or ApnsTokenCache(), tls or TLSContexts()
     return [
-        ApnsSpec(tokens=shared, allow_private_endpoints=allow_private_endpoints),
-        ApnsSpec(voip=True, tokens=shared, allow_private_endpoints=allow_private_endpoints),
+        ApnsSpec(tokens=shared, allow_private_endpoints=allow_private_endpoints, tls=tls),
+        ApnsSpec(voip=True, tokens=shared, allow_private_endpoints=allow_private_endpoints, tls=tls),
     ]

@@ -38,6 +38,7 @@ from ._http import (
     transport_failure,
     validate_secret,
 )
+from ._tls import TLSContexts
 
 __all__ = [
     "EXPO_BASE_URL",
@@ -163,6 +164,7 @@ class ExpoProvider:
         timeout: float = EXPO_TIMEOUT,
         receipt_delay: float = RECEIPT_DELAY,
         receipt_retry: float = RECEIPT_RETRY,
+        tls: TLSContexts | None = None,
     ) -> None:
         self.store = store
         base = base_url.rstrip("/")
@@ -173,7 +175,7 @@ class ExpoProvider:
         if access_token:
             self._headers["Authorization"] = f"Bearer {access_token}"
         self.client = make_lane_client(guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle,
-                                  timeout=timeout, max_connections=EXPO_CONCURRENCY)
+                                       timeout=timeout, max_connections=EXPO_CONCURRENCY, tls=tls)
         self.breaker = CredentialsBreaker()
         self.receipt_delay = receipt_delay
         self.receipt_retry = receipt_retry
@@ -361,10 +363,12 @@ class ExpoSpec:
         timeout: float = EXPO_TIMEOUT,
         receipt_delay: float = RECEIPT_DELAY,
         receipt_retry: float = RECEIPT_RETRY,
+        tls: TLSContexts | None = None,
     ) -> None:
         self.store = store
         self.allow_private = allow_private
         self.timeout = timeout
+        self.tls = tls or TLSContexts()
         self.receipt_delay = receipt_delay
         self.receipt_retry = receipt_retry
 
@@ -417,4 +421,5 @@ class ExpoSpec:
             timeout=self.timeout,
             receipt_delay=self.receipt_delay,
             receipt_retry=self.receipt_retry,
+            tls=self.tls,
         )

@@ -31,6 +31,7 @@ from ._http import (
     transport_failure,
 )
 from ._jwt_oauth import GoogleTokenCache, ServiceAccount, TokenRefused, load_rsa_key
+from ._tls import TLSContexts
 
 __all__ = [
     "FCM_CONCURRENCY",
@@ -257,9 +258,11 @@ class FcmSpec:
         tokens: GoogleTokenCache | None = None,
         allow_private_endpoints: bool = False,
         breaker_factory: Callable[[], CredentialsBreaker] = CredentialsBreaker,
+        tls: TLSContexts | None = None,
     ) -> None:
         self.tokens = tokens or GoogleTokenCache()
         self.allow_private_endpoints = allow_private_endpoints
+        self.tls = tls or TLSContexts()
         self.breaker_factory = breaker_factory
 
     def _account(self, raw: Any) -> dict[str, Any]:
@@ -341,7 +344,7 @@ class FcmSpec:
         client = make_http2_client(
             base_url=custom or FCM_URL, ca_bundle=document.get("ca_bundle") or "", guarded=guarded,
             allow_private=self.allow_private_endpoints, timeout=FCM_TIMEOUT, max_connections=FCM_MAX_CONNECTIONS,
-            keepalive_expiry=FCM_IDLE_SECONDS,
+            keepalive_expiry=FCM_IDLE_SECONDS, tls=self.tls,
         )
         return FcmProvider(account=account, project_id=account_doc["project_id"], tokens=self.tokens, client=client,
                            breaker=self.breaker_factory())

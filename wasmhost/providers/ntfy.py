@@ -35,6 +35,7 @@ from ._http import (
     url_field,
     validate_secret,
 )
+from ._tls import TLSContexts
 
 __all__ = ["MAX_MESSAGE_BYTES", "NTFY_TIMEOUT", "NtfyProvider", "NtfySpec", "NtfyTarget"]
 
@@ -164,6 +165,7 @@ class NtfyProvider(BaseProvider):
         allow_private: bool = False,
         ca_bundle: str = "",
         timeout: float = NTFY_TIMEOUT,
+        tls: TLSContexts | None = None,
     ) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
@@ -171,7 +173,7 @@ class NtfyProvider(BaseProvider):
         self._authorization = authorization
         self.client = make_lane_client(
             guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle, timeout=timeout,
-            max_connections=NTFY_CONCURRENCY,
+            max_connections=NTFY_CONCURRENCY, tls=tls,
         )
         self.breaker = CredentialsBreaker()
 
@@ -231,8 +233,10 @@ class NtfySpec:
 
     name = "ntfy"
 
-    def __init__(self, *, allow_private: bool = False, timeout: float = NTFY_TIMEOUT) -> None:
+    def __init__(self, *, allow_private: bool = False, timeout: float = NTFY_TIMEOUT,
+                 tls: TLSContexts | None = None) -> None:
         self.allow_private = allow_private
+        self.tls = tls or TLSContexts()
         self.timeout = timeout
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
@@ -325,4 +329,5 @@ class NtfySpec:
             allow_private=self.allow_private,
             ca_bundle=str(document.get("ca_bundle", "")),
             timeout=self.timeout,
+            tls=self.tls,
         )

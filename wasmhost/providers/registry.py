@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..push.credentials import ProviderSpec
 from ..store.base import Store
+from ._tls import TLSContexts
 from .apns import apns_specs
 from .expo import ExpoSpec
 from .fcm import FcmSpec
@@ -19,10 +20,11 @@ def default_specs(store: Store, *, allow_private_endpoints: bool = False) -> lis
 
     `allow_private_endpoints` lets tenant URLs reach private and loopback addresses (private
     deployments and tests; ``WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1``)."""
+    tls = TLSContexts()  # one context per trusted roots for every provider of every namespace
     specs: list[ProviderSpec] = [OutboxSpec(store)]
-    specs.append(NtfySpec(allow_private=allow_private_endpoints))
-    specs.append(WebPushSpec(allow_private=allow_private_endpoints))
-    specs.append(ExpoSpec(store, allow_private=allow_private_endpoints))
-    specs += apns_specs(allow_private_endpoints=allow_private_endpoints)  # apns + apns_voip, one JWT cache
-    specs.append(FcmSpec(allow_private_endpoints=allow_private_endpoints))
+    specs.append(NtfySpec(allow_private=allow_private_endpoints, tls=tls))
+    specs.append(WebPushSpec(allow_private=allow_private_endpoints, tls=tls))
+    specs.append(ExpoSpec(store, allow_private=allow_private_endpoints, tls=tls))
+    specs += apns_specs(allow_private_endpoints=allow_private_endpoints, tls=tls)  # apns + apns_voip, one JWT cache
+    specs.append(FcmSpec(allow_private_endpoints=allow_private_endpoints, tls=tls))
     return specs

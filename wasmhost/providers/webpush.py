@@ -38,6 +38,7 @@ from ._http import (
     require_string,
     transport_failure,
 )
+from ._tls import TLSContexts
 
 __all__ = [
     "DEFAULT_TTL",
@@ -196,8 +197,10 @@ class WebPushProvider(BaseProvider):
         allow_private: bool = False,
         ca_bundle: str = "",
         timeout: float = WEBPUSH_TIMEOUT,
+        tls: TLSContexts | None = None,
     ) -> None:
         super().__init__()
+        self.tls = tls or TLSContexts()
         self.signer = signer
         self.allow_private = allow_private
         self.ca_bundle = ca_bundle
@@ -252,7 +255,7 @@ class WebPushProvider(BaseProvider):
         client = self._clients.get(origin)
         if client is None:
             client = make_lane_client(guarded=True, allow_private=self.allow_private, ca_bundle=self.ca_bundle,
-                                 timeout=self.timeout, max_connections=LANES_PER_ORIGIN)
+                                      timeout=self.timeout, max_connections=LANES_PER_ORIGIN, tls=self.tls)
             self._clients[origin] = client
             if len(self._clients) > MAX_ORIGINS:
                 _, oldest = self._clients.popitem(last=False)
@@ -277,8 +280,10 @@ class WebPushSpec:
 
     name = "webpush"
 
-    def __init__(self, *, allow_private: bool = False, timeout: float = WEBPUSH_TIMEOUT) -> None:
+    def __init__(self, *, allow_private: bool = False, timeout: float = WEBPUSH_TIMEOUT,
+                 tls: TLSContexts | None = None) -> None:
         self.allow_private = allow_private
+        self.tls = tls or TLSContexts()
         self.timeout = timeout
 
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every send path (guest host function, CLI, HTTP) goes through `Manager.send_to_user`. The first send
 of a namespace builds its dispatcher (config + credentials read, providers built); later sends reuse
 it from an LRU with a TTL bound. Changes invalidate at once (`invalidate`); the TTL is the safety net
-for changes this process was not told about.
+for changes this process was not told about. Dispatchers that leave the cache give their providers
+back to the factory once their last send is done, so providers follow the namespaces in use.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from cachetools import TTLCache
 
 from ..store.base import CredentialStore, DeviceStore, PushConfigStore, StoreError
 from .dispatcher import Dispatcher, RetryPolicy
 from .errors import PushNotConfigured, PushUnavailable
 from .message import PushMessage
 from .observer import PushObserver
-from .provider import ProviderFactory, ResolvedConfig
+from .provider import Provider, ProviderFactory, ResolvedConfig
 from .report import SendReport
 
 __all__ = ["DEFAULT_CACHE_SIZE", "DEFAULT_CACHE_TTL", "Defaults", "Manager", "PushStore"]
@@ -56,8 +56,32 @@ class Defaults:
         return not (self.ntfy_base_url or self.expo_access_token or self.credentials)
 
 
+class _Lease:
+    """How many users hold a dispatcher (the cache, each send, waiters of its build), and the providers
+    the factory lent it, given back when the count drops to zero."""
+
+    __slots__ = ("count", "providers")
+
+    def __init__(self, providers: tuple[Provider, ...]) -> None:
+        self.count = 0
+        self.providers = providers
+
+
+class _Build:
+    __slots__ = ("held", "task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Dispatcher]) -> None:
+        self.task = task
+        self.waiters = 0  # callers awaiting the build
+        self.held: Dispatcher | None = None  # the result, held for those callers until the last one has its own hold
+
+
 class Manager:
-    """Safe for concurrent use from one event loop."""
+    """Safe for concurrent use from one event loop.
+
+    A dispatcher is in use while it is cached or a send runs on it; when neither is true any more, its
+    providers go back to the factory (`ProviderFactory.release`), which may then close them.
+    """
 
     def __init__(
         self,
@@ -78,9 +102,13 @@ class Manager:
         self.defaults = defaults or Defaults()
         self.retry = retry or RetryPolicy()
         self.observer = observer or PushObserver()
+        self.cache_size = cache_size
+        self._ttl = ttl
         self._timer = timer
-        self._cache: TTLCache[str, Dispatcher] = TTLCache(maxsize=cache_size, ttl=ttl, timer=timer)
-        self._building: dict[str, asyncio.Task[Dispatcher]] = {}
+        # Least recently used first; each entry is (expiry time, dispatcher).
+        self._cache: OrderedDict[str, tuple[float, Dispatcher]] = OrderedDict()
+        self._leases: dict[Dispatcher, _Lease] = {}
+        self._building: dict[str, _Build] = {}
 
     @property
     def device_store(self) -> DeviceStore:
@@ -88,25 +116,27 @@ class Manager:
 
     @property
     def ttl(self) -> float:
-        return float(self._cache.ttl)
+        return self._ttl
 
     def set_cache_ttl(self, ttl: float) -> None:
         """Change the staleness bound; entries already cached keep the bound they were built under."""
         if ttl > 0:
-            old = self._cache
-            self._cache = TTLCache(maxsize=old.maxsize, ttl=ttl, timer=self._timer)
+            self._ttl = ttl
 
     async def send_to_user(
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
     ) -> SendReport:
         """Send to every device of the user in `namespace`; raise `PushNotConfigured` / `PushUnavailable`."""
-        dispatcher = await self.dispatcher_for(namespace)
-        return await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
+        dispatcher = await self._checkout(namespace)
+        try:
+            return await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
+        finally:
+            self._drop(dispatcher)
 
     async def is_configured(self, namespace: str) -> bool:
         """Whether a send would find a provider: defaults, flat config or credentials all count."""
         try:
-            await self.dispatcher_for(namespace)
+            self._drop(await self._checkout(namespace))
         except PushNotConfigured:
             return False
         return True
@@ -121,39 +151,103 @@ class Manager:
 
     def invalidate(self, namespace: str) -> None:
         """Drop the namespace's dispatcher (and any build under way) so the next send reads fresh config."""
-        self._cache.pop(namespace, None)
+        self._evict(namespace)
         self._building.pop(namespace, None)
 
     def invalidate_all(self) -> None:
-        self._cache.clear()
+        for namespace in list(self._cache):
+            self._evict(namespace)
         self._building.clear()
 
     def cached_namespaces(self) -> list[str]:
-        return list(self._cache.keys())
+        now = self._timer()
+        return [namespace for namespace, (expires, _) in self._cache.items() if expires > now]
 
     async def dispatcher_for(self, namespace: str) -> Dispatcher:
-        dispatcher = self._cache.get(namespace)
-        if dispatcher is not None:
+        """The namespace's current dispatcher, for inspection: sends go through `send_to_user`, which
+        keeps the dispatcher's providers open while it runs."""
+        dispatcher = await self._checkout(namespace)
+        self._drop(dispatcher)
+        return dispatcher
+
+    async def _checkout(self, namespace: str) -> Dispatcher:
+        """The namespace's dispatcher, held for the caller, who must `_drop` it."""
+        cached = self._cached(namespace)
+        if cached is not None:
             self.observer.dispatcher_cache(namespace, "hit")
-            return dispatcher
+            self._hold(cached)
+            return cached
         self.observer.dispatcher_cache(namespace, "miss")
-        task = self._building.get(namespace)
-        if task is None:
+        build = self._building.get(namespace)
+        if build is None:
             # Concurrent misses share one build. It runs as its own task so a cancelled caller does
             # not cancel it for the others.
-            task = asyncio.ensure_future(self._build(namespace))
-            self._building[namespace] = task
-            task.add_done_callback(lambda t: self._settle(namespace, t))
-        return await asyncio.shield(task)
+            build = _Build(asyncio.ensure_future(self._build(namespace)))
+            self._building[namespace] = build
+            build.task.add_done_callback(lambda _: self._settle(namespace, build))
+        build.waiters += 1
+        try:
+            dispatcher = await asyncio.shield(build.task)
+            self._hold(dispatcher)
+            return dispatcher
+        finally:
+            build.waiters -= 1
+            if build.waiters == 0 and build.held is not None:
+                held, build.held = build.held, None
+                self._drop(held)
 
-    def _settle(self, namespace: str, task: asyncio.Task[Dispatcher]) -> None:
+    def _settle(self, namespace: str, build: _Build) -> None:
+        task = build.task
+        current = self._building.get(namespace) is build
+        if current:
+            del self._building[namespace]
+        if task.cancelled() or task.exception() is not None:
+            return
+        dispatcher = task.result()
+        self._hold(dispatcher)  # for the waiters, until each has its own hold
+        build.held = dispatcher
         # Only the build that is still current may be cached: an invalidate during the build
         # removed it from `_building`, and its (possibly stale) result must not outlive that.
-        if self._building.get(namespace) is not task:
-            return
-        del self._building[namespace]
-        if not task.cancelled() and task.exception() is None:
-            self._cache[namespace] = task.result()
+        if current:
+            self._store(namespace, dispatcher)
+        if build.waiters == 0:
+            build.held = None
+            self._drop(dispatcher)
+
+    def _cached(self, namespace: str) -> Dispatcher | None:
+        entry = self._cache.get(namespace)
+        if entry is None:
+            return None
+        if entry[0] <= self._timer():
+            self._evict(namespace)
+            return None
+        self._cache.move_to_end(namespace)
+        return entry[1]
+
+    def _store(self, namespace: str, dispatcher: Dispatcher) -> None:
+        self._evict(namespace)
+        now = self._timer()
+        for stale in [ns for ns, (expires, _) in self._cache.items() if expires <= now]:
+            self._evict(stale)
+        while len(self._cache) >= self.cache_size:
+            self._evict(next(iter(self._cache)))
+        self._hold(dispatcher)
+        self._cache[namespace] = (now + self._ttl, dispatcher)
+
+    def _evict(self, namespace: str) -> None:
+        entry = self._cache.pop(namespace, None)
+        if entry is not None:
+            self._drop(entry[1])
+
+    def _hold(self, dispatcher: Dispatcher) -> None:
+        self._leases[dispatcher].count += 1
+
+    def _drop(self, dispatcher: Dispatcher) -> None:
+        lease = self._leases[dispatcher]
+        lease.count -= 1
+        if lease.count == 0:
+            del self._leases[dispatcher]
+            self.factory.release(lease.providers)
 
     async def resolve(self, namespace: str) -> ResolvedConfig:
         """The namespace's effective config: defaults, then its own flat fields, then its credentials."""
@@ -187,11 +281,13 @@ class Manager:
         providers = await self.factory.build(config)
         if not providers:
             raise PushNotConfigured(namespace)
-        return Dispatcher(self.store, providers, retry=self.retry, observer=self.observer)
+        dispatcher = Dispatcher(self.store, providers, retry=self.retry, observer=self.observer)
+        self._leases[dispatcher] = _Lease(tuple(providers))
+        return dispatcher
 
     async def aclose(self) -> None:
         """Close the providers' long-lived clients; the manager is unusable afterwards."""
-        for task in list(self._building.values()):
-            task.cancel()
+        for build in list(self._building.values()):
+            build.task.cancel()
         self.invalidate_all()
         await self.factory.aclose()

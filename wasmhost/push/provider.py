@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -132,8 +132,13 @@ class ResolvedConfig:
 
 
 class ProviderFactory(Protocol):
-    """Builds the providers for a resolved config. Owns long-lived clients; `aclose` releases them."""
+    """Builds the providers for a resolved config. Owns long-lived clients; `aclose` releases them.
+
+    Each provider `build` returns is lent to the caller until it passes it back to `release`; the
+    factory may close a provider once nobody holds it, and never before."""
 
     async def build(self, config: ResolvedConfig) -> list[Provider]: ...
+
+    def release(self, providers: Iterable[Provider]) -> None: ...
 
     async def aclose(self) -> None: ...

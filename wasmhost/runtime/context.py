@@ -37,7 +37,7 @@ from wasmhost.push.message import PushMessage
 from wasmhost.push.report import SendReport
 
 from . import abi
-from .limits import Limits
+from .limits import MAX_LOG_BYTES, Limits
 from .result import InvocationError, InvocationResult, LogEntry
 
 __all__ = ["InvocationContext", "SendLimiter", "SendRecord", "Sender"]
@@ -121,6 +121,8 @@ class InvocationContext:
         self.logs: list[LogEntry] = []
         self.logs_dropped = 0
         self._not_configured_noted = False
+        #: Bytes of log text kept so far (bounded by `MAX_LOG_BYTES`).
+        self.log_bytes = 0
         self.sends: list[SendRecord] = []
         #: ``push_send_to_user`` calls admitted by `admit_send`, accepted or not: what ``max_sends`` caps.
         self.send_attempts = 0
@@ -170,16 +172,28 @@ class InvocationContext:
             self.note(3, f"output truncated at {self.limits.max_output_bytes} bytes (max_output_bytes)")
         return abi.LIMIT
 
+    def logs_full(self) -> bool:
+        """No further line can be kept: the line count or the total bytes are used up."""
+        return len(self.logs) >= self.limits.max_log_lines or self.log_bytes >= MAX_LOG_BYTES
+
+    def drop_log(self) -> int:
+        """Count a line that could not be kept; LIMIT."""
+        self.logs_dropped += 1
+        return abi.LIMIT
+
     def add_log(self, level: int, data: bytes) -> int:
-        """Record a guest log line; LIMIT when the line count is used up or the line was truncated."""
-        if len(self.logs) >= self.limits.max_log_lines:
-            self.logs_dropped += 1
-            return abi.LIMIT
+        """Record a guest log line; LIMIT when the line count or `MAX_LOG_BYTES` is used up (the line is
+        dropped) or the line was truncated."""
+        if self.logs_full():
+            return self.drop_log()
         cap = self.limits.max_log_line_bytes
         code = abi.OK
         if len(data) > cap:
             data = data[:cap]
             code = abi.LIMIT
+        if self.log_bytes + len(data) > MAX_LOG_BYTES:
+            return self.drop_log()
+        self.log_bytes += len(data)
         text = data.decode("utf-8", "replace")
         if code:
             text += " …[truncated]"
@@ -367,12 +381,16 @@ class InvocationContext:
         """The guest is suspended in a host call (``push_wait``, ``poll_oneoff``), not by a slice."""
         return self.waiting is not None or self.sleep_until is not None
 
+    def must_pause(self) -> bool:
+        """The guest suspended for something `pause` does: start sends, or wait in a host call."""
+        return bool(self._queue) or self._stepped is not None or self.in_host_wait()
+
     async def pause(self) -> None:
         """The guest suspended (loop thread): start its queued sends, then let the loop run.
 
         If it waits in ``push_wait``, return when that send is done or the deadline has passed; if it
-        sleeps in ``poll_oneoff``, when it is due (or the deadline has passed); otherwise (a fuel slice
-        ended) after one turn of the loop, so other work gets its share.
+        sleeps in ``poll_oneoff``, when it is due (or the deadline has passed); otherwise (a slice
+        ended, or a host call works in chunks) at once: `scheduler` decides when it runs again.
         """
         if self._queue:
             self._flush()
@@ -388,8 +406,7 @@ class InvocationContext:
             stepped, self._stepped = self._stepped, None
             await self._finish_stepped(*stepped)
             return
-        if record is None:
-            await asyncio.sleep(0)
+        if record is None:  # a slice ended: the scheduler gives the loop its turn
             return
         remaining = self.deadline - time.monotonic()
         if remaining > 0 and not record.done and record.task is not None:
@@ -420,7 +437,8 @@ class InvocationContext:
 
     def result(self, code: int | None, error: InvocationError | None, fuel_used: int) -> InvocationResult:
         if self.logs_dropped:
-            self.logs.append(LogEntry("warn", f"[host] {self.logs_dropped} log line(s) dropped (max_log_lines)"))
+            self.logs.append(LogEntry("warn", f"[host] {self.logs_dropped} log line(s) dropped (max_log_lines, "
+                                              f"or {MAX_LOG_BYTES >> 20} MiB of logs in all)"))
             self.logs_dropped = 0
         return InvocationResult(
             code=code,

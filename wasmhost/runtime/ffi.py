@@ -30,6 +30,9 @@ __all__ = [
     "caller_context",
     "caller_memory",
     "define_raw_func",
+    "context_address",
+    "end_slice",
+    "set_yield_interval",
     "export",
     "export_raw",
     "memory_data",
@@ -51,6 +54,34 @@ def _proto(name: str, restype: Any, argtypes: list[Any]) -> Any:
 caller_context: Callable[[int], int] = _proto("wasmtime_caller_context", c_void_p, [c_void_p])
 memory_data: Callable[[int, int], int] = _proto("wasmtime_memory_data", c_void_p, [c_void_p, c_void_p])
 memory_size: Callable[[int, int], int] = _proto("wasmtime_memory_data_size", c_size_t, [c_void_p, c_void_p])
+_set_fuel = _proto("wasmtime_context_set_fuel", c_void_p, [c_void_p, ctypes.c_uint64])
+_get_fuel = _proto("wasmtime_context_get_fuel", c_void_p, [c_void_p, POINTER(ctypes.c_uint64)])
+_yield_interval = _proto("wasmtime_context_fuel_async_yield_interval", c_void_p, [c_void_p, ctypes.c_uint64])
+
+
+def _check(error: int | None) -> None:
+    if error:
+        raise WasmtimeError._from_ptr(ctypes.cast(error, POINTER(ffi.wasmtime_error_t)))
+
+
+def context_address(store: Store) -> int:
+    """The address of ``store``'s ``wasmtime_context_t`` (what host calls see as the caller's context)."""
+    return ctypes.cast(store._context(), c_void_p).value or 0
+
+
+def set_yield_interval(context: int, fuel: int) -> None:
+    """Suspend a guest on the loop every ``fuel`` units (takes effect when its fuel is next refilled)."""
+    _check(_yield_interval(context, fuel))
+
+
+def end_slice(context: int) -> None:
+    """From a host call: make the guest suspend almost as soon as it is back in wasm (the caller
+    restores the yield interval before resuming it). Fuel, unlike the epoch deadline, is re-read
+    by compiled code after every call."""
+    fuel = ctypes.c_uint64()
+    _check(_get_fuel(context, byref(fuel)))
+    _check(_yield_interval(context, 1))
+    _check(_set_fuel(context, fuel.value))
 _caller_export_get = _proto("wasmtime_caller_export_get", c_bool, [c_void_p, c_char_p, c_size_t, c_void_p])
 
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, c_void_p))

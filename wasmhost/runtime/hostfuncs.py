@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import struct
 import threading
 import time
@@ -32,13 +33,25 @@ from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig
 from . import abi, fiber, wasi_poll
 from .context import InvocationContext, SendRecord
 from .faults import host_failure
-from .ffi import HOST_CALLBACK, Export, caller_context, caller_memory, define_raw_func, memory_data, memory_size
+from .ffi import (
+    HOST_CALLBACK,
+    Export,
+    caller_context,
+    caller_memory,
+    define_raw_func,
+    end_slice,
+    memory_data,
+    memory_size,
+)
 
 __all__ = ["CoreContext", "current", "define_host_functions", "set_current"]
 
 _local = threading.local()
 _string_at = ctypes.string_at
 _memmove = ctypes.memmove
+_urandom = os.urandom
+_clock = time.perf_counter
+_NEVER = float("inf")
 
 # WASI errno values we return.
 _ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL, _ENOTSUP = 0, 8, 21, 22, 28, 58
@@ -57,6 +70,13 @@ class CoreContext(InvocationContext):
         self.monotonic_origin = 0.0
         self.stdin_pos = 0
         self.stderr_buf = bytearray()
+        #: ``time.perf_counter()`` after which the guest should yield at its next host call (set by the
+        #: scheduler for each slice on the loop; never on a thread).
+        self.slice_end = _NEVER
+        #: The slice was cut short from a host call: restore the yield interval before resuming.
+        self.slice_cut = False
+        #: The guest's ``wasmtime_context_t *`` while it runs on the loop.
+        self.store_context = 0
 
     def write_stderr(self, data: bytes) -> None:
         buf = self.stderr_buf
@@ -102,7 +122,16 @@ def _guarded(fn: Callable[[CoreContext, int, Any], int]) -> Any:
     def cb(env: int, caller: int, slots: Any, n: int) -> int:
         try:
             ctx = _local.ctx
-            code = abi.UNAVAILABLE if ctx is None else fn(ctx, caller, slots)
+            if ctx is None:
+                code = abi.UNAVAILABLE
+            else:
+                code = fn(ctx, caller, slots)
+                # Fuel does not count time in host calls: a guest looping on a cheap one would run
+                # until the next epoch tick. Past its slice, it yields as soon as it is back in wasm.
+                if _clock() > ctx.slice_end:
+                    ctx.slice_end = _NEVER
+                    ctx.slice_cut = True
+                    end_slice(caller_context(caller))
         except BaseException as exc:  # never let an exception cross into wasmtime
             host_failure(fn.__name__, exc)
             code = abi.UNAVAILABLE
@@ -148,6 +177,8 @@ def log_(ctx: CoreContext, caller: int, a: Any) -> int:
         return abi.FAULT
     if not 0 <= level < len(abi.LOG_LEVELS):
         return abi.INVAL
+    if ctx.logs_full():  # nothing is copied for a line that cannot be kept
+        return ctx.drop_log()
     cap = ctx.limits.max_log_line_bytes
     data = _string_at(base + ptr, ln if ln <= cap else cap + 1)
     return ctx.add_log(level, data)
@@ -328,6 +359,43 @@ def poll_oneoff_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, 
     return None
 
 
+#: Bytes ``random_get`` fills per step on the loop: well under a millisecond, so a guest asking for its
+#: whole memory at once suspends between steps like any other long guest.
+RANDOM_CHUNK = 128 << 10
+
+
+def random_get_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
+    """WASI ``random_get`` on the loop: filled `RANDOM_CHUNK` bytes at a time, suspending in between
+    (wasmtime's own fills the whole buffer in one uninterruptible call)."""
+    buf, ln = args[0].of.i32 & _U32, args[1].of.i32 & _U32
+    base, size = _memory(ctx, caller)
+    if buf + ln > size:
+        return _EFAULT
+    first = min(ln, RANDOM_CHUNK)
+    _memmove(base + buf, _urandom(first), first)
+    if first == ln:
+        return _ESUCCESS
+    pos = buf + first
+    end = buf + ln
+    fresh = True  # wasmtime runs the continuation once straight away: let the loop run first
+
+    def check() -> bool:
+        nonlocal pos, fresh
+        if fresh:
+            fresh = False
+            return False
+        n = min(end - pos, RANDOM_CHUNK)
+        _memmove(base + pos, _urandom(n), n)  # the guest cannot run or grow meanwhile: base is valid
+        pos += n
+        if pos < end:
+            return False
+        fiber.set_i32_result(results, _ESUCCESS)
+        return True
+
+    _suspend(ctx, cont, check)
+    return None
+
+
 def forget_suspended(ctx: CoreContext) -> None:
     """The invocation ended while suspended (cancelled): drop what `_resume` would have needed."""
     key = ctx.suspended_key
@@ -358,8 +426,12 @@ def fd_write(ctx: CoreContext, caller: int, a: Any) -> int:
     if vecs is None or nwritten + 4 > size:
         return _EFAULT
     total = sum(ln for _, ln in vecs)
-    # Copy no more than the sink can keep: a guest must not make us copy its whole memory per call.
-    budget = ctx.output_room() + 1 if fd == 1 else ctx.limits.max_log_line_bytes * 2
+    # Copy no more than the sink can keep (both are bounded by platform maxima): a guest must not make
+    # us copy its whole memory per call.
+    if fd == 1:
+        budget = ctx.output_room() + 1
+    else:
+        budget = 0 if ctx.logs_full() else ctx.limits.max_log_line_bytes * 2
     chunks = []
     for p, ln in vecs:
         if budget <= 0:
@@ -439,4 +511,6 @@ def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime
                                 _guarded_async(push_wait_on_loop, abi.UNAVAILABLE))
         fiber.define_async_func(linker, abi.WASI_MODULE, "poll_oneoff", functypes[4],
                                 _guarded_async(poll_oneoff_on_loop, _EINVAL))
+        fiber.define_async_func(linker, abi.WASI_MODULE, "random_get", functypes[2],
+                                _guarded_async(random_get_on_loop, _EINVAL))
     linker.allow_shadowing = False

@@ -9,17 +9,19 @@ Guest failures become an `InvocationError`; they never raise out of here.
 from __future__ import annotations
 
 import math
-import re
 import time
+from collections.abc import Awaitable, Callable
 
 from wasmtime import ExitTrap, Store, Trap, TrapCode, WasiConfig, WasmtimeError
 
 from . import ffi, fiber
 from .engine import TICK_SECONDS
-from .hostfuncs import CoreContext, forget_suspended, set_current
+from .hostfuncs import CoreContext, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
+from .scheduler import DeadlinePassed
+from .traps import clean_text, describe_trap
 
 __all__ = ["classify", "run_core", "run_core_async"]
 
@@ -32,12 +34,6 @@ def epoch_ticks(timeout_ms: int) -> int:
     return max(1, math.ceil(timeout_ms / 1000 / TICK_SECONDS)) + 1
 
 
-def _text(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines()]
-    lines = [ln for ln in lines if ln and ln != "Caused by:" and not re.match(r"^\d+:\s+0x", ln)]
-    return ": ".join(lines[:3])[:500] or type(exc).__name__
-
-
 def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> InvocationError:
     """Map a wasmtime failure to the error kinds of `InvocationResult`."""
     if isinstance(exc, Trap):
@@ -46,10 +42,8 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
             return InvocationError("out_of_fuel", f"the function used all of its {limits.fuel:,} fuel")
         if code is TrapCode.INTERRUPT:
             return InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
-        name = code.name if code is not None else "UNKNOWN"
-        where = "during instantiation" if instantiating else "in handle"
-        return InvocationError("trap", f"wasm trap {name} {where}: {_text(exc)}")
-    text = _text(exc)
+        return InvocationError("trap", describe_trap(exc, "during instantiation" if instantiating else "in handle"))
+    text = clean_text(exc)
     if instantiating and "maximum concurrent limit" in text:  # the engine's instance pool is full
         return InvocationError("link", f"instantiation failed: the host has no free instance slot ({text}); try again")
     if instantiating and "limit" in text and ("memory" in text or "table" in text or "instance" in text):
@@ -117,67 +111,41 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
     return code, error, _fuel_used(store, limits)
 
 
-class _DeadlinePassed(Exception):
-    """The guest was still running (not waiting in a host call) at its deadline."""
-
-
-async def _drive(future: fiber.CallFuture, ctx: CoreContext) -> None:
-    """Poll until the guest finishes, letting the loop run whenever it suspends; raise its failure.
-
-    A guest that suspends on its own (a fuel slice, an epoch tick) past its deadline is stopped there:
-    that is where the deadline is enforced on the loop (see `fiber.yield_every`); one waiting in a
-    host call is answered (TIMEOUT) and stopped at its next suspension. Leaving early (the deadline,
-    or the awaiting task was cancelled) drops the future, which stops the guest.
-    """
-    try:
-        while True:
-            set_current(ctx)
-            try:
-                done = future.poll()
-            finally:
-                set_current(None)
-            if done:
-                break
-            # One tick of grace, as the epoch deadline on the worker gives (see `epoch_ticks`): a guest
-            # told TIMEOUT by a host call at its deadline can still report it before it is stopped.
-            if not ctx.in_host_wait() and time.monotonic() >= ctx.deadline + TICK_SECONDS:
-                raise _DeadlinePassed
-            await ctx.pause()
-    finally:
-        future.close()
-        forget_suspended(ctx)
-    future.raise_for_failure()
+#: Polls a guest's future to its end on the loop (`scheduler.GuestScheduler.drive`).
+Drive = Callable[[fiber.CallFuture, CoreContext], Awaitable[None]]
 
 
 async def run_core_async(
-    compiled: CompiledModule, ctx: CoreContext
+    compiled: CompiledModule, ctx: CoreContext, drive: Drive
 ) -> tuple[int | None, InvocationError | None, int]:
-    """Instantiate and call ``handle`` on the event loop's thread (see `fiber`); same result as `run_core`."""
+    """Instantiate and call ``handle`` on the event loop's thread (see `fiber`), each step polled by
+    ``drive``; same result as `run_core`."""
     limits = ctx.limits
     ctx.start_clock()
     store = _new_store(compiled, ctx)
-    fiber.yield_every(store, fiber.SLICE_FUEL)  # replaces the epoch deadline trap (see `_drive`)
+    fiber.yield_every(store, fiber.SLICE_FUEL)  # replaces the epoch deadline trap (see `drive`)
+    ctx.store_context = ffi.context_address(store)
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True
     try:
         future, instance = fiber.instantiate_async(store, compiled.pre)
-        await _drive(future, ctx)
+        await drive(future, ctx)
         instantiating = False
         if compiled.has_initialize:
             init = ffi.export_raw(store, instance, "_initialize")
             if init is not None:
                 future, _ = fiber.call_async(store, init, has_result=False)
-                await _drive(future, ctx)
+                await drive(future, ctx)
         handle = ffi.export_raw(store, instance, "handle")
         if handle is None:  # validated at compile time; defensive
             raise WasmtimeError("export `handle` disappeared")
         future, results = fiber.call_async(store, handle, has_result=True)
-        await _drive(future, ctx)
+        await drive(future, ctx)
         code = int(results[0].of.i32)
         if ctx.timed_out_in_host:
-            raise _DeadlinePassed
-    except _DeadlinePassed:
+            raise DeadlinePassed
+    except DeadlinePassed:
         code, error = None, InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
     except ExitTrap as exc:  # WASI proc_exit: its status is the function's code
         code = exc.code

@@ -6,11 +6,15 @@ field                   default      maximum         enforced by
 ``fuel``                100,000,000  1,000,000,000   wasmtime fuel (~1 unit per wasm operator)
 ``timeout_ms``          5,000        60,000          epoch deadline (10 ms ticks) + host-wait timeouts
 ``memory_mb``           32           256             ``Store.set_limits``: ``memory.grow`` returns -1
-``max_output_bytes``    1 MiB        16 MiB          ``output_write`` / WASI stdout (then LIMIT)
+``max_output_bytes``    1 MiB        1 MiB           ``output_write`` / WASI stdout (then LIMIT)
 ``max_log_lines``       100          10,000          ``log`` / WASI stderr lines (then LIMIT)
 ``max_log_line_bytes``  4 KiB        64 KiB          longer lines are truncated (and LIMIT returned)
 ``max_sends``           64           1,000           ``push_send_to_user`` calls per invocation
 ======================  ===========  ==============  ==================================================
+
+Whatever the limits, the logs of one invocation hold at most `MAX_LOG_BYTES` (1 MiB) of text in all:
+lines past it are dropped (LIMIT) and counted. With the output's maximum this bounds the invoke
+response (and the memory one invocation's results take in the gateway) to a few MiB.
 
 A request that is not a positive integer or is over its maximum is refused with a ``ValueError``
 naming the field, rather than silently clamped: a tenant asking for 10 minutes should learn that
@@ -24,7 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-__all__ = ["Limits"]
+__all__ = ["MAX_LOG_BYTES", "Limits"]
+
+#: Platform maximum of log text (all lines, bytes) kept per invocation, whatever the limits.
+MAX_LOG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +48,7 @@ class Limits:
         "fuel": 1_000_000_000,
         "timeout_ms": 60_000,
         "memory_mb": 256,
-        "max_output_bytes": 16 << 20,
+        "max_output_bytes": 1 << 20,
         "max_log_lines": 10_000,
         "max_log_line_bytes": 64 << 10,
         "max_sends": 1_000,

@@ -11,6 +11,7 @@ Either way, sends issued by the guest are delivered on the caller's event loop c
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 
 from .cache import CacheStats, ModuleCache
@@ -22,6 +23,7 @@ from .invocation import run_core, run_core_async
 from .limits import Limits
 from .module import CompiledModule, InvalidModule
 from .result import InvocationError, InvocationResult
+from .scheduler import GuestScheduler
 from .worker import Worker
 
 __all__ = ["DEFAULT_MAX_CONCURRENT", "MAX_INPUT_BYTES", "Runtime"]
@@ -58,6 +60,8 @@ class Runtime:
         #: Core invocations in progress on the loop at once (each holds a Store, a pooled instance slot,
         #: a fiber stack and up to its memory cap); more wait their turn.
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GuestScheduler] = (
+            weakref.WeakKeyDictionary())
         self._running = 0  # invocations in progress, awaited by `aclose`
         self._idle: asyncio.Event | None = None
         self._host.acquire()
@@ -120,7 +124,12 @@ class Runtime:
             try:
                 if isinstance(module, CompiledModule) and on_loop:
                     async with self._slots:
-                        code, error, fuel = await run_core_async(module, ctx)
+                        scheduler = self._scheduler(loop)
+                        scheduler.join(namespace)
+                        try:
+                            code, error, fuel = await run_core_async(module, ctx, scheduler.drive)
+                        finally:
+                            scheduler.leave(namespace)
                 else:
                     code, error, fuel = await self._worker.run(self._run, module, ctx)
             except asyncio.CancelledError:
@@ -133,6 +142,12 @@ class Runtime:
             self._running -= 1
             if not self._running and self._idle is not None:
                 self._idle.set()
+
+    def _scheduler(self, loop: asyncio.AbstractEventLoop) -> GuestScheduler:
+        scheduler = self._schedulers.get(loop)
+        if scheduler is None:
+            scheduler = self._schedulers[loop] = GuestScheduler(loop)
+        return scheduler
 
     @staticmethod
     def _run(

@@ -5,7 +5,8 @@
 //!     mod wasmhost;
 //!
 //! Host calls return `Result<_, Error>`; `Error::code()` gives the ABI number back. `json` is a
-//! small, strict JSON reader and string escaper (enough for inputs and send reports).
+//! small, strict JSON reader and string escaper (enough for inputs and send reports). A panic is
+//! logged with its message and location before it traps (`install_panic_hook`).
 #![allow(dead_code)]
 
 mod raw {
@@ -82,8 +83,23 @@ pub enum Level {
     Error = 4,
 }
 
+/// Makes a panic explain itself: the hook logs `panic: panicked at '<message>', src/lib.rs:8:59` at
+/// error level before the trap (with `panic=abort` the trap follows at once). Every SDK entry point
+/// installs it, so a function that reads its input first is covered from its first line; call it
+/// yourself at the top of `handle` to cover code that runs before any SDK call.
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let text = format!("panic: {}", info);
+            unsafe { raw::log(Level::Error as i32, text.as_ptr(), text.len()) };
+        }));
+    });
+}
+
 /// The whole invocation input.
 pub fn input() -> Vec<u8> {
+    install_panic_hook();
     let n = unsafe { raw::input_len() }.max(0) as usize;
     let mut buf = vec![0u8; n];
     let got = unsafe { raw::input_read(buf.as_mut_ptr(), buf.len()) }.max(0) as usize;
@@ -93,6 +109,7 @@ pub fn input() -> Vec<u8> {
 
 /// Appends to the invocation output; `Err(Error::Limit)` once the output cap is reached.
 pub fn output(text: &str) -> Result<(), Error> {
+    install_panic_hook();
     check(unsafe { raw::output_write(text.as_ptr(), text.len()) }).map(|_| ())
 }
 
@@ -107,6 +124,7 @@ pub struct Ticket(i32);
 
 /// Starts sending `message_json` to every device of `user` in this namespace; returns at once.
 pub fn send(user: &str, message_json: &str) -> Result<Ticket, Error> {
+    install_panic_hook();
     let rc = unsafe { raw::push_send_to_user(user.as_ptr(), user.len(), message_json.as_ptr(), message_json.len()) };
     check(rc).map(|t| Ticket(t as i32))
 }

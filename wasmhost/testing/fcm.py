@@ -116,7 +116,8 @@ class FakeFCM:
         config.certfile = config.keyfile = self.cert_pem_path
         config.loglevel = "WARNING"
         config.accesslog = None
-        self._task = asyncio.ensure_future(serve(self._token_app, config, shutdown_trigger=self._shutdown.wait))
+        app: Any = self._token_app  # a plain ASGI callable; hypercorn's type wants its own scope classes
+        self._task = asyncio.ensure_future(serve(app, config, shutdown_trigger=self._shutdown.wait))
         await asyncio.sleep(0.05)  # let hypercorn start accepting on the bound socket
         return self
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import DROP, Request, Response, ServedFake
+from ._server import DROP, Request, Response, ServedFake
 
 __all__ = ["FakeNtfy"]
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from wasmhost.providers._ece import b64url_decode, b64url_encode, decrypt
 
-from . import DROP, Request, Response, ServedFake
+from ._server import DROP, Request, Response, ServedFake
 
 __all__ = ["Browser", "FakeWebPush"]
 

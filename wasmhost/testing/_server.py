@@ -1,4 +1,4 @@
-"""Loopback fakes of the push services, for tests and benchmarks.
+"""The HTTP/1.1 server under the ntfy, Expo and Web Push fakes.
 
 `FakeServer` is a minimal HTTP/1.1 server on asyncio (keep-alive, optional TLS) rather than an ASGI app,
 because the fakes must script failures an ASGI server cannot: a connection dropped mid-request.
