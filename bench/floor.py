@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    run(lambda _caps: bare_app(), "127.0.0.1", args.port, args.workers, GatewayConfig())
+    run(lambda _group: bare_app(), "127.0.0.1", args.port, args.workers, GatewayConfig())
 
 
 if __name__ == "__main__":

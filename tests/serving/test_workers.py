@@ -169,3 +169,31 @@ async def test_every_worker_drops_what_another_changed(roomy: GatewayProcess) ->
     async with gateway.client("fleet-operator-token-0123456789abcdef") as op:
         assert (await op.delete(f"/v1/namespaces/{tenant.name}/keys/{key_id}")).status_code == 200
     await _until_every_worker_agrees(lambda: key_answers(401), 5)
+
+
+async def test_metrics_count_what_every_worker_did(roomy: GatewayProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.fleet.gateways import ADMIN_TOKEN
+    from wasmhost.gateway.metrics import SNAPSHOT_SECONDS
+
+    def ok_invocations(text: str) -> float:
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "wasmhost_invocations_total" and s.labels == {"outcome": "ok"})
+
+    tenant = await create_tenant(roomy, "metrics")
+    async with tenant.admin(roomy) as admin:
+        assert (await admin.put("/v1/functions/v", content=_output_guest("hi"))).status_code == 200
+
+    async def invoke() -> None:  # fresh connections: the kernel spreads them over both workers
+        async with tenant.admin(roomy) as admin:
+            assert (await admin.post("/v1/functions/v/invoke")).status_code == 200
+
+    await asyncio.gather(*(invoke() for _ in range(40)))
+    await asyncio.sleep(2 * SNAPSHOT_SECONDS)  # the other worker's snapshot is at most this old
+    seen = set()
+    for _ in range(6):  # whichever worker answers the scrape, it counts every worker's invocations
+        async with roomy.client(ADMIN_TOKEN) as op:
+            text = (await op.get("/metrics")).text
+        seen.add(ok_invocations(text))
+    assert seen == {40.0}

@@ -20,7 +20,7 @@ from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
 from .metrics import ChangeFeedCollector, Metrics
 from .readcache import ReadCache
 from .routes import activity, devices, functions, namespace, operator, ops, push, users
-from .sharedcaps import CapTable
+from .sharedcaps import WorkerGroup
 from .state import Gateway
 
 __all__ = ["create_app", "gateway_lifespan"]
@@ -101,21 +101,18 @@ def gateway_lifespan(app: FastAPI) -> AbstractAsyncContextManager[object]:
 
 
 def create_app(
-    settings: Settings | None = None, config: GatewayConfig | None = None, *, caps: CapTable | None = None
+    settings: Settings | None = None, config: GatewayConfig | None = None, *, group: WorkerGroup | None = None
 ) -> FastAPI:
     """The gateway app. `Services` is opened on startup and closed on shutdown (provider clients too).
 
     Served by itself (``uvicorn``, `serve`) the server runs that lifespan; mounted inside another app,
-    enter `gateway_lifespan` in the host app's lifespan. ``caps`` is the cap table shared with the other
-    worker processes of the gateway (`server`); without one the app keeps its own, and its caps are this
-    process's."""
+    enter `gateway_lifespan` in the host app's lifespan. ``group`` is what the app shares with the other
+    worker processes of the gateway (`server`: caps, metrics); without one the app is a whole gateway."""
     settings = settings or Settings.from_env()
     config = config or GatewayConfig.from_env()
-    if caps is None:
-        caps = CapTable.create()
-        caps.attach(0)
-        caps.unlink()  # mapped and locked through open files; nothing else will open it
-    metrics = Metrics()
+    group = group or WorkerGroup.single()
+    caps = group.caps
+    metrics = Metrics(group.metrics_dir)
     gateway = Gateway(
         config=config,
         metrics=metrics,
@@ -134,9 +131,11 @@ def create_app(
         unsubscribe = services.changes.subscribe(reads.on_change) if services.changes is not None else None
         gateway.services, gateway.reads = services, reads
         gateway.activity.start()
+        metrics.start()
         try:
             yield
         finally:
+            metrics.stop()
             await gateway.activity.aclose()
             gateway.services = gateway.reads = None
             if unsubscribe is not None:

@@ -2,15 +2,24 @@
 
 No metric carries a namespace label: /metrics is for the operator, and per-tenant labels would both
 leak tenant names and grow without bound.
+
+A gateway of several worker processes answers ``/metrics`` from whichever worker the scrape reaches, so
+each worker leaves a snapshot of its own registry in the group's folder (every `SNAPSHOT_SECONDS`, and
+right before it answers a scrape) and the answer sums every worker's samples: counters and histograms of
+every worker that ever ran (a replaced worker's totals stay counted), gauges of the live ones only.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..push.observer import PushObserver
 from ..runtime import InvocationResult
@@ -35,8 +44,14 @@ class _Observer(PushObserver):
         self.m.pruned.labels(provider=provider).inc()
 
 
+#: Seconds between a worker's metrics snapshots (a scrape is at most this stale for the other workers).
+SNAPSHOT_SECONDS = 1.0
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: Path | None = None) -> None:
+        self.shared_dir = shared_dir
+        self._timer: asyncio.TimerHandle | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.invocations = Counter(
@@ -78,7 +93,98 @@ class Metrics:
             self.sends.labels(outcome=_send_outcome(send)).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        own = generate_latest(self.registry)
+        if self.shared_dir is None:
+            return own
+        self._snapshot(own)
+        return _merge(self.shared_dir)
+
+    def _snapshot(self, text: bytes | None = None) -> None:
+        assert self.shared_dir is not None
+        path = self.shared_dir / f"{os.getpid()}.prom"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(generate_latest(self.registry) if text is None else text)
+        tmp.replace(path)
+
+    def start(self) -> None:
+        """Leave a snapshot every `SNAPSHOT_SECONDS` on the running loop (for a worker of a group)."""
+        if self.shared_dir is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            try:
+                self._snapshot()
+            except OSError:
+                pass  # the folder is gone: the gateway is stopping
+            self._timer = loop.call_later(SNAPSHOT_SECONDS, tick)
+
+        tick()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.shared_dir is not None:
+            try:
+                self._snapshot()  # the final totals of this worker
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _merge(folder: Path) -> bytes:
+    """Every worker's snapshot, summed sample by sample (gauges of live workers only)."""
+    families: dict[str, tuple[str, str]] = {}
+    sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for path in sorted(folder.glob("*.prom")):
+        try:
+            pid, text = int(path.stem), path.read_text()
+        except (ValueError, OSError):
+            continue
+        alive = _alive(pid)
+        for family in text_string_to_metric_families(text):
+            if family.type == "gauge" and not alive:
+                continue
+            families.setdefault(family.name, (family.type, family.documentation))
+            samples = sums.setdefault(family.name, {})
+            for sample in family.samples:
+                if sample.name.endswith("_created"):  # a creation time: no sum of them means anything
+                    continue
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = samples.get(key, 0.0) + sample.value
+    lines: list[str] = []
+    for name, (kind, doc) in families.items():
+        lines.append(f"# HELP {name} {_escape_help(doc)}")
+        lines.append(f"# TYPE {name} {kind}")
+        for (sample_name, labels), value in sums[name].items():
+            label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
+            lines.append(f"{sample_name}{{{label_text}}} {_number(value)}" if labels else
+                         f"{sample_name} {_number(value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value)) + ".0"
+    return repr(value)
 
 
 def _send_outcome(send: dict[str, object]) -> str:

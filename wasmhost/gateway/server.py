@@ -36,7 +36,7 @@ from ..services import Settings
 from ..store import load_keyring, open_store
 from .app import create_app
 from .config import GatewayConfig
-from .sharedcaps import MAX_WORKERS, CapTable
+from .sharedcaps import MAX_WORKERS, WorkerGroup
 
 __all__ = ["default_workers", "run", "serve"]
 
@@ -79,7 +79,7 @@ def _join_helper_threads(timeout: float = 5.0) -> None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-AppFactory = Callable[[CapTable], ASGIApp]
+AppFactory = Callable[[WorkerGroup], ASGIApp]
 
 
 def _uvicorn_config(app: ASGIApp, config: GatewayConfig) -> uvicorn.Config:
@@ -96,10 +96,10 @@ def _uvicorn_config(app: ASGIApp, config: GatewayConfig) -> uvicorn.Config:
 
 
 def _run_worker(
-    index: int, sock: socket.socket, caps: CapTable, app_factory: AppFactory, config: GatewayConfig
+    index: int, sock: socket.socket, group: WorkerGroup, app_factory: AppFactory, config: GatewayConfig
 ) -> None:
-    caps.attach(index)
-    uvicorn.Server(_uvicorn_config(app_factory(caps), config)).run(sockets=[sock])
+    group.caps.attach(index)
+    uvicorn.Server(_uvicorn_config(app_factory(group), config)).run(sockets=[sock])
 
 
 @dataclass
@@ -112,11 +112,11 @@ class _Worker:
 class Supervisor:
     """Forks ``workers`` gateway processes on one socket, replaces any that dies, drains all on a signal."""
 
-    def __init__(self, workers: int, sock: socket.socket, caps: CapTable, app_factory: AppFactory,
+    def __init__(self, workers: int, sock: socket.socket, group: WorkerGroup, app_factory: AppFactory,
                  config: GatewayConfig) -> None:
         self.workers = workers
         self.sock = sock
-        self.caps = caps
+        self.group = group
         self.app_factory = app_factory
         self.config = config
         self.running: dict[int, _Worker] = {}
@@ -131,7 +131,7 @@ class Supervisor:
                 os.setpgid(0, 0)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _run_worker(index, self.sock, self.caps, self.app_factory, self.config)
+                _run_worker(index, self.sock, self.group, self.app_factory, self.config)
             except BaseException:  # noqa: BLE001 - report and leave the fork, never return into the supervisor
                 LOG.exception("wasmhost: worker %d failed", index)
                 code = 1
@@ -172,7 +172,7 @@ class Supervisor:
             worker = self.running.pop(pid, None)
             if worker is None:
                 continue
-            freed = self.caps.reap(worker.index)
+            freed = self.group.caps.reap(worker.index)
             if self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -188,20 +188,20 @@ class Supervisor:
 
 
 def run(app_factory: AppFactory, host: str, port: int, workers: int, config: GatewayConfig) -> None:
-    """Serve the app ``app_factory(caps)`` builds in each of ``workers`` processes until SIGINT/SIGTERM."""
+    """Serve the app ``app_factory(group)`` builds in each of ``workers`` processes until SIGINT/SIGTERM."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}")
     sock = _bind(host, port)
-    caps = CapTable.create()
+    group = WorkerGroup.create()
     try:
         print(f"wasmhost: serving on http://{host}:{sock.getsockname()[1]} with {workers} worker process(es)",
               file=sys.stderr, flush=True)
         if workers == 1:
-            _run_worker(0, sock, caps, app_factory, config)
+            _run_worker(0, sock, group, app_factory, config)
         else:
-            Supervisor(workers, sock, caps, app_factory, config).run()
+            Supervisor(workers, sock, group, app_factory, config).run()
     finally:
-        caps.unlink()
+        group.remove()
         sock.close()
 
 
@@ -213,4 +213,4 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
     workers = workers or config.workers or default_workers()
     asyncio.run(_prepare_state(settings))
     _join_helper_threads()
-    run(lambda caps: create_app(settings, config, caps=caps), host, port, workers, config)
+    run(lambda group: create_app(settings, config, group=group), host, port, workers, config)

@@ -24,15 +24,17 @@ import fcntl
 import hashlib
 import mmap
 import os
+import shutil
 import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_WORKERS", "CapTable", "TableFull"]
+__all__ = ["MAX_WORKERS", "CapTable", "TableFull", "WorkerGroup"]
 
 #: Worker processes a table can track (each has its own per-entry in-progress counter).
 MAX_WORKERS = 32
@@ -264,3 +266,31 @@ class CapTable:
                 return capacity
             entry = list(_ENTRY.unpack_from(self._map, self._entry_offset(index)))
             return self._level(entry, capacity, rate, now)
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """What the worker processes of one gateway share: the cap table, and a folder where each worker
+    leaves a snapshot of its metrics so that any of them can answer ``/metrics`` for all (`metrics`)."""
+
+    caps: CapTable
+    metrics_dir: Path | None = None
+
+    @classmethod
+    def create(cls) -> WorkerGroup:
+        folder = Path(tempfile.mkdtemp(prefix="wasmhost-workers-"))
+        (folder / "metrics").mkdir()
+        return cls(CapTable.create(folder), folder / "metrics")
+
+    @classmethod
+    def single(cls) -> WorkerGroup:
+        """For an app that is its own gateway (tests, embedding): caps of its own, no shared metrics."""
+        caps = CapTable.create()
+        caps.attach(0)
+        caps.unlink()  # mapped and locked through open files; nothing else will open it
+        return cls(caps)
+
+    def remove(self) -> None:
+        self.caps.unlink()
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir.parent, ignore_errors=True)
