@@ -45,7 +45,9 @@ class Loop:
         self.loop.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's synchronous API is open, its event loop counts as running on this
+# thread, and the asyncio tests that come after would fail to start theirs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
