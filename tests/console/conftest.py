@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.fleet.gateways import ADMIN_TOKEN, GatewayProcess
-from tests.providers.fakes.ntfy import FakeNtfy
+from wasmhost.testing.ntfy import FakeNtfy
 
 T = TypeVar("T")
 

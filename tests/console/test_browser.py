@@ -19,7 +19,7 @@ import pytest
 
 from tests.fleet.gateways import ADMIN_TOKEN, GatewayProcess
 from tests.gateway.guests import BAD_IMPORT, LOGGER, WELCOME_WASM
-from tests.providers.fakes.ntfy import FakeNtfy
+from wasmhost.testing.ntfy import FakeNtfy
 
 from .conftest import SHOTS
 
