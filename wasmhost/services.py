@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._env import env_flag, env_float, env_str
+from ._env import env_flag, env_float, env_int, env_str
 from .providers import ProviderPool, default_specs
 from .push import Defaults, Manager, PushObserver
 from .push.credentials import ProviderSpec
 from .runtime import Runtime, SendLimiter
 from .store import (
     DEFAULT_DB_URL,
+    DEFAULT_MAX_DEVICES_PER_USER,
     Change,
     ChangeFeed,
     ChangeRelay,
@@ -47,6 +48,8 @@ class Settings:
     defaults: Defaults = field(default_factory=Defaults)
     dispatcher_ttl: float = 30.0
     allow_private_endpoints: bool = False
+    #: Devices one user may register per namespace (``WASMHOST_MAX_DEVICES_PER_USER``).
+    max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
 
     @classmethod
     def from_env(cls, db_url: str | None = None) -> Settings:
@@ -61,6 +64,7 @@ class Settings:
             ),
             dispatcher_ttl=env_float("WASMHOST_DISPATCHER_TTL", cls.dispatcher_ttl),
             allow_private_endpoints=env_flag("WASMHOST_ALLOW_PRIVATE_ENDPOINTS", False),
+            max_devices_per_user=env_int("WASMHOST_MAX_DEVICES_PER_USER", cls.max_devices_per_user),
         )
 
     @property
@@ -124,6 +128,7 @@ class Services:
         settings = settings or Settings.from_env()
         keyring = load_keyring(settings.state_dir)
         store = await open_store(settings.db_url, keyring)
+        store.max_devices_per_user = settings.max_devices_per_user
         try:
             specs = default_specs(store, allow_private_endpoints=settings.allow_private_endpoints)
             factory = ProviderPool(specs)

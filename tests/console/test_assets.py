@@ -34,7 +34,8 @@ def test_every_asset_is_served_with_a_strict_policy(server: GatewayServer) -> No
         assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
         assert directives["object-src"] == "'none'" and "unsafe" not in csp
         assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
-        referenced = set(re.findall(r'(?:src|href)="/console/([^"]+)"', page.text))
+        referenced = set(re.findall(r'(?:src|href)="console/([^"]+)"', page.text))
+        assert len(referenced) == 3
         for path in sorted(STATIC.iterdir()):
             r = c.get(f"/console/{path.name}")
             assert r.status_code == 200 and r.content == path.read_bytes(), path.name

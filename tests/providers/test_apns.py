@@ -277,6 +277,7 @@ async def _manager(store: SQLiteStore, specs: list[ApnsSpec], doc: dict[str, Any
                    provider: str = "apns") -> tuple[Manager, ProviderPool]:
     await store.create_namespace("acme")
     await store.put_credentials("acme", "apns", doc)
+    store.max_devices_per_user = max(devices, store.max_devices_per_user)  # batching needs many
     for i in range(devices):
         await store.register_device("acme", "u1", f"d{i}", provider, _token(i))
     factory = ProviderPool(specs)

@@ -38,6 +38,7 @@ async def setup(store: SQLiteStore, fake: FakeExpo, devices: int = 1, *, namespa
         await store.create_namespace(namespace)
     spec = spec or ExpoSpec(store, allow_private=True, receipt_delay=0.05, receipt_retry=0.05)
     await store.put_credentials(namespace, "expo", spec.validate({"endpoint": fake.url, "access_token": access_token}))
+    store.max_devices_per_user = max(devices, store.max_devices_per_user)  # batching needs many
     for i in range(devices):
         await store.register_device(namespace, "alice", f"d{i}", "expo", tok(f"{namespace}{i}"))
     return Manager(store, ProviderPool([spec]), retry=FAST)

@@ -161,6 +161,7 @@ async def test_failure_text_never_carries_token_or_url(
 
 
 async def test_batches_respect_max_batch(sqlite_store: SQLiteStore) -> None:
+    sqlite_store.max_devices_per_user = 250  # an operator may raise the cap
     await _user(sqlite_store, [(f"d{i}", "expo", f"ExponentPushToken[{i}]") for i in range(250)])
     expo = RecordingProvider("expo", max_batch=100)
     report = await Dispatcher(sqlite_store, [expo]).send_to_user("acme", "alice", PushMessage(title="x"))

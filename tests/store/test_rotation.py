@@ -23,6 +23,7 @@ async def _populate(store: Any, devices: int = 25) -> None:
     await store.put_credentials("acme", "ntfy", {"base_url": "https://ntfy.example", "auth_token": "tk"})
     await store.put_credentials("other", "outbox", {})
     await store.put_auth_settings("acme", {"alg": "HS256", "key": "hmac-secret"})
+    store.max_devices_per_user = devices  # five users share them: more each than the default cap allows
     for i in range(devices):
         await store.register_device("acme", f"user{i % 5}", f"dev{i}", "outbox", f"token-{i}")
 

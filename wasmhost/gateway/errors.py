@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ..push.errors import PushNotConfigured, PushUnavailable
-from ..store.base import NotFound, StoreError
+from ..store.base import NotFound, StoreError, TooManyDevices
 
 __all__ = ["ApiError", "ErrorBody", "install_error_handlers", "responses"]
 
@@ -32,7 +32,7 @@ _DESCRIPTIONS = {
     401: "Missing or invalid credentials (operator token, namespace API key or user JWT)",
     404: "Not found (another namespace's object is also not found)",
     405: "Method not allowed",
-    409: "Conflict: the object already exists",
+    409: "Conflict: the object already exists, or the user has as many devices as allowed",
     413: "Request body over this route's size cap",
     429: "A cap reached (per namespace, or failed authentications per address); retry after `Retry-After` seconds",
     503: "Not available: push not configured for the namespace, store down, or operator routes disabled",
@@ -120,6 +120,10 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, str(exc) or "not found")
 
 
+async def _too_many_devices(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, str(exc))
+
+
 async def _store_error(request: Request, exc: Exception) -> JSONResponse:
     LOG.error("gateway: store failure on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     return error_response(503, "the store is unavailable; try again later", {"Retry-After": "5"})
@@ -138,6 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(TooManyDevices, _too_many_devices)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(PushNotConfigured, _push_error)
     app.add_exception_handler(PushUnavailable, _push_error)

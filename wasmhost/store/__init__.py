@@ -1,6 +1,7 @@
 """State: namespaces, push config and credentials, devices, outbox and functions, sealed at rest."""
 
 from .base import (
+    DEFAULT_MAX_DEVICES_PER_USER,
     ApiKey,
     ApiKeyStore,
     AuthSettingsStore,
@@ -17,6 +18,7 @@ from .base import (
     PushConfigStore,
     Store,
     StoreError,
+    TooManyDevices,
 )
 from .changes import Change, ChangeFeed, HasChangeFeed, LocalChangeFeed
 from .relay import ChangeRelay
@@ -28,6 +30,7 @@ from .url import DEFAULT_DB_URL, change_ring_for, open_store, state_dir_for
 __all__ = [
     "ChangeRelay",
     "change_ring_for",
+    "DEFAULT_MAX_DEVICES_PER_USER",
     "ApiKey",
     "ApiKeyStore",
     "AuthSettingsStore",
@@ -53,6 +56,7 @@ __all__ = [
     "SealError",
     "Store",
     "StoreError",
+    "TooManyDevices",
     "load_keyring",
     "open_store",
     "parse_keyring",

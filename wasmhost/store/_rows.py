@@ -10,10 +10,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .base import Device, FunctionRecord, OutboxRecord, PushConfig, StoreError
+from .base import Device, FunctionRecord, OutboxRecord, PushConfig, StoreError, TooManyDevices
 from .sealing import KeyRing, SealError
 
 __all__ = [
+    "check_device_cap",
     "require_device_fields",
     "AUTH",
     "CONFIG",
@@ -60,6 +61,16 @@ def require_device_fields(user_id: str, device_id: str, provider: str, token: st
     for label, value in (("user_id", user_id), ("device_id", device_id), ("provider", provider), ("token", token)):
         if not value:
             raise ValueError(f"{label} is required")
+
+
+def check_device_cap(others: int, cap: int) -> None:
+    """Refuse a new device when the user already has `others` devices (not counting rows the
+    registration replaces) and the cap is `cap`."""
+    if others >= cap:
+        raise TooManyDevices(
+            f"this user already has {others} devices; the limit is {cap} per user"
+            " (WASMHOST_MAX_DEVICES_PER_USER): remove one first"
+        )
 
 
 def device_context(namespace: str, row_id: str) -> str:

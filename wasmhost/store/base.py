@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from .activity import ActivityStore
 
 __all__ = [
+    "DEFAULT_MAX_DEVICES_PER_USER",
     "ApiKey",
     "ApiKeyStore",
     "AuthSettingsStore",
@@ -26,6 +27,7 @@ __all__ = [
     "PushConfigStore",
     "Store",
     "StoreError",
+    "TooManyDevices",
 ]
 
 
@@ -35,6 +37,15 @@ class StoreError(Exception):
 
 class NotFound(StoreError):
     """The object does not exist in this namespace (another namespace's object is also NotFound)."""
+
+
+#: Devices one user may have in one namespace, unless the operator says otherwise: each send fans out
+#: to all of them, so without a cap one user could turn one send into thousands of deliveries.
+DEFAULT_MAX_DEVICES_PER_USER = 32
+
+
+class TooManyDevices(StoreError):
+    """A registration would give the user more than ``max_devices_per_user`` devices (HTTP 409)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +175,10 @@ class CredentialStore(Protocol):
 
 
 class DeviceStore(Protocol):
+    #: A registration of a new device (not a device id or token the user already has) beyond this
+    #: many raises `TooManyDevices`; checked in the registration's transaction.
+    max_devices_per_user: int
+
     async def register_device(
         self,
         namespace: str,

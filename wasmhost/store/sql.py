@@ -24,6 +24,7 @@ from ._rows import (
     DEVICE_COLUMNS,
     FINGERPRINT_KEY,
     TOKENS,
+    check_device_cap,
     credentials_context,
     device_context,
     devices_from_rows,
@@ -36,7 +37,16 @@ from ._rows import (
     require_device_fields,
 )
 from .activity import SQLActivity
-from .base import ApiKey, Device, FunctionRecord, NotFound, OutboxRecord, PushConfig, StoreError
+from .base import (
+    DEFAULT_MAX_DEVICES_PER_USER,
+    ApiKey,
+    Device,
+    FunctionRecord,
+    NotFound,
+    OutboxRecord,
+    PushConfig,
+    StoreError,
+)
 from .changes import Change, LocalChangeFeed
 from .driver import Driver, IntegrityError
 from .migrations import MIGRATIONS, render
@@ -61,6 +71,12 @@ def token_lock_key(fp: str) -> int:
     return int.from_bytes(bytes.fromhex(fp[:16]), "big", signed=True)
 
 
+def user_lock_key(namespace: str, user_id: str) -> int:
+    """A signed 64-bit lock key for one user's device list (registrations count it, then add to it)."""
+    digest = hashlib.sha256(f"devices\x00{namespace}\x00{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def _namespace_missing(namespace: str) -> NotFound:
     return NotFound(f"namespace {namespace!r} not found")
 
@@ -71,6 +87,7 @@ class SQLStore(SQLActivity):
     def __init__(self, driver: Driver, keyring: KeyRing) -> None:
         self.driver = driver
         self.keyring = keyring
+        self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
         self._fp_key = b""
         #: (namespace, user, with tokens) -> devices, valid while `_devices_version` is current.
         self._devices: LRUCache[tuple[str, str, bool], tuple[Device, ...]] = LRUCache(maxsize=DEVICE_CACHE_USERS)
@@ -304,11 +321,20 @@ class SQLStore(SQLActivity):
             async with self.driver.transaction() as tx:
                 # Registrations of the same physical token take turns here, so each one's DELETE below sees
                 # the other's committed row: exactly one owner, whatever the interleaving.
+                # The user's registrations take turns too (first, so locks are always taken in one
+                # order), so two cannot both count one slot left and both take it.
+                await tx.lock(user_lock_key(namespace, user_id))
                 await tx.lock(token_lock_key(fp))
                 existing = await tx.fetch(
                     "SELECT id, created_at FROM devices WHERE namespace = ? AND user_id = ? AND device_id = ?"
                     + tx.for_update, (namespace, user_id, device_id),
                 )
+                if not existing:  # a new device, unless it carries a token the user has (that row goes)
+                    [(others,)] = await tx.fetch(
+                        "SELECT COUNT(*) FROM devices WHERE namespace = ? AND user_id = ? AND token_fp != ?",
+                        (namespace, user_id, fp),
+                    )
+                    check_device_cap(others, self.max_devices_per_user)
                 row_id, created = (existing[0][0], existing[0][1]) if existing else (str(uuid.uuid4()), now)
                 [got] = await tx.fetch(
                     "INSERT INTO devices (id, namespace, user_id, device_id, provider, token_sealed, token_fp,"

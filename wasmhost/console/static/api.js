@@ -32,7 +32,8 @@ async function call(token, method, path, { json, body, contentType } = {}) {
   } else if (contentType) {
     headers.set("Content-Type", contentType);
   }
-  const response = await fetch(path, { method, headers, body, cache: "no-store", credentials: "omit" });
+  // Relative to the page (…/console), so a gateway mounted under a prefix works unchanged.
+  const response = await fetch(path.replace(/^\//, ""), { method, headers, body, cache: "no-store", credentials: "omit" });
   const text = await response.text();
   let data = text;
   try {

@@ -46,7 +46,8 @@ export function lineChart({ title, unit, from, to, step = 60, series }) {
   }
   const labels = xs.length > 1 ? [0, Math.floor((xs.length - 1) / 2), xs.length - 1] : [0];
   for (const i of labels) {
-    root.append(svg("text", { class: "tick", x: x(i), y: H - 6, "text-anchor": "middle" }, clock(xs[i])));
+    const anchor = i === 0 ? "start" : i === xs.length - 1 ? "end" : "middle";
+    root.append(svg("text", { class: "tick", x: x(i), y: H - 6, "text-anchor": anchor }, clock(xs[i])));
   }
   series.forEach((s, n) => {
     const points = xs.map((t, i) => `${x(i).toFixed(1)},${y(s.values.get(t) || 0).toFixed(1)}`).join(" ");

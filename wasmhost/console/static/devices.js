@@ -6,6 +6,7 @@ import { busy, clear, field, h, table, when } from "./dom.js";
 export function devicesPage(root) {
   const user = field("User id", { required: true, autocomplete: "off" }, "The user id your backend puts in the JWT's sub.");
   const out = h("div", { "aria-live": "polite" });
+  const problem = h("div", { "aria-live": "polite" });
   const button = h("button", { type: "submit" }, "Look up");
   const show = async (userId) => {
     const { devices } = await get(`/v1/namespace/users/${enc(userId)}/devices`);
@@ -21,7 +22,7 @@ export function devicesPage(root) {
       { label: "Updated", value: (d) => when(d.updated_at) },
       { label: "", value: (d) => {
         const del = h("button", { type: "button", class: "danger", "aria-label": `Delete device ${d.device_id}`, onclick: async () => {
-          await busy(del, out, async () => {
+          await busy(del, problem, async () => {
             await api("DELETE", `/v1/namespace/users/${enc(userId)}/devices/${enc(d.id)}`);
             await show(userId);
           });
@@ -36,6 +37,6 @@ export function devicesPage(root) {
         event.preventDefault();
         await busy(button, out, () => show(user.input.value.trim()));
       } }, user.row, h("div", { class: "actions" }, button))),
-    h("section", { class: "card" }, out));
+    h("section", { class: "card" }, problem, out));
   out.append(h("p", { class: "empty" }, "Look up a user to see their devices."));
 }

@@ -90,8 +90,13 @@ export function healthPage(root) {
   const load = async () => {
     clear(box).append(h("h2", {}, "Gateway health"));
     try {
-      const r = await fetch("/healthz", { cache: "no-store", credentials: "omit" });
-      box.append(h("p", {}, "Store: ", badge(r.ok, r.ok ? "reachable" : `unreachable (${r.status})`)));
+      let store = "reachable";
+      try {
+        await api("GET", "/healthz");
+      } catch (err) {
+        store = `unreachable (${describe(err)})`;
+      }
+      box.append(h("p", {}, "Store: ", badge(store === "reachable", store)));
       const metrics = parseMetrics((await api("GET", "/metrics")).data);
       const pick = (prefix) => [...metrics.entries()].filter(([k]) => k.startsWith(prefix));
       const rows = [

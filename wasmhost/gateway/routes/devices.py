@@ -22,7 +22,7 @@ MAX_DEVICE_BYTES = 4 * KIB
 
 
 @router.post(
-    "", response_model=DeviceView, responses=responses(400, 401, 413, 503), openapi_extra=capped(MAX_DEVICE_BYTES),
+    "", response_model=DeviceView, responses=responses(400, 401, 409, 413, 503), openapi_extra=capped(MAX_DEVICE_BYTES),
     summary="Register (or update) one of the caller's devices; the token is never returned",
 )
 async def register_device(body: DeviceIn, gw: GatewayDep, user: UserDep) -> dict[str, Any]:
