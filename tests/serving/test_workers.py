@@ -38,7 +38,7 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
 async def _tenant(gw: GatewayProcess) -> Tenant:
     tenant = await create_tenant(gw, "work")
     async with tenant.admin(gw) as admin:
-        r = await admin.put("/v1/functions/spin?timeout_ms=1500&fuel=1000000000", content=SPIN)
+        r = await admin.put("/v1/functions/spin?timeout_ms=4000&fuel=1000000000", content=SPIN)
         assert r.status_code == 200, r.text
         assert (await admin.put("/v1/namespace/push-credentials/outbox", json={})).status_code == 200
     async with tenant.user(gw, "alice") as alice:
