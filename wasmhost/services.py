@@ -30,6 +30,7 @@ from .store import (
     open_store,
     state_dir_for,
 )
+from .store.private import private_dir
 
 __all__ = ["Services", "Settings"]
 
@@ -133,6 +134,8 @@ class Services:
             specs = default_specs(store, allow_private_endpoints=settings.allow_private_endpoints)
             factory = ProviderPool(specs)
             manager = Manager(store, factory, settings.defaults, ttl=settings.dispatcher_ttl, observer=observer)
+            for folder in (settings.state_dir, settings.state_dir / "modules"):  # compiled tenant code
+                private_dir(folder)
             runtime = Runtime(
                 manager,
                 cache_dir=settings.state_dir / "modules",

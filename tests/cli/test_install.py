@@ -70,6 +70,9 @@ def test_sdist_and_wheel_carry_the_welcome_guest_itself(dist: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("wasmhost/welcome.wasm") == expected
         assert "wasmhost/py.typed" in zf.namelist()
+        console = ROOT / "wasmhost" / "console" / "static"
+        for asset in console.iterdir():  # the gateway serves /console from the installed package
+            assert zf.read(f"wasmhost/console/static/{asset.name}") == asset.read_bytes(), asset.name
         assert not [n for n in zf.namelist() if n.startswith(("tests/", "bench/", "guest_examples/"))]
 
 

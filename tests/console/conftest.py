@@ -82,7 +82,9 @@ def ntfy(fakes: Loop) -> Iterator[FakeNtfy]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("console")
-    gw = GatewayProcess("console", f"sqlite:///{tmp / 'wasmhost.db'}", tmp).start()
+    # Two worker processes, as in production: a page's requests land on either, so what one worker
+    # records must be read back through the store.
+    gw = GatewayProcess("console", f"sqlite:///{tmp / 'wasmhost.db'}", tmp, WASMHOST_WORKERS="2").start()
     try:
         yield gw
     finally:
@@ -97,6 +99,8 @@ def page(browser: Any) -> Iterator[Any]:
     tab.dialogs = []  # type: ignore[attr-defined]
     tab.errors = []  # type: ignore[attr-defined]
     tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+    # A page that needed something the CSP forbids (inline style or script) logs a violation here.
+    tab.on("console", lambda msg: tab.errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     tab.set_default_timeout(15_000)
     try:
         yield tab

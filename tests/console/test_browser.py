@@ -264,6 +264,15 @@ def test_an_operators_journey(page: Any, gateway: GatewayProcess) -> None:
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text(f"namespace {name}").wait_for()
 
+    # The key is revoked while the tenant is signed in: the next request sends the tab back to sign-in.
+    operator = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    key_id = httpx.get(f"{gateway.url}/v1/namespaces/{name}/keys", headers=operator).json()["keys"][0]["key_id"]
+    r = httpx.delete(f"{gateway.url}/v1/namespaces/{name}/keys/{key_id}", headers=operator)
+    assert r.status_code == 200, r.text
+    page.get_by_role("navigation", name="Pages").get_by_role("link", name="Usage").click()
+    page.get_by_text("Signed out: invalid or revoked API key").wait_for()
+    assert page.evaluate("sessionStorage.length") == 0
+
 
 @pytest.fixture(autouse=True)
 def _gateway_log_on_failure(gateway: GatewayProcess) -> Iterator[None]:

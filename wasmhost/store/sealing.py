@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .private import FILE_MODE, private_dir, private_file
+
 __all__ = ["KeyRing", "SealError", "load_keyring", "parse_keyring"]
 
 _PREFIX = "wh1"
@@ -139,9 +141,10 @@ def load_keyring(state_dir: Path | None, env: dict[str, str] | None = None) -> K
         raise ValueError(f"set {MASTER_KEY_ENV}: this store has no state folder to keep a generated key in")
     path = state_dir / KEY_FILE
     if path.exists():
+        private_file(path)
         return parse_keyring(path.read_text(), seal_version)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    private_dir(state_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(f"1:{os.urandom(32).hex()}\n")
     print(

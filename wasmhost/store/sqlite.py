@@ -16,6 +16,7 @@ import aiosqlite
 from .base import StoreError
 from .changes import Change, LocalChangeFeed
 from .driver import IntegrityError, Row
+from .private import private_dir, private_file
 from .sealing import KeyRing
 from .sql import SQLStore
 
@@ -204,7 +205,11 @@ class SQLiteDriver:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(self.path)
+            private_dir(path.parent)
+            private_file(path, create=True)  # before SQLite: its -wal and -shm take the database's mode
+            for suffix in ("-wal", "-shm", "-journal"):
+                private_file(path.with_name(path.name + suffix))
         db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db = db
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "busy_timeout=5000"):

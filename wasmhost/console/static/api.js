@@ -48,10 +48,19 @@ async function call(token, method, path, { json, body, contentType } = {}) {
   return { status: response.status, data };
 }
 
-/** Calls the API as the signed-in tenant or operator. */
-export function api(method, path, options) {
+/** Calls the API as the signed-in tenant or operator. A 401 means the credential no longer works
+ * (a revoked key): the tab forgets it and the console goes back to sign-in, saying why. */
+export async function api(method, path, options) {
   const s = session();
-  return call(s ? s.token : null, method, path, options);
+  try {
+    return await call(s ? s.token : null, method, path, options);
+  } catch (err) {
+    if (s && err instanceof ApiError && err.status === 401) {
+      signOut();
+      window.dispatchEvent(new CustomEvent("wasmhost:signedout", { detail: err.message }));
+    }
+    throw err;
+  }
 }
 
 export const get = async (path) => (await api("GET", path)).data;

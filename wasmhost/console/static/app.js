@@ -27,7 +27,7 @@ const who = document.getElementById("who");
 const signout = document.getElementById("signout");
 let leave = null; // the current page's cleanup (timers)
 
-function signInPage() {
+function signInPage(notice) {
   const secret = field("API key or operator token", { type: "password", autocomplete: "off", required: true },
     "A namespace API key (whk_…) or the gateway's operator token. Kept in this tab only.");
   const out = h("div");
@@ -43,10 +43,11 @@ function signInPage() {
       }
     },
   }, secret.row, h("div", { class: "actions" }, button), out);
-  return h("section", { class: "signin card" }, h("h1", {}, "Sign in"), form);
+  return h("section", { class: "signin card" }, h("h1", {}, "Sign in"),
+    notice ? h("p", { class: "error", role: "alert" }, `Signed out: ${notice}`) : null, form);
 }
 
-function render() {
+function render(notice) {
   if (leave) leave();
   leave = null;
   clear(main);
@@ -56,7 +57,7 @@ function render() {
   who.textContent = s ? (s.role === "operator" ? "operator" : `namespace ${s.namespace}`) : "";
   if (!s) {
     document.title = "Sign in · wasmhost console";
-    main.append(signInPage());
+    main.append(signInPage(notice));
     main.querySelector("input").focus();
     return;
   }
@@ -72,6 +73,7 @@ function render() {
   leave = page[2](container, s) || null;
 }
 
+window.addEventListener("wasmhost:signedout", (event) => render(event.detail));
 signout.addEventListener("click", () => {
   signOut();
   location.hash = "";

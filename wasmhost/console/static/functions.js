@@ -61,25 +61,32 @@ function detail(fn, onDeleted) {
   const result = h("div", { "aria-live": "polite", class: "result" });
   const recent = h("div", { class: "recent" });
   const invokeButton = h("button", { type: "submit" }, "Invoke");
+  let newest = null; // id of the newest invocation shown
   const loadRecent = async () => {
     try {
       const { invocations } = await get(`/v1/functions/${enc(fn.name)}/invocations`);
       clear(recent);
-      if (!invocations.length) { recent.append(h("p", { class: "empty" }, "No invocations yet.")); return; }
+      newest = invocations.length ? invocations[0].id : null;
+      if (!invocations.length) { recent.append(h("p", { class: "empty" }, "No invocations yet.")); return newest; }
       recent.append(...invocations.map((inv) => h("details", { class: "recent-invocation" },
         h("summary", {}, badge(inv.ok, inv.outcome), ` ${when(inv.at)} · ${inv.duration_ms} ms · fuel ${inv.fuel_used}`),
         invocation(inv))));
     } catch (err) {
       clear(recent).append(h("p", { class: "error" }, describe(err)));
     }
+    return newest;
   };
   const invokeForm = h("form", {
     onsubmit: async (event) => {
       event.preventDefault();
       await busy(invokeButton, result, async () => {
+        const before = newest;
         const { data } = await api("POST", `/v1/functions/${enc(fn.name)}/invoke`, { body: input.input.value, contentType: "application/json" });
         result.append(h("h3", {}, "Result"), invocation(data));
-        await loadRecent();
+        // Another gateway process may have run it: its record reaches the store within a second.
+        for (let tries = 0; tries < 4 && (await loadRecent()) === before; tries += 1) {
+          await new Promise((done) => setTimeout(done, 700));
+        }
       });
     },
   }, input.row, h("div", { class: "actions" }, invokeButton));

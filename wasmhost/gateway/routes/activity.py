@@ -1,7 +1,7 @@
 """What a namespace did recently, for its admin: a function's last invocations and per-minute usage.
 
-Read from the store (see `gateway.activity`), so every gateway process answers the same; this process's
-own unwritten activity is written first, so a caller sees its own invocation at once.
+Read from the store (see `gateway.activity`), so every gateway process answers the same: this process's
+unwritten activity is written first, another process's arrives within its one-second write interval.
 """
 
 from __future__ import annotations
