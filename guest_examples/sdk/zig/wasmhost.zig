@@ -15,6 +15,19 @@ const raw = struct {
     extern "wasmhost" fn push_wait(ticket: i32, out: [*]u8, cap: usize) i32;
 };
 
+/// A panic handler that logs `panic: <message>` at error level before trapping. Use it from your root
+/// source file: `pub const panic = wasmhost.panic;` (`@panic`, and in safe builds overflow and
+/// bounds checks, then explain themselves in the invocation's logs).
+pub const panic = std.debug.FullPanic(logPanic);
+
+fn logPanic(message: []const u8, first_trace_addr: ?usize) noreturn {
+    _ = first_trace_addr;
+    var buf: [512]u8 = undefined;
+    const line = std.fmt.bufPrint(&buf, "panic: {s}", .{message}) catch message;
+    _ = raw.log(4, line.ptr, line.len);
+    @trap();
+}
+
 /// ABI v1 error codes as Zig errors (FAULT cannot happen through this SDK's slices).
 pub const Error = error{ Invalid, Fault, TooBig, NotConfigured, RateLimited, Timeout, Unavailable, Limit, Unknown };
 

@@ -1,0 +1,1 @@
+../../../guest_examples/sdk/rust/wasmhost.rs

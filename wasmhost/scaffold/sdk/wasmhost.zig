@@ -1,0 +1,1 @@
+../../../guest_examples/sdk/zig/wasmhost.zig
