@@ -68,6 +68,13 @@ def invocation_record(result: InvocationResult) -> dict[str, Any]:
     }
     if record["error"] and len(record["error"]["message"]) > MAX_OUTPUT_CHARS:
         record["error"]["message"] = record["error"]["message"][:MAX_OUTPUT_CHARS]
+    # JSON escaping writes at most 12 bytes per character (an astral one as two \\u escapes): when even
+    # that fits, every line is kept without measuring.
+    chars = len(record["output"]) + sum(len(e.level) + len(e.message) + 32 for e in result.logs)
+    chars += sum(len(str(s)) for s in record["sends"]) + len(str(record["error"]))
+    if 12 * chars + 512 <= MAX_RECORD_BYTES:
+        record["logs"] = [entry.to_dict() for entry in result.logs]
+        return record
     budget = MAX_RECORD_BYTES - len(json.dumps(record))
     for n, entry in enumerate(result.logs):
         line = entry.to_dict()

@@ -64,9 +64,9 @@ class ActivityStore(Protocol):
         ...
 
 
-_INSERT_INVOCATION = "INSERT INTO invocations (namespace, function, at, outcome, record_json) VALUES (?, ?, ?, ?, ?)"
-_ADD_USAGE = (
-    "INSERT INTO usage_minutes (namespace, minute, metric, label, count, total_ms) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_INVOCATIONS = "INSERT INTO invocations (namespace, function, at, outcome, record_json) VALUES "
+_ADD_USAGE = "INSERT INTO usage_minutes (namespace, minute, metric, label, count, total_ms) VALUES "
+_ADD_USAGE_CONFLICT = (
     " ON CONFLICT (namespace, minute, metric, label) DO UPDATE SET count = usage_minutes.count + excluded.count,"
     " total_ms = usage_minutes.total_ms + excluded.total_ms"
 )
@@ -75,6 +75,8 @@ _TRIM_FUNCTION = (
     "DELETE FROM invocations WHERE namespace = ? AND function = ? AND id < (SELECT MIN(id) FROM"
     " (SELECT id FROM invocations WHERE namespace = ? AND function = ? ORDER BY id DESC LIMIT ?) AS newest)"
 )
+#: Rows per multi-row INSERT (SQLite allows 999 parameters in one statement).
+_CHUNK = 100
 _EXPIRE_INVOCATIONS = "DELETE FROM invocations WHERE at < ?"
 _EXPIRE_USAGE = "DELETE FROM usage_minutes WHERE minute < ?"
 _LIST = (
@@ -87,19 +89,31 @@ _USAGE = (
 )
 
 
+def _multi_row(prefix: str, rows: list[tuple[Any, ...]], suffix: str = "") -> list[tuple[str, tuple[Any, ...]]]:
+    """Multi-row INSERTs of at most `_CHUNK` rows each: one round trip per chunk, not per row."""
+    out = []
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start:start + _CHUNK]
+        values = ", ".join("(" + ", ".join("?" * len(chunk[0])) + ")" for _ in chunk)
+        out.append((prefix + values + suffix, tuple(v for row in chunk for v in row)))
+    return out
+
+
 def _statements(
     invocations: Sequence[InvocationRow], usage: Sequence[UsageRow], keep: int, max_age: float, now: float
-) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The batch as (sql, rows) pairs, in the order they run. Counters of one minute are rows every gateway
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The batch as statements, in the order they run. Counters of one minute are rows every gateway
     updates: they are added in one fixed order, so two gateways flushing at once cannot deadlock."""
     usage = sorted(usage, key=lambda u: (u.namespace, u.minute, u.metric, u.label))
     functions = sorted({(r.namespace, r.function) for r in invocations})
     return [
-        (_INSERT_INVOCATION, [(r.namespace, r.function, r.at, r.outcome, json.dumps(r.record)) for r in invocations]),
-        (_ADD_USAGE, [(u.namespace, u.minute, u.metric, u.label, u.count, u.total_ms) for u in usage]),
-        (_TRIM_FUNCTION, [(ns, fn, ns, fn, keep) for ns, fn in functions]),
-        (_EXPIRE_INVOCATIONS, [(now - max_age,)]),
-        (_EXPIRE_USAGE, [(int((now - max_age) // 60),)]),
+        *_multi_row(_INSERT_INVOCATIONS,
+                    [(r.namespace, r.function, r.at, r.outcome, json.dumps(r.record)) for r in invocations]),
+        *_multi_row(_ADD_USAGE, [(u.namespace, u.minute, u.metric, u.label, u.count, u.total_ms) for u in usage],
+                    _ADD_USAGE_CONFLICT),
+        *[(_TRIM_FUNCTION, (ns, fn, ns, fn, keep)) for ns, fn in functions],
+        (_EXPIRE_INVOCATIONS, (now - max_age,)),
+        (_EXPIRE_USAGE, (int((now - max_age) // 60),)),
     ]
 
 
@@ -121,9 +135,8 @@ class SQLActivity:
         self, invocations: Sequence[InvocationRow], usage: Sequence[UsageRow], keep: int, max_age: float, now: float
     ) -> None:
         async with self.driver.transaction() as tx:
-            for sql, rows in _statements(invocations, usage, keep, max_age, now):
-                for params in rows:
-                    await tx.execute(sql, params)
+            for sql, params in _statements(invocations, usage, keep, max_age, now):
+                await tx.execute(sql, params)
 
     async def list_invocations(self, namespace: str, function: str, limit: int) -> list[InvocationRow]:
         return [_invocation(r) for r in await self.driver.fetch(_LIST, (namespace, function, limit))]
