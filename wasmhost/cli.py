@@ -126,6 +126,9 @@ async def cmd_run(services: Services, args: argparse.Namespace) -> int:
 
 
 async def cmd_namespace_create(services: Services, args: argparse.Namespace) -> int:
+    if await services.store.namespace_exists(args.name):
+        hint = f"; to turn the outbox on: wasmhost credentials set --namespace {args.name} outbox --json '{{}}'"
+        raise CLIError(f"namespace {args.name!r} already exists" + (hint if args.outbox else ""))
     await services.store.create_namespace(args.name)
     if args.outbox:
         await services.store.put_credentials(args.name, "outbox", {})

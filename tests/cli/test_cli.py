@@ -118,6 +118,8 @@ def test_bad_input_is_one_line_error(acme: Path, tmp_path: Path) -> None:
     one_line_error(wasmhost(acme, "device", "add", "--namespace", "acme", "--user", "u", "--provider", "pigeon",
                             "--token", "t"), "unsupported provider")
     one_line_error(wasmhost(acme, "namespace", "create", "acme"), "already exists")
+    one_line_error(wasmhost(acme, "namespace", "create", "acme", "--outbox"),
+                   "to turn the outbox on: wasmhost credentials set --namespace acme outbox --json '{}'")
     one_line_error(wasmhost(acme, "outbox", "--namespace", "ghost"), "unknown namespace")
     one_line_error(wasmhost(acme, "send", "--namespace", "acme", "--user", "u", "--data", "[1"), "not valid JSON")
 
