@@ -80,6 +80,13 @@ class AuthSettingsView(BaseModel):
     public_key: str | None = Field(default=None, description="The PEM public key (never an HS256 secret)")
 
 
+class AuthSettingsSaved(AuthSettingsView):
+    warning: str | None = Field(
+        default=None,
+        description="Set when no audience is set: namespaces trusting the same key accept each other's tokens",
+    )
+
+
 class CredentialsList(BaseModel):
     namespace: str
     configured: list[str]

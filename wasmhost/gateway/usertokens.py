@@ -2,7 +2,9 @@
 
 A tenant's own backend issues the tokens; the namespace stores how to verify them (`alg` + key,
 optional `issuer`/`audience`). Only the configured algorithm is accepted, so `none`, a different
-algorithm and the RS256-key-as-HMAC-secret confusion all fail; `exp` and `sub` are required.
+algorithm and the RS256-key-as-HMAC-secret confusion all fail; `exp` and `sub` are required, and
+`exp`/`nbf`/`iat` must be numbers. Without an `audience`, a namespace accepts any token its key
+verifies, including one minted for another namespace that trusts the same key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 __all__ = [
     "ALGORITHMS",
+    "NO_AUDIENCE_WARNING",
     "AuthSettingsError",
     "InvalidUserToken",
     "normalize_settings",
@@ -36,6 +39,13 @@ MAX_TOKEN_BYTES = 8 * 1024
 LEEWAY_SECONDS = 30
 #: Longest user id (`sub`), as for guests (ABI MAX_USER_ID_BYTES).
 MAX_USER_ID_BYTES = 512
+#: Claims that must be JSON numbers when present (RFC 7519 NumericDate).
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+#: What `PUT /v1/namespace/auth` answers (as ``warning``) when no audience is set.
+NO_AUDIENCE_WARNING = (
+    "no audience is set: every namespace that trusts this same verification key accepts these user tokens"
+    " too; set audience and put it in the tokens' aud claim to bind them to this namespace"
+)
 
 
 class AuthSettingsError(ValueError):
@@ -119,6 +129,19 @@ def public_view(namespace: str, settings: Mapping[str, Any] | None) -> dict[str,
     }
 
 
+def _check_time_claims(token: str) -> None:
+    """Refuse `exp`/`nbf`/`iat` that are not JSON numbers, before PyJWT reads them: it would take
+    "9999999999" (a string) or true for a time. Only types are checked here; verification follows."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return  # malformed: verification says why
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidUserToken(f"{name} must be a number (seconds since the epoch)")
+
+
 def verify_user_token(token: str, settings: Mapping[str, Any]) -> str:
     """The user id (`sub`) of a valid token; `InvalidUserToken` saying why otherwise."""
     if len(token.encode()) > MAX_TOKEN_BYTES:
@@ -129,6 +152,7 @@ def verify_user_token(token: str, settings: Mapping[str, Any]) -> str:
     except AuthSettingsError:
         raise InvalidUserToken("this namespace's token settings are unusable; the tenant must set them again") from None
     audience = settings.get("audience") or None
+    _check_time_claims(token)
     try:
         claims = jwt.decode(
             token,

@@ -64,6 +64,8 @@ MAX_SUBSCRIPTION_BYTES = 4096
 MAX_TOPIC_CHARS = 32
 
 _FIELDS = {"vapid_private_key", "vapid_subject", "ca_bundle"}
+#: A raw P-256 private scalar: 32 bytes in unpadded (or once-padded) base64url.
+_RAW_VAPID_KEY = re.compile(r"[A-Za-z0-9_-]{43}=?")
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -123,12 +125,15 @@ def build_payload(message: PushMessage) -> bytes:
 
 
 def load_vapid_key(value: str) -> ec.EllipticCurvePrivateKey:
-    """PEM (PKCS#8 or SEC1), or the raw 32-byte base64url form web-push tools print."""
+    """PEM (PKCS#8 or SEC1), or the raw 32-byte base64url form web-push tools print (exactly 43
+    base64url characters: any other text must not quietly become some scalar)."""
     value = value.strip()
     try:
         if "BEGIN" in value:
             key = serialization.load_pem_private_key(value.encode(), password=None)
         else:
+            if not _RAW_VAPID_KEY.fullmatch(value):
+                raise ValueError("not 32 bytes of base64url")
             key = ec.derive_private_key(int.from_bytes(b64url_decode(value), "big"), ec.SECP256R1())
     except (ValueError, TypeError):
         raise CredentialsError("vapid_private_key must be an EC P-256 private key (PEM or raw base64url)") from None

@@ -13,9 +13,16 @@ from ...push.credentials import CredentialsError, ProviderSpec, validate_credent
 from ..bodies import KIB, LimitedRoute, capped
 from ..errors import ApiError, responses
 from ..identity import Admin, AdminDep
-from ..models import AuthSettingsIn, AuthSettingsView, CredentialsList, CredentialsView, NamespaceInfo
+from ..models import (
+    AuthSettingsIn,
+    AuthSettingsSaved,
+    AuthSettingsView,
+    CredentialsList,
+    CredentialsView,
+    NamespaceInfo,
+)
 from ..state import Gateway, get_gateway
-from ..usertokens import AuthSettingsError, normalize_settings, public_view
+from ..usertokens import NO_AUDIENCE_WARNING, AuthSettingsError, normalize_settings, public_view
 
 router = APIRouter(prefix="/v1/namespace", tags=["namespace"], route_class=LimitedRoute)
 
@@ -47,7 +54,7 @@ async def get_auth(gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
 
 
 @router.put(
-    "/auth", response_model=AuthSettingsView, responses=responses(400, 401, 413, 503),
+    "/auth", response_model=AuthSettingsSaved, responses=responses(400, 401, 413, 503),
     openapi_extra=capped(MAX_AUTH_SETTINGS_BYTES), summary="Set how user tokens are verified",
 )
 async def put_auth(body: AuthSettingsIn, gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
@@ -56,7 +63,10 @@ async def put_auth(body: AuthSettingsIn, gw: GatewayDep, admin: AdminDep) -> dic
     except AuthSettingsError as exc:
         raise ApiError(400, f"auth settings rejected: {exc}") from None
     await gw.svc.store.put_auth_settings(admin.namespace, settings)
-    return public_view(admin.namespace, settings)
+    view = public_view(admin.namespace, settings)
+    if not settings.get("audience"):
+        view["warning"] = NO_AUDIENCE_WARNING
+    return view
 
 
 @router.delete("/auth", response_model=AuthSettingsView, responses=responses(401, 503),
