@@ -20,12 +20,9 @@ from .store import (
     DEFAULT_MAX_DEVICES_PER_USER,
     Change,
     ChangeFeed,
-    ChangeRelay,
     HasChangeFeed,
     KeyRing,
-    LocalChangeFeed,
     Store,
-    change_ring_for,
     load_keyring,
     open_store,
     state_dir_for,
@@ -97,12 +94,6 @@ class Services:
         self._unsubscribe: Callable[[], None] | None = None
         if self.changes is not None:
             self._unsubscribe = self.changes.subscribe(self._on_change)
-        #: Processes sharing a SQLite file hear each other's changes through a ring beside it.
-        self.relay: ChangeRelay | None = None
-        ring = change_ring_for(settings.db_url)
-        if ring is not None and isinstance(self.changes, LocalChangeFeed):
-            self.relay = ChangeRelay(ring, self.changes)
-            self.relay.start()
 
     def _on_change(self, change: Change) -> None:
         """Drop exactly what the change made stale; the manager's TTL bounds whatever was not announced."""
@@ -148,9 +139,6 @@ class Services:
         return cls(settings, keyring, store, factory, manager, runtime)
 
     async def aclose(self) -> None:
-        if self.relay is not None:
-            self.relay.close()
-            self.relay = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

@@ -3,12 +3,14 @@ another connection (this process's writes, or another process on the same file) 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cachetools import TTLCache
 
 from wasmhost.store import KeyRing, SQLiteStore
 
@@ -56,9 +58,26 @@ async def test_writes_through_the_store_are_seen_at_once(store: SQLiteStore) -> 
 
 
 async def test_a_write_from_another_process_is_seen_at_once(store: SQLiteStore, tmp_path: Path) -> None:
+    """Another wasmhost process (`wasmhost device remove` against the same file) announces its change
+    through the change ring the moment it commits."""
     assert len(await store.list_user_devices("acme", "alice")) == 1
-    other = sqlite3.connect(tmp_path / "d.db")  # e.g. `wasmhost device remove` against the same file
+    other = await SQLiteStore(tmp_path / "d.db", store.keyring).open()
+    try:
+        (device,) = await other.list_user_devices("acme", "alice")
+        await other.delete_device("acme", device.id)
+    finally:
+        await other.aclose()
+    assert await store.list_user_devices("acme", "alice") == []
+
+
+async def test_a_foreign_write_is_seen_within_the_cache_lifetime(store: SQLiteStore, tmp_path: Path) -> None:
+    """A program other than wasmhost editing the file announces nothing: the cache's TTL bounds it."""
+    store._devices = TTLCache(maxsize=10, ttl=0.3)
+    assert len(await store.list_user_devices("acme", "alice")) == 1
+    other = sqlite3.connect(tmp_path / "d.db")
     with other:
         other.execute("DELETE FROM devices WHERE user_id = 'alice'")
     other.close()
+    assert len(await store.list_user_devices("acme", "alice")) == 1  # kept: nothing was announced
+    await asyncio.sleep(0.4)
     assert await store.list_user_devices("acme", "alice") == []

@@ -25,11 +25,10 @@ from .relay import ChangeRelay
 from .rotation import RotationReport, rotate_keys
 from .sealing import KeyRing, SealError, load_keyring, parse_keyring
 from .sqlite import SQLiteStore
-from .url import DEFAULT_DB_URL, change_ring_for, open_store, state_dir_for
+from .url import DEFAULT_DB_URL, open_store, state_dir_for
 
 __all__ = [
     "ChangeRelay",
-    "change_ring_for",
     "DEFAULT_MAX_DEVICES_PER_USER",
     "ApiKey",
     "ApiKeyStore",

@@ -85,6 +85,10 @@ class ChangeRelay:
     def _next(self) -> int:
         return int(_HEADER.unpack_from(self._map, 0)[2])
 
+    def sequence(self) -> int:
+        """The ring's counter: it moves as soon as any process sharing the ring announces a change."""
+        return self._next()
+
     def _append(self, change: Change) -> None:
         if self._relaying:  # another process's change, re-published here: already in the ring
             return

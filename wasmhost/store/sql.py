@@ -11,10 +11,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import TTLCache
 
 from ._rows import (
     AUTH,
@@ -59,6 +59,9 @@ __all__ = ["SQLStore"]
 MIGRATION_LOCK = 0x7761736D686F7374
 #: Users whose device lists are kept between sends, when the driver can tell a cache is current.
 DEVICE_CACHE_USERS = 10_000
+#: How long a kept device list may be used: the bound for writes the change counter cannot see (another
+#: program than wasmhost editing the database file).
+DEVICE_CACHE_SECONDS = 30.0
 
 OUTBOX_INSERT = (
     "INSERT INTO outbox (namespace, user_id, device_id, message_json, delivered_at) VALUES (?, ?, ?, ?, ?)"
@@ -90,8 +93,14 @@ class SQLStore(SQLActivity):
         self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
         self._fp_key = b""
         #: (namespace, user, with tokens) -> devices, valid while `_devices_version` is current.
-        self._devices: LRUCache[tuple[str, str, bool], tuple[Device, ...]] = LRUCache(maxsize=DEVICE_CACHE_USERS)
+        self._devices: TTLCache[tuple[str, str, bool], tuple[Device, ...]] = TTLCache(
+            maxsize=DEVICE_CACHE_USERS, ttl=DEVICE_CACHE_SECONDS
+        )
         self._devices_version: int | None = None
+        #: A counter that moves (synchronously, right after the commit) whenever any process sharing this
+        #: store announces a change: the SQLite change ring's sequence (`relay.ChangeRelay.sequence`).
+        #: When set, the device cache follows it instead of the driver's `cache_version`.
+        self.change_counter: Callable[[], int] | None = None
 
     @property
     def dialect(self) -> str:
@@ -361,10 +370,12 @@ class SQLStore(SQLActivity):
         return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
 
     async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
-        # Every send reads this. Where the driver can tell that nobody else has committed since (SQLite's
-        # `data_version`), the answer is kept until someone does: exact, never stale, and it skips a
-        # query plus a decryption per device.
-        version = self.driver.cache_version()
+        # Every send reads this. Where it can be told that nobody has changed a device since — the change
+        # ring every process sharing a SQLite file writes to, else SQLite's `data_version` — the answer is
+        # kept until someone does: exact, and it skips a query plus a decryption per device. The ring is
+        # preferred: `PRAGMA data_version` starts a read transaction, which waits (sleeping, on the loop)
+        # while another connection rewrites the WAL index, and it moves on every commit, sends included.
+        version = self.change_counter() if self.change_counter is not None else self.driver.cache_version()
         if version is not None:
             if version != self._devices_version:
                 self._devices.clear()

@@ -17,6 +17,7 @@ from .base import StoreError
 from .changes import Change, LocalChangeFeed
 from .driver import IntegrityError, Row
 from .private import private_dir, private_file
+from .relay import ChangeRelay
 from .sealing import KeyRing
 from .sql import SQLStore
 
@@ -294,17 +295,31 @@ class SQLiteDriver:
 
 
 class SQLiteStore(SQLStore):
-    """The store on one SQLite file."""
+    """The store on one SQLite file. Every process that opens it relays its changes to the others through
+    the ring beside it (`relay.ChangeRelay`, ``<file>-changes``), and its device cache follows the ring."""
 
     driver: SQLiteDriver
 
     def __init__(self, path: str | Path, keyring: KeyRing) -> None:
         super().__init__(SQLiteDriver(path), keyring)
         self.path = str(path)
+        self.relay: ChangeRelay | None = None
 
     async def open(self) -> SQLiteStore:
         await super().open()
+        if self.relay is None:
+            resolved = Path(self.path).resolve()
+            self.relay = ChangeRelay(resolved.with_name(resolved.name + "-changes"), self.changes)
+            self.relay.start()
+            self.change_counter = self.relay.sequence
         return self
+
+    async def aclose(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
+            self.change_counter = None
+        await super().aclose()
 
     async def __aenter__(self) -> SQLiteStore:
         return await self.open()

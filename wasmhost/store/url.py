@@ -8,7 +8,7 @@ from .._env import env_str
 from .base import Store
 from .sealing import KeyRing, load_keyring
 
-__all__ = ["DEFAULT_DB_URL", "change_ring_for", "open_store", "state_dir_for"]
+__all__ = ["DEFAULT_DB_URL", "open_store", "state_dir_for"]
 
 DEFAULT_DB_URL = "sqlite:///./wasmhost.db"
 DB_ENV = "WASMHOST_DB"
@@ -27,15 +27,6 @@ def state_dir_for(url: str) -> Path | None:
     if url.startswith("sqlite:"):
         return _sqlite_path(url).resolve().parent
     return Path(env_str("WASMHOST_STATE_DIR", ".wasmhost")).resolve()
-
-
-def change_ring_for(url: str) -> Path | None:
-    """The ring through which processes sharing a SQLite file hear each other's changes (`relay`);
-    None for PostgreSQL, whose NOTIFY reaches every process."""
-    if url.startswith("sqlite:"):
-        path = _sqlite_path(url).resolve()
-        return path.with_name(path.name + "-changes")
-    return None
 
 
 async def open_store(url: str | None = None, keyring: KeyRing | None = None) -> Store:
