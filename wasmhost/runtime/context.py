@@ -32,7 +32,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wasmhost.push.errors import PushNotConfigured, PushUnavailable
+from wasmhost.push.errors import PushNotConfigured, PushUnavailable, QueueFull, SendConflict
 from wasmhost.push.message import PushMessage
 from wasmhost.push.report import SendReport
 
@@ -363,6 +363,10 @@ class InvocationContext:
             if not self._not_configured_noted:  # one line per invocation, however many sends hit it
                 self._not_configured_noted = True
                 self.note(3, f"push_send_to_user: {exc}")
+        except SendConflict as exc:
+            record.code, record.error = abi.INVAL, str(exc)
+        except QueueFull as exc:
+            record.code, record.error = abi.RATE_LIMITED, str(exc)
         except PushUnavailable as exc:
             record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
         except Exception as exc:
