@@ -26,6 +26,9 @@ class Factory:
     async def build(self, config: ResolvedConfig) -> list[Any]:
         return [self.provider]
 
+    def release(self, providers: Any) -> None:
+        pass
+
     async def aclose(self) -> None:
         pass
 
