@@ -60,9 +60,14 @@ class SendReport:
         return all(r.success for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"send_id": self.send_id} if self.send_id is not None else {}
-        out.update(ok=self.ok, devices_attempted=self.devices_attempted, devices_succeeded=self.devices_succeeded,
-                   results=[r.to_dict() for r in self.results])
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "devices_attempted": self.devices_attempted,
+            "devices_succeeded": self.devices_succeeded,
+            "results": [r.to_dict() for r in self.results],
+        }
+        if self.send_id is not None:  # last: guests that read the report by its leading fields keep working
+            out["send_id"] = self.send_id
         return out
 
     def to_json(self) -> str:
