@@ -37,6 +37,7 @@ from wasmhost.push.message import PushMessage
 from wasmhost.push.report import SendReport
 
 from . import abi
+from .faults import host_failure
 from .limits import MAX_LOG_BYTES, Limits
 from .result import InvocationError, InvocationResult, LogEntry
 
@@ -369,8 +370,8 @@ class InvocationContext:
             record.code, record.error = abi.RATE_LIMITED, str(exc)
         except PushUnavailable as exc:
             record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
-        except Exception as exc:
-            log.exception("sender failed for namespace %r", self.namespace)
+        except Exception as exc:  # a bug, but one a guest may hit in a loop: one line a minute, no traceback
+            host_failure("push_send_to_user (delivery)", exc)
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
 
     def _complete(self, record: SendRecord) -> None:
