@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _TOO_LATE = "the send did not finish before the invocation deadline"
 _TIMER_RESOLUTION = 0.001
+#: Control characters a log line may not hold (JSON would escape each as six bytes): all of C0 but tab.
+_CONTROLS = {c: "\ufffd" for c in range(32) if c != 9} | {127: "\ufffd"}
 _IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
@@ -184,7 +186,10 @@ class InvocationContext:
 
     def add_log(self, level: int, data: bytes) -> int:
         """Record a guest log line; LIMIT when the line count or `MAX_LOG_BYTES` is used up (the line is
-        dropped) or the line was truncated."""
+        dropped) or the line was truncated.
+
+        The line is kept as text: invalid UTF-8 and control characters (but tab) become U+FFFD, so a
+        line cannot grow sixfold when the result is sent as JSON; `MAX_LOG_BYTES` counts the text."""
         if self.logs_full():
             return self.drop_log()
         cap = self.limits.max_log_line_bytes
@@ -192,10 +197,12 @@ class InvocationContext:
         if len(data) > cap:
             data = data[:cap]
             code = abi.LIMIT
-        if self.log_bytes + len(data) > MAX_LOG_BYTES:
+        text = data.decode("utf-8", "replace").translate(_CONTROLS)
+        size = len(data) if text.isascii() else len(text.encode())
+        if self.log_bytes + size > MAX_LOG_BYTES:  # full: later lines are dropped without decoding
+            self.log_bytes = MAX_LOG_BYTES
             return self.drop_log()
-        self.log_bytes += len(data)
-        text = data.decode("utf-8", "replace")
+        self.log_bytes += size
         if code:
             text += " …[truncated]"
         self.logs.append(LogEntry(abi.LOG_LEVELS[level], text))
