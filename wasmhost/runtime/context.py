@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 _TOO_LATE = "the send did not finish before the invocation deadline"
 _TIMER_RESOLUTION = 0.001
 #: Control characters a log line may not hold (JSON would escape each as six bytes): all of C0 but tab.
-_CONTROLS = {c: "\ufffd" for c in range(32) if c != 9} | {127: "\ufffd"}
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
@@ -197,7 +198,9 @@ class InvocationContext:
         if len(data) > cap:
             data = data[:cap]
             code = abi.LIMIT
-        text = data.decode("utf-8", "replace").translate(_CONTROLS)
+        text = data.decode("utf-8", "replace")
+        if not text.isprintable():  # cheap check first: most lines have nothing to replace
+            text = _CONTROLS.sub("\ufffd", text)
         size = len(data) if text.isascii() else len(text.encode())
         if self.log_bytes + size > MAX_LOG_BYTES:  # full: later lines are dropped without decoding
             self.log_bytes = MAX_LOG_BYTES
