@@ -277,6 +277,19 @@ async def cmd_outbox(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_check(services: Services, args: argparse.Namespace) -> int:
+    from .store.check import check_store
+    from .store.sql import SQLStore
+
+    if not isinstance(services.store, SQLStore):  # pragma: no cover - every store is an SQLStore today
+        raise CLIError("this store has no consistency checks")
+    problems = await check_store(services.store)
+    for line in problems:
+        print(line)
+    print(f"{len(problems)} problem(s) found" if problems else "ok: the store is consistent")
+    return EXIT_FAILED if problems else 0
+
+
 async def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from .store import load_keyring, open_store, state_dir_for
     from .store.rotation import rotate_keys
@@ -422,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--limit", type=int, default=1000)
     outbox.add_argument("--json", action="store_true")
     outbox.set_defaults(handler=cmd_outbox)
+
+    check = sub.add_parser("check", help="check the store's rows are whole and consistent (e.g. after a crash)")
+    check.set_defaults(handler=cmd_check)
 
     keys = sub.add_parser("keys", help="master keys").add_subparsers(dest="action", required=True)
     rotate = keys.add_parser("rotate", help="re-seal every secret under the key ring's sealing key (see docs/fleet.md)")

@@ -9,11 +9,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from ._env import env_flag, env_float, env_int, env_str
 from .providers import ProviderPool, default_specs
-from .push import Defaults, Manager, PushObserver
+from .push import Defaults, Manager, PushObserver, QueueSettings
 from .push.credentials import ProviderSpec
+from .push.delivery import QueueStore
 from .runtime import Runtime, SendLimiter
 from .store import (
     DEFAULT_DB_URL,
@@ -48,6 +50,7 @@ class Settings:
     allow_private_endpoints: bool = False
     #: Devices one user may register per namespace (``WASMHOST_MAX_DEVICES_PER_USER``).
     max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
     @classmethod
     def from_env(cls, db_url: str | None = None) -> Settings:
@@ -63,6 +66,14 @@ class Settings:
             dispatcher_ttl=env_float("WASMHOST_DISPATCHER_TTL", cls.dispatcher_ttl),
             allow_private_endpoints=env_flag("WASMHOST_ALLOW_PRIVATE_ENDPOINTS", False),
             max_devices_per_user=env_int("WASMHOST_MAX_DEVICES_PER_USER", cls.max_devices_per_user),
+            queue=QueueSettings(
+                default_ttl=env_float("WASMHOST_SEND_DEFAULT_TTL", QueueSettings.default_ttl),
+                max_queued=env_int("WASMHOST_MAX_QUEUED_DELIVERIES", QueueSettings.max_queued),
+                lease_seconds=env_float("WASMHOST_DELIVERY_LEASE", QueueSettings.lease_seconds),
+                poll_interval=env_float("WASMHOST_DELIVERY_POLL", QueueSettings.poll_interval),
+                retry_base=env_float("WASMHOST_RETRY_BASE", QueueSettings.retry_base),
+                retry_max=env_float("WASMHOST_RETRY_MAX", QueueSettings.retry_max),
+            ),
         )
 
     @property
@@ -127,6 +138,8 @@ class Services:
             manager = Manager(store, factory, settings.defaults, ttl=settings.dispatcher_ttl, observer=observer)
             for folder in (settings.state_dir, settings.state_dir / "modules"):  # compiled tenant code
                 private_dir(folder)
+            manager = Manager(store, factory, settings.defaults, ttl=settings.dispatcher_ttl, observer=observer,
+                              queue=cast(QueueStore, store), queue_settings=settings.queue)
             runtime = Runtime(
                 manager,
                 cache_dir=settings.state_dir / "modules",
@@ -137,6 +150,11 @@ class Services:
             await store.aclose()
             raise
         return cls(settings, keyring, store, factory, manager, runtime)
+
+    def start_delivery(self) -> None:
+        """Start this process's delivery worker: it retries queued deliveries and takes over expired leases."""
+        if self.manager.queue is not None:
+            self.manager.queue.start()
 
     async def aclose(self) -> None:
         if self._unsubscribe is not None:

@@ -29,6 +29,11 @@ XSS = "<img src=x onerror=alert(1)>"
 
 
 def _shot(page: Any, name: str, full_page: bool = True) -> None:
+    """Screenshot the page, after checking every form field on it has a label."""
+    unlabelled = page.evaluate(
+        "[...document.querySelectorAll('main input, main textarea, main select')]"
+        ".filter(f => !f.labels.length && !f.getAttribute('aria-label')).map(f => f.outerHTML)")
+    assert unlabelled == [], unlabelled
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 

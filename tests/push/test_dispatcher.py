@@ -99,7 +99,7 @@ async def test_permanent_failure_not_retried(sqlite_store: SQLiteStore) -> None:
     report = await Dispatcher(sqlite_store, [bad], retry=FAST).send_to_user("acme", "alice", PushMessage(title="x"))
     assert bad.calls == 1 and report.results[0].to_dict() == {
         "device_id": "phone", "provider": "p", "success": False, "status": 400, "reason": "BadRequest",
-        "message": "payload", "unregistered": False, "attempts": 1}
+        "message": "payload", "unregistered": False, "attempts": 1, "state": "failed"}
 
 
 async def test_retry_after_beyond_deadline_is_not_waited_for(sqlite_store: SQLiteStore) -> None:

@@ -1,4 +1,8 @@
-"""Runtime fixtures: a recording fake sender and a Runtime per test (each test has its own loop)."""
+"""Runtime fixtures: a recording fake sender and a Runtime per test (each test has its own loop).
+
+The ``runtime`` fixture runs each test against every executor (see `wasmhost.runtime.executor`):
+``auto`` (core modules as fibers on the loop) and ``threads`` (every guest on the guest threads).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,14 @@ def sender() -> FakeSender:
     return FakeSender()
 
 
+@pytest.fixture(params=["auto", "threads"])
+def executor(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def runtime(sender: FakeSender) -> AsyncIterator[Runtime]:
-    rt = Runtime(sender)
+async def runtime(sender: FakeSender, executor: str) -> AsyncIterator[Runtime]:
+    rt = Runtime(sender, executor=executor)  # type: ignore[arg-type]
     try:
         yield rt
     finally:

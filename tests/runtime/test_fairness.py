@@ -240,3 +240,136 @@ async def test_a_cancelled_guest_is_never_polled_again() -> None:
     assert victim_future.left == polled
     busy.cancel()
     await asyncio.gather(busy, victim, return_exceptions=True)
+
+
+# -- guests off the loop ------------------------------------------------------------------------
+
+
+def test_the_bulk_scan_finds_bulk_instructions_and_only_them() -> None:
+    from wasmhost.runtime.bulk import may_use_bulk_ops
+
+    from .helpers import WELCOME
+
+    assert may_use_bulk_ops(ATTACKS["memory_fill"].wasm())
+    copy = """(module (memory 1) (func (memory.copy (i32.const 0) (i32.const 1) (i32.const 2))))"""
+    assert may_use_bulk_ops(_wasm(copy))
+    assert not may_use_bulk_ops(ATTACKS["spin"].wasm())
+    assert not may_use_bulk_ops((WELCOME / "welcome.wasm").read_bytes())
+    assert may_use_bulk_ops(b"\0asm\x01\x00\x00\x00\x0a\xff")  # truncated: not known, so assumed
+    assert may_use_bulk_ops(b"not wasm")
+
+
+def _wasm(wat: str) -> bytes:
+    import wasmtime
+
+    return bytes(wasmtime.wat2wasm(wat))
+
+
+async def test_a_guest_that_may_fill_a_large_memory_runs_off_the_loop(runtime: Runtime) -> None:
+    attack = ATTACKS["memory_fill"]
+    compiled = runtime.compile(attack.wasm())
+    limits = Limits.from_dict({**attack.limits, "timeout_ms": 1_500})
+    with Gaps() as gaps:
+        results = await asyncio.gather(*(runtime.invoke("evil", compiled, b"", limits) for _ in range(2)))
+    assert all(r.error is not None and r.error.kind in ("timeout", "out_of_fuel") for r in results)
+    # On the loop each memory.fill of 256 MiB held it for tens to hundreds of milliseconds.
+    gaps.gaps.sort()
+    assert len(gaps.gaps) > 20 and gaps.gaps[len(gaps.gaps) * 9 // 10] < 0.05, gaps.gaps[-10:]
+
+
+async def test_a_small_memory_keeps_a_bulk_guest_on_the_loop() -> None:
+    from wasmhost.runtime.runtime import LOOP_BULK_MEMORY_MB
+
+    rt = Runtime(FakeSender())
+    try:
+        guest = """(module (memory (export "memory") 1)
+          (func (export "handle") (result i32)
+            (memory.fill (i32.const 0) (i32.const 1) (i32.const 100)) (i32.const 0)))"""
+        compiled = rt.compile(guest)
+        assert compiled.bulk_ops
+        small = Limits(memory_mb=LOOP_BULK_MEMORY_MB)
+        assert rt._executor_for(compiled, small).on_loop == engine_host().on_loop
+        assert not rt._executor_for(compiled, Limits(memory_mb=LOOP_BULK_MEMORY_MB + 1)).on_loop
+        assert (await rt.invoke("acme", compiled, b"", small)).code == 0
+    finally:
+        await rt.aclose()
+
+
+async def test_one_namespace_holds_at_most_its_share_of_the_guest_threads() -> None:
+    from wasmhost.runtime.threads import GuestThreads
+
+    threads = GuestThreads(4)
+    running: dict[str, int] = {"busy": 0, "other": 0}
+    most = {"busy": 0, "other": 0}
+
+    def job(ns: str, seconds: float) -> float:
+        running[ns] += 1
+        most[ns] = max(most[ns], running[ns])
+        time.sleep(seconds)
+        running[ns] -= 1
+        return time.monotonic()
+
+    try:
+        busy = [asyncio.ensure_future(threads.run("busy", job, "busy", 0.2)) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        finished = await threads.run("other", job, "other", 0.0)
+        # The other namespace got a free thread at once, not after the busy one's eight jobs.
+        assert finished - start < 0.15
+        await asyncio.gather(*busy)
+        assert most["busy"] == threads.share == 2
+        assert threads.busy() == {}
+    finally:
+        threads.close()
+
+
+async def test_a_thread_is_released_only_when_its_job_ends() -> None:
+    from wasmhost.runtime.threads import GuestThreads
+
+    threads = GuestThreads(2, share=1)
+    try:
+        first = asyncio.ensure_future(threads.run("a", time.sleep, 0.2))
+        await asyncio.sleep(0.02)
+        first.cancel()
+        await asyncio.sleep(0.02)
+        assert threads.busy() == {"a": 1}  # the job still runs: its thread is still held
+        await threads.run("a", time.sleep, 0)
+        assert threads.busy() == {}
+    finally:
+        threads.close()
+
+
+COMPONENT_TIMEOUT = Limits(timeout_ms=3_000, fuel=Limits.MAXIMA["fuel"])
+
+
+async def test_spinning_components_do_not_queue_another_namespaces_component() -> None:
+    from bench.attacks import VICTIM_COMPONENT
+
+    rt = Runtime(FakeSender())
+    try:
+        spin = rt.compile(ATTACKS["component_spin"].wasm())
+        quick = rt.compile(VICTIM_COMPONENT.wasm())
+        attackers = [asyncio.ensure_future(rt.invoke("evil", spin, b"", COMPONENT_TIMEOUT)) for _ in range(8)]
+        await asyncio.sleep(0.1)
+        start = time.monotonic()
+        result = await rt.invoke("good", quick)
+        # One thread for every component made this wait for all eight spinners (seconds each).
+        assert result.code == 0 and time.monotonic() - start < 1.0
+        for r in await asyncio.gather(*attackers):
+            assert r.error is not None and r.error.kind in ("timeout", "out_of_fuel")
+    finally:
+        await rt.aclose()
+
+
+def test_log_text_has_no_control_characters_and_counts_its_encoded_bytes() -> None:
+    from wasmhost.runtime.context import InvocationContext
+
+    ctx = InvocationContext("acme", b"", Limits(max_log_lines=10_000, max_log_line_bytes=65_536),
+                            loop=asyncio.new_event_loop(), sender=FakeSender())
+    assert ctx.add_log(1, b"a\tb\x00c\x1b[31m\x7f") == 0
+    assert ctx.logs[0].message == "a\tb\ufffdc\ufffd[31m\ufffd"
+    # Each zero byte is three bytes of text: a 64 KiB line of them counts as 192 KiB.
+    for _ in range(10):
+        ctx.add_log(1, b"\0" * 65_536)
+    kept = sum(len(e.message.encode()) for e in ctx.logs)
+    assert kept <= MAX_LOG_BYTES and ctx.logs_full() and ctx.logs_dropped == 10 - (MAX_LOG_BYTES // (3 * 65_536))

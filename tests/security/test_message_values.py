@@ -141,3 +141,16 @@ def test_http_send_answers_400_naming_the_problem(
     outbox = tenant.admin.get("/v1/push/outbox")
     assert outbox.status_code == 200 and outbox.json()["deliveries"] == []
     tenant.close()
+
+
+async def test_a_failing_delivery_logs_one_line_not_a_traceback_per_send(caplog: pytest.LogCaptureFixture) -> None:
+    rt = Runtime(FakeSender(error=RuntimeError("a bug the guest can hit")))
+    caplog.set_level(logging.DEBUG)
+    try:
+        result = await rt.invoke("acme", SENDER, struct.pack("<I", 20) + b'{"title":"x"}', Limits(max_sends=50))
+    finally:
+        await rt.aclose()
+    assert result.code == 0 and len(result.sends) == 20
+    assert all(s["error"]["kind"] == "unavailable" for s in result.sends), result.sends[0]
+    assert not any(r.exc_info for r in caplog.records), "a guest made the host log a traceback"
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) <= 1

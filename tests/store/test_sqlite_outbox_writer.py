@@ -39,13 +39,13 @@ async def store(tmp_path: Path, keyring: KeyRing) -> Any:
 
 def _spy_thread_path(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    original = store.driver._insert_on_thread
+    original = store.driver._commit_on_thread
 
-    async def spy(sql: str, params: list[tuple[Any, ...]]) -> None:
-        calls.append(len(params))
-        await original(sql, params)
+    async def spy(steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        calls.append(sum(len(rows) for _, rows in steps))
+        await original(steps)
 
-    monkeypatch.setattr(store.driver, "_insert_on_thread", spy)
+    monkeypatch.setattr(store.driver, "_commit_on_thread", spy)
     return calls
 
 

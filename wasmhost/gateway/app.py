@@ -132,6 +132,7 @@ def create_app(
         gateway.services, gateway.reads = services, reads
         gateway.activity.start()
         metrics.start()
+        gateway.services.start_delivery()
         try:
             yield
         finally:

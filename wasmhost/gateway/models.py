@@ -171,13 +171,48 @@ class DeviceResultView(BaseModel):
     message: str
     unregistered: bool
     attempts: int
+    state: str = Field(description="queued, sending, delivered, failed, dead or expired")
 
 
 class SendReportView(BaseModel):
+    send_id: str | None = Field(None, description="The accepted send (GET /v1/push/sends/{send_id})")
     ok: bool = Field(description="Every attempted device succeeded (true with no devices)")
     devices_attempted: int
     devices_succeeded: int
     results: list[DeviceResultView]
+
+
+class SendAccepted(BaseModel):
+    send_id: str
+    state: str = Field(description="pending while any delivery may still be attempted, then completed")
+
+
+class DeliveryStatusView(BaseModel):
+    id: str
+    device_id: str
+    provider: str
+    state: str = Field(description="queued, sending, delivered, failed, dead or expired")
+    attempts: int
+    next_attempt_at: float | None
+    status: int
+    reason: str
+    error: str
+    updated_at: float
+
+
+class SendStatusView(BaseModel):
+    send_id: str
+    user_id: str
+    state: str = Field(description="pending while any delivery may still be attempted, then completed")
+    created_at: float
+    expires_at: float
+    counts: dict[str, int]
+    deliveries: list[DeliveryStatusView]
+
+
+class SendList(BaseModel):
+    sends: list[SendStatusView]
+    next_cursor: str | None
 
 
 class OutboxEntry(BaseModel):

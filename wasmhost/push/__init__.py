@@ -1,8 +1,9 @@
 """Push: the manager, dispatcher, message and report types, and the provider protocol."""
 
 from .credentials import CredentialsError, ProviderSpec, document_digest
+from .delivery import DeliveryQueue, QueueSettings
 from .dispatcher import Dispatcher, RetryPolicy
-from .errors import PushError, PushNotConfigured, PushUnavailable
+from .errors import PushError, PushNotConfigured, PushUnavailable, QueueFull, SendConflict
 from .manager import Defaults, Manager
 from .message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, PushMessage, parse_message
 from .observer import PushObserver
@@ -15,6 +16,7 @@ __all__ = [
     "BaseProvider",
     "CredentialsError",
     "Defaults",
+    "DeliveryQueue",
     "Delivery",
     "DeviceResult",
     "Dispatcher",
@@ -31,8 +33,11 @@ __all__ = [
     "PushNotConfigured",
     "PushObserver",
     "PushUnavailable",
+    "QueueFull",
+    "QueueSettings",
     "ResolvedConfig",
     "RetryPolicy",
+    "SendConflict",
     "SendReport",
     "document_digest",
     "parse_message",

@@ -64,9 +64,14 @@ class Dispatcher:
     async def send_to_user(
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
     ) -> SendReport:
+        deadline = deadline if deadline is not None else time.monotonic() + DEFAULT_SEND_TIMEOUT
+        devices = await self.devices_for(namespace, user_id, message)
+        return await self.send_to_devices(namespace, devices, message, deadline=deadline)
+
+    async def devices_for(self, namespace: str, user_id: str, message: PushMessage) -> list[Device]:
+        """The user's devices (with tokens) that `message` targets."""
         if not user_id:
             raise ValueError("user id is required")
-        deadline = deadline if deadline is not None else time.monotonic() + DEFAULT_SEND_TIMEOUT
         try:
             devices = await self.devices.list_user_devices(namespace, user_id, with_tokens=True)
         except StoreError as exc:
@@ -76,7 +81,7 @@ class Dispatcher:
             devices = [d for d in devices if d.provider == message.target_provider]
         elif message.exclude_provider:
             devices = [d for d in devices if d.provider != message.exclude_provider]
-        return await self.send_to_devices(namespace, devices, message, deadline=deadline)
+        return devices
 
     async def send_to_devices(
         self, namespace: str, devices: Sequence[Device], message: PushMessage, *, deadline: float
@@ -87,7 +92,7 @@ class Dispatcher:
             if device.provider not in self.providers:
                 results[device.id] = DeviceResult(
                     device.device_id, device.provider, False, reason="UnknownProvider",
-                    message=f"provider {device.provider!r} is not configured for this namespace",
+                    message=f"provider {device.provider!r} is not configured for this namespace", state="failed",
                 )
                 continue
             groups[device.provider].append(Delivery(
@@ -154,7 +159,8 @@ class Dispatcher:
         self.observer.delivery(ns, provider.name, "success" if outcome.success else (
             outcome.kind.value if outcome.kind else "failed"))
         if outcome.success:
-            return DeviceResult(delivery.device_id, provider.name, True, outcome.status or 200, attempts=attempts)
+            return DeviceResult(delivery.device_id, provider.name, True, outcome.status or 200, attempts=attempts,
+                                state="delivered")
         reason = redact(outcome.reason, delivery.token) or "Failed"
         text = redact(outcome.message, delivery.token)
         unregistered = outcome.kind is FailureKind.DEAD_TARGET
@@ -162,8 +168,9 @@ class Dispatcher:
             await self._prune(provider, delivery, outcome)
         LOG.info("push: %s delivery to device %s in %s failed: %s %s %s", provider.name, delivery.device_row_id, ns,
                  outcome.status, reason, text)
+        state = "dead" if unregistered else "queued" if outcome.kind is FailureKind.TRANSIENT else "failed"
         return DeviceResult(delivery.device_id, provider.name, False, outcome.status, reason, text, unregistered,
-                            attempts)
+                            attempts, state, outcome.retry_after)
 
     async def _prune(self, provider: Provider, delivery: Delivery, outcome: Outcome) -> None:
         try:

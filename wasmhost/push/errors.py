@@ -2,12 +2,14 @@
 
     PushError
     ├── PushNotConfigured   the namespace has no provider (ABI NOT_CONFIGURED, HTTP 503)
-    └── PushUnavailable     the store or an internal part failed (ABI UNAVAILABLE, HTTP 503)
+    ├── PushUnavailable     the store or an internal part failed (ABI UNAVAILABLE, HTTP 503)
+    ├── SendConflict        the idempotency key names a different message (ABI INVAL, HTTP 409)
+    └── QueueFull           the namespace's queued deliveries are at max_queued (ABI RATE_LIMITED, HTTP 429)
 """
 
 from __future__ import annotations
 
-__all__ = ["PushError", "PushNotConfigured", "PushUnavailable"]
+__all__ = ["PushError", "PushNotConfigured", "PushUnavailable", "QueueFull", "SendConflict"]
 
 
 class PushError(Exception):
@@ -26,3 +28,11 @@ class PushNotConfigured(PushError):
 
 class PushUnavailable(PushError):
     """The send could not be attempted; the text is safe to show (no secrets, no tokens)."""
+
+
+class SendConflict(PushError):
+    """The idempotency key (``message_id`` or ``Idempotency-Key``) already names a different message."""
+
+
+class QueueFull(PushError):
+    """The namespace has as many deliveries queued as it may (``max_queued``)."""

@@ -13,11 +13,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..store.base import CredentialStore, DeviceStore, PushConfigStore, StoreError
+from .delivery import DeliveryQueue, QueueSettings, QueueStore
 from .dispatcher import Dispatcher, RetryPolicy
 from .errors import PushNotConfigured, PushUnavailable
 from .message import PushMessage
@@ -94,6 +96,8 @@ class Manager:
         timer: Callable[[], float] = time.monotonic,
         retry: RetryPolicy | None = None,
         observer: PushObserver | None = None,
+        queue: QueueStore | None = None,
+        queue_settings: QueueSettings | None = None,
     ) -> None:
         if cache_size < 1 or ttl <= 0:
             raise ValueError("cache_size must be at least 1 and ttl positive")
@@ -109,6 +113,8 @@ class Manager:
         self._cache: OrderedDict[str, tuple[float, Dispatcher]] = OrderedDict()
         self._leases: dict[Dispatcher, _Lease] = {}
         self._building: dict[str, _Build] = {}
+        #: Durable delivery (see `push.delivery`); without a queue store, sends live only in memory.
+        self.queue = DeliveryQueue(queue, self, queue_settings) if queue is not None else None
 
     @property
     def device_store(self) -> DeviceStore:
@@ -124,14 +130,24 @@ class Manager:
             self._ttl = ttl
 
     async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
+        idempotency_key: str = "", wait: bool = True,
     ) -> SendReport:
-        """Send to every device of the user in `namespace`; raise `PushNotConfigured` / `PushUnavailable`."""
+        """Send to every device of the user in `namespace`: accepted durably when there is a queue, then
+        delivered within `deadline` (unless not `wait`). Raises `PushNotConfigured`, `PushUnavailable`,
+        `SendConflict` and `QueueFull`."""
         dispatcher = await self._checkout(namespace)
         try:
-            return await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
+            if self.queue is not None:
+                return await self.queue.send(dispatcher, namespace, user_id, message, deadline=deadline,
+                                             idempotency_key=idempotency_key, wait=wait)
+            report = await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
         finally:
             self._drop(dispatcher)
+        for result in report.results:  # nothing retries a send that lives only in memory
+            if result.state == "queued":
+                result.state = "failed"
+        return report
 
     async def is_configured(self, namespace: str) -> bool:
         """Whether a send would find a provider: defaults, flat config or credentials all count."""
@@ -169,6 +185,15 @@ class Manager:
         dispatcher = await self._checkout(namespace)
         self._drop(dispatcher)
         return dispatcher
+
+    @asynccontextmanager
+    async def held(self, namespace: str) -> AsyncIterator[Dispatcher]:
+        """The namespace's dispatcher, its providers kept open until the block ends."""
+        dispatcher = await self._checkout(namespace)
+        try:
+            yield dispatcher
+        finally:
+            self._drop(dispatcher)
 
     async def _checkout(self, namespace: str) -> Dispatcher:
         """The namespace's dispatcher, held for the caller, who must `_drop` it."""
@@ -287,6 +312,8 @@ class Manager:
 
     async def aclose(self) -> None:
         """Close the providers' long-lived clients; the manager is unusable afterwards."""
+        if self.queue is not None:
+            await self.queue.aclose()
         for build in list(self._building.values()):
             build.task.cancel()
         self.invalidate_all()

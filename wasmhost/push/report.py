@@ -19,6 +19,11 @@ class DeviceResult:
     message: str = ""
     unregistered: bool = False
     attempts: int = 0
+    #: The delivery's state after this send: ``delivered``, ``queued`` (a transient failure, retried
+    #: until the message's TTL), ``sending``, ``failed``, ``dead`` or ``expired``.
+    state: str = ""
+    #: A transient failure's Retry-After, in seconds (not reported).
+    retry_after: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +35,7 @@ class DeviceResult:
             "message": self.message,
             "unregistered": self.unregistered,
             "attempts": self.attempts,
+            "state": self.state or ("delivered" if self.success else "failed"),
         }
 
 
@@ -38,6 +44,8 @@ class SendReport:
     """What happened to one send. `ok` means every attempted device succeeded (vacuously with none)."""
 
     results: list[DeviceResult] = field(default_factory=list)
+    #: The accepted send's id, when the send was accepted durably (see `push.delivery`).
+    send_id: str | None = None
 
     @property
     def devices_attempted(self) -> int:
@@ -52,12 +60,15 @@ class SendReport:
         return all(r.success for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "ok": self.ok,
             "devices_attempted": self.devices_attempted,
             "devices_succeeded": self.devices_succeeded,
             "results": [r.to_dict() for r in self.results],
         }
+        if self.send_id is not None:  # last: guests that read the report by its leading fields keep working
+            out["send_id"] = self.send_id
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)

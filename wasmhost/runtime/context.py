@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -32,11 +33,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wasmhost.push.errors import PushNotConfigured, PushUnavailable
+from wasmhost.push.errors import PushNotConfigured, PushUnavailable, QueueFull, SendConflict
 from wasmhost.push.message import PushMessage
 from wasmhost.push.report import SendReport
 
 from . import abi
+from .faults import host_failure
 from .limits import MAX_LOG_BYTES, Limits
 from .result import InvocationError, InvocationResult, LogEntry
 
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 _TOO_LATE = "the send did not finish before the invocation deadline"
 _TIMER_RESOLUTION = 0.001
+#: Control characters a log line may not hold (JSON would escape each as six bytes): all of C0 but tab.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
@@ -183,7 +187,10 @@ class InvocationContext:
 
     def add_log(self, level: int, data: bytes) -> int:
         """Record a guest log line; LIMIT when the line count or `MAX_LOG_BYTES` is used up (the line is
-        dropped) or the line was truncated."""
+        dropped) or the line was truncated.
+
+        The line is kept as text: invalid UTF-8 and control characters (but tab) become U+FFFD, so a
+        line cannot grow sixfold when the result is sent as JSON; `MAX_LOG_BYTES` counts the text."""
         if self.logs_full():
             return self.drop_log()
         cap = self.limits.max_log_line_bytes
@@ -191,10 +198,14 @@ class InvocationContext:
         if len(data) > cap:
             data = data[:cap]
             code = abi.LIMIT
-        if self.log_bytes + len(data) > MAX_LOG_BYTES:
-            return self.drop_log()
-        self.log_bytes += len(data)
         text = data.decode("utf-8", "replace")
+        if not text.isprintable():  # cheap check first: most lines have nothing to replace
+            text = _CONTROLS.sub("\ufffd", text)
+        size = len(data) if text.isascii() else len(text.encode())
+        if self.log_bytes + size > MAX_LOG_BYTES:  # full: later lines are dropped without decoding
+            self.log_bytes = MAX_LOG_BYTES
+            return self.drop_log()
+        self.log_bytes += size
         if code:
             text += " …[truncated]"
         self.logs.append(LogEntry(abi.LOG_LEVELS[level], text))
@@ -363,10 +374,14 @@ class InvocationContext:
             if not self._not_configured_noted:  # one line per invocation, however many sends hit it
                 self._not_configured_noted = True
                 self.note(3, f"push_send_to_user: {exc}")
+        except SendConflict as exc:
+            record.code, record.error = abi.INVAL, str(exc)
+        except QueueFull as exc:
+            record.code, record.error = abi.RATE_LIMITED, str(exc)
         except PushUnavailable as exc:
             record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
-        except Exception as exc:
-            log.exception("sender failed for namespace %r", self.namespace)
+        except Exception as exc:  # a bug, but one a guest may hit in a loop: one line a minute, no traceback
+            host_failure("push_send_to_user (delivery)", exc)
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
 
     def _complete(self, record: SendRecord) -> None:

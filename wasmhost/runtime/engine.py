@@ -127,6 +127,11 @@ class EngineHost:
         self.functypes = {n: FuncType([i32] * n, [i32]) for n in range(5)}
         self.linker = Linker(self.engine)
         define_host_functions(self.linker, self.functypes, on_loop=self.on_loop)
+        #: For guests run on threads: the blocking flavours of the host calls that suspend on the loop.
+        self.thread_linker = self.linker
+        if self.on_loop:
+            self.thread_linker = Linker(self.engine)
+            define_host_functions(self.thread_linker, self.functypes, on_loop=False)
         self.fingerprint = self._fingerprint()
         self._lock = threading.Lock()
         self._users = 0

@@ -9,10 +9,11 @@ UNAVAILABLE, and one rate-limited line in the log (`faults`), never a traceback.
 
 WASI: ``fd_write`` on fd 1 appends to the output and on fd 2 to the logs (one entry per line);
 ``fd_read`` on fd 0 reads the input. Caps apply exactly as for the native calls. ``poll_oneoff`` on
-the loop suspends only the guest (see `wasi_poll`), never past its deadline; on the worker thread it
-is refused (ENOTSUP): wasmtime's would sleep on that thread, where neither fuel nor the epoch deadline
-reaches, stalling every tenant. Every other WASI function is wasmtime's own, with no preopened
-directories, no environment and no arguments.
+the loop suspends only the guest (see `wasi_poll`); on a guest thread it sleeps that thread (one of
+its namespace's share); either way never past the deadline (wasmtime's would sleep past it, where
+neither fuel nor the epoch deadline reaches). ``random_get`` on the loop fills in chunks, suspending
+in between; on a thread it is wasmtime's own (it does not hold the GIL). Every other WASI function is
+wasmtime's own, with no preopened directories, no environment and no arguments.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _clock = time.perf_counter
 _NEVER = float("inf")
 
 # WASI errno values we return.
-_ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL, _ENOTSUP = 0, 8, 21, 22, 28, 58
+_ESUCCESS, _EBADF, _EFAULT, _EFBIG, _EINVAL = 0, 8, 21, 22, 28
 _IOV_MAX = 1024
 _U32 = 0xFFFFFFFF
 
@@ -324,24 +325,35 @@ def push_wait_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, co
     return None
 
 
+def _start_poll(ctx: CoreContext, caller: int, sub_ptr: int, out: int, n: int,
+                nevents_ptr: int) -> tuple[int, wasi_poll.Poll | None, int]:
+    """Check and parse a ``poll_oneoff``; (errno, the poll to finish, memory base) — errno alone
+    when it is answered already (a bad argument, or events ready, or nothing to wait for)."""
+    base, size = _memory(ctx, caller)
+    if n == 0 or n > wasi_poll.MAX_SUBSCRIPTIONS:
+        return _EINVAL, None, base
+    if (sub_ptr + n * wasi_poll.SUBSCRIPTION_BYTES > size or out + n * wasi_poll.EVENT_BYTES > size
+            or nevents_ptr + 4 > size):
+        return _EFAULT, None, base
+    subs = wasi_poll.parse(_string_at(base + sub_ptr, n * wasi_poll.SUBSCRIPTION_BYTES))
+    if subs is None:
+        return _EINVAL, None, base
+    poll = wasi_poll.Poll(subs, len(ctx.input) - ctx.stdin_pos, ctx.monotonic_origin)
+    events = poll.ready()
+    if events or poll.wake_at() is None:
+        poll.write(base, out, nevents_ptr, events)
+        return _ESUCCESS, None, base
+    return _ESUCCESS, poll, base
+
+
 def poll_oneoff_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
     """WASI ``poll_oneoff`` on the loop: a guest waiting on clocks is suspended, bounded by its deadline."""
     sub_ptr, out, n, nevents_ptr = (args[i].of.i32 & _U32 for i in range(4))
-    base, size = _memory(ctx, caller)
-    if n == 0 or n > wasi_poll.MAX_SUBSCRIPTIONS:
-        return _EINVAL
-    if (sub_ptr + n * wasi_poll.SUBSCRIPTION_BYTES > size or out + n * wasi_poll.EVENT_BYTES > size
-            or nevents_ptr + 4 > size):
-        return _EFAULT
-    subs = wasi_poll.parse(_string_at(base + sub_ptr, n * wasi_poll.SUBSCRIPTION_BYTES))
-    if subs is None:
-        return _EINVAL
-    poll = wasi_poll.Poll(subs, len(ctx.input) - ctx.stdin_pos, ctx.monotonic_origin)
-    events = poll.ready()
+    errno, poll, base = _start_poll(ctx, caller, sub_ptr, out, n, nevents_ptr)
+    if poll is None:
+        return errno
     wake = poll.wake_at()
-    if events or wake is None:
-        poll.write(base, out, nevents_ptr, events)
-        return _ESUCCESS
+    assert wake is not None
 
     def check() -> bool:
         now = time.monotonic()
@@ -477,8 +489,22 @@ def fd_read(ctx: CoreContext, caller: int, a: Any) -> int:
 
 
 def poll_oneoff(ctx: CoreContext, caller: int, a: Any) -> int:
-    """Worker-thread flavour: never block (a sleep would hold the worker past any timeout)."""
-    return _ENOTSUP
+    """Guest-thread flavour: sleep on the thread (one of the namespace's share of the guest threads,
+    never the loop), never past the deadline."""
+    sub_ptr, out, n, nevents_ptr = a[0] & _U32, a[4] & _U32, a[8] & _U32, a[12] & _U32
+    errno, poll, base = _start_poll(ctx, caller, sub_ptr, out, n, nevents_ptr)
+    if poll is None:
+        return errno
+    wake = poll.wake_at()
+    assert wake is not None
+    now = time.monotonic()
+    while now < wake and now < ctx.deadline:
+        time.sleep(min(wake, ctx.deadline) - now)
+        now = time.monotonic()
+    if now < wake:  # cut short by the deadline: the invocation has timed out
+        ctx.timed_out_in_host = True
+    poll.write(base, out, nevents_ptr, poll.ready())
+    return _ESUCCESS
 
 
 _ABI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {

@@ -90,7 +90,7 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
     instantiating = True
     set_current(ctx)
     try:
-        instance = compiled.pre.instantiate(store)
+        instance = compiled.thread_pre.instantiate(store)
         instantiating = False
         if compiled.has_initialize:
             init = ffi.export(store, instance, "_initialize")
@@ -100,6 +100,10 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
         if handle is None:  # validated at compile time; defensive
             raise WasmtimeError("export `handle` disappeared")
         code = ffi.call(store, handle, has_result=True)
+        if ctx.timed_out_in_host:
+            raise DeadlinePassed
+    except DeadlinePassed:
+        code, error = None, InvocationError("timeout", f"the function ran past its {limits.timeout_ms} ms deadline")
     except ExitTrap as exc:  # WASI proc_exit: its status is the function's code
         code = exc.code
     except (Trap, WasmtimeError) as exc:

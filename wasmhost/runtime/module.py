@@ -17,6 +17,7 @@ import wasmtime
 from wasmtime import Engine, ExportType, FuncType, ImportType, InstancePre, MemoryType, Module, WasmtimeError
 
 from . import abi
+from .bulk import may_use_bulk_ops
 from .engine import EngineHost
 from .limits import Limits
 
@@ -43,6 +44,10 @@ class CompiledModule:
     memory_min_bytes: int
     #: How this object was made: compiled from source, or loaded from the on-disk cache.
     origin: Literal["compiled", "disk"]
+    #: ``pre`` for a guest run on a thread (linked with the blocking flavours of the host calls).
+    thread_pre: InstancePre
+    #: The module may execute bulk memory/table instructions (see `bulk`); True when not known.
+    bulk_ops: bool = True
 
 
 def module_key(source: bytes | str) -> str:
@@ -135,14 +140,21 @@ def validate(module: Module) -> tuple[bool, bool, int]:
     return uses_wasi, has_initialize, min_bytes
 
 
-def finish(host: EngineHost, module: Module, sha: str, origin: Literal["compiled", "disk"]) -> CompiledModule:
-    """Validate a compiled or deserialized module and pre-link it."""
+def finish(
+    host: EngineHost, module: Module, sha: str, origin: Literal["compiled", "disk"], *, bulk_ops: bool = True
+) -> CompiledModule:
+    """Validate a compiled or deserialized module and pre-link it (for the loop and for threads).
+
+    ``bulk_ops``: `bulk.may_use_bulk_ops` of the binary, when the caller has it.
+    """
     uses_wasi, has_initialize, min_bytes = validate(module)
     try:
         pre = host.linker.instantiate_pre(module)
+        thread_pre = pre if host.thread_linker is host.linker else host.thread_linker.instantiate_pre(module)
     except WasmtimeError as exc:
         raise InvalidModule(f"the module's imports cannot be linked: {_first_line(exc)}") from None
-    return CompiledModule(sha, host.engine, module, pre, uses_wasi, has_initialize, min_bytes, origin)
+    return CompiledModule(sha, host.engine, module, pre, uses_wasi, has_initialize, min_bytes, origin, thread_pre,
+                          bulk_ops)
 
 
 def compile_source(host: EngineHost, source: bytes | str, sha: str | None = None) -> CompiledModule:
@@ -152,4 +164,4 @@ def compile_source(host: EngineHost, source: bytes | str, sha: str | None = None
         module = Module(host.engine, wasm)
     except WasmtimeError as exc:
         raise InvalidModule(f"not a valid WebAssembly module: {_first_line(exc)}") from None
-    return finish(host, module, sha or module_key(source), "compiled")
+    return finish(host, module, sha or module_key(source), "compiled", bulk_ops=may_use_bulk_ops(wasm))

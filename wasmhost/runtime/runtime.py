@@ -1,35 +1,40 @@
 """`Runtime`: the public entry point that runs tenant functions for the gateway and the CLI.
 
-Core modules run on the caller's event loop thread, each on a fiber of its own (see `fiber`): a
-guest suspends every `fiber.SLICE_FUEL` of fuel and whenever it waits for a send, so the loop keeps
-serving everything else and invocations interleave. Components (and compiling a module the caller
-did not compile) run on one worker thread (wasmtime-py releases the GIL while wasm runs; more
-threads only add GIL convoys, and host-function exceptions are routed through a process global).
-Either way, sends issued by the guest are delivered on the caller's event loop concurrently with it.
+Core modules run on the caller's event loop thread, each on a fiber of its own (see `fiber`),
+scheduled fairly between namespaces in short slices (see `scheduler`), so the loop keeps serving
+everything else and invocations interleave. Components, and core modules that could take a long
+uninterruptible step (bulk memory instructions with a memory cap above `LOOP_BULK_MEMORY_MB`), run on
+a few guest threads shared fairly between namespaces (see `executor`, `threads`); compiling a module
+the caller did not compile runs on a worker thread. Either way, sends issued by the guest are
+delivered on the caller's event loop concurrently with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from pathlib import Path
+from typing import Literal
 
 from .cache import CacheStats, ModuleCache
-from .component import CompiledComponent, ComponentCache, is_component, run_component
+from .component import CompiledComponent, ComponentCache, is_component
 from .context import Sender, SendLimiter
 from .engine import EngineHost, engine_host
+from .executor import Executor, LoopExecutor, ThreadExecutor
 from .hostfuncs import CoreContext
-from .invocation import run_core, run_core_async
 from .limits import Limits
 from .module import CompiledModule, InvalidModule
 from .result import InvocationError, InvocationResult
-from .scheduler import GuestScheduler
+from .threads import DEFAULT_GUEST_THREADS
 from .worker import Worker
 
-__all__ = ["DEFAULT_MAX_CONCURRENT", "MAX_INPUT_BYTES", "Runtime"]
+__all__ = ["DEFAULT_MAX_CONCURRENT", "LOOP_BULK_MEMORY_MB", "MAX_INPUT_BYTES", "Runtime"]
 
 #: Default bound on core invocations running at once on the loop (see ``max_concurrent``).
 DEFAULT_MAX_CONCURRENT = 32
+
+#: Largest memory cap with which a module that may use bulk memory instructions runs on the loop: one
+#: ``memory.fill`` over all of a fresh memory this size stays within a few milliseconds.
+LOOP_BULK_MEMORY_MB = 4
 
 #: Largest invocation input (it is copied into the guest on request, and must fit an i32 length).
 MAX_INPUT_BYTES = 16 << 20
@@ -48,20 +53,24 @@ class Runtime:
         cache_key: bytes | None = None,
         send_limiter: SendLimiter | None = None,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        guest_threads: int = DEFAULT_GUEST_THREADS,
+        executor: Literal["auto", "threads"] = "auto",
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        if executor not in ("auto", "threads"):
+            raise ValueError("executor must be 'auto' or 'threads'")
         self.sender = sender
         self.send_limiter = send_limiter
         self._host: EngineHost = engine_host()
         self._cache = ModuleCache(self._host, cache_dir, cache_key)
         self._components = ComponentCache(self._host, cache_dir, cache_key)
-        self._worker = Worker("wasmhost-wasm")
-        #: Core invocations in progress on the loop at once (each holds a Store, a pooled instance slot,
-        #: a fiber stack and up to its memory cap); more wait their turn.
-        self._slots = asyncio.Semaphore(max_concurrent)
-        self._schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GuestScheduler] = (
-            weakref.WeakKeyDictionary())
+        self._worker = Worker("wasmhost-compile")
+        #: Where guests run (see `executor`): on the loop when they can, else on the guest threads.
+        self._loop: LoopExecutor | None = None
+        if self._host.on_loop and executor == "auto":
+            self._loop = LoopExecutor(max_concurrent)
+        self._threads = ThreadExecutor(guest_threads)
         self._running = 0  # invocations in progress, awaited by `aclose`
         self._idle: asyncio.Event | None = None
         self._host.acquire()
@@ -113,25 +122,17 @@ class Runtime:
                 module = await self._worker.run(self.compile, module)
             except InvalidModule as exc:
                 error = InvocationError("invalid_module", str(exc))
-        on_loop = self._host.on_loop and isinstance(module, CompiledModule)
+        executor = self._executor_for(module, limits)
         ctx = CoreContext(namespace, input, limits, loop=loop, sender=self.sender, send_limiter=self.send_limiter,
-                          on_loop=on_loop)
+                          on_loop=executor.on_loop)
         if error is not None:
             ctx.start_clock()
             return ctx.result(None, error, 0)
+        assert isinstance(module, (CompiledModule, CompiledComponent))
         self._running += 1
         try:
             try:
-                if isinstance(module, CompiledModule) and on_loop:
-                    async with self._slots:
-                        scheduler = self._scheduler(loop)
-                        scheduler.join(namespace)
-                        try:
-                            code, error, fuel = await run_core_async(module, ctx, scheduler.drive)
-                        finally:
-                            scheduler.leave(namespace)
-                else:
-                    code, error, fuel = await self._worker.run(self._run, module, ctx)
+                code, error, fuel = await executor.run(module, ctx)
             except asyncio.CancelledError:
                 ctx.abandon()  # the guest has stopped; sends it was told were accepted still go out
                 raise
@@ -143,19 +144,14 @@ class Runtime:
             if not self._running and self._idle is not None:
                 self._idle.set()
 
-    def _scheduler(self, loop: asyncio.AbstractEventLoop) -> GuestScheduler:
-        scheduler = self._schedulers.get(loop)
-        if scheduler is None:
-            scheduler = self._schedulers[loop] = GuestScheduler(loop)
-        return scheduler
-
-    @staticmethod
-    def _run(
-        module: CompiledModule | CompiledComponent, ctx: CoreContext
-    ) -> tuple[int | None, InvocationError | None, int]:
-        if isinstance(module, CompiledComponent):
-            return run_component(module, ctx)
-        return run_core(module, ctx)
+    def _executor_for(self, module: object, limits: Limits) -> Executor:
+        """The loop for core modules, unless one could take a long uninterruptible step there: a
+        module that may use bulk memory instructions with a memory cap above `LOOP_BULK_MEMORY_MB`."""
+        if self._loop is None or not isinstance(module, CompiledModule):
+            return self._threads
+        if module.bulk_ops and limits.memory_mb > LOOP_BULK_MEMORY_MB:
+            return self._threads
+        return self._loop
 
     async def aclose(self) -> None:
         """Refuse new invocations, let those in progress finish (each is bounded by its deadline), stop
@@ -166,5 +162,6 @@ class Runtime:
         if self._running:
             self._idle = asyncio.Event()
             await self._idle.wait()
+        await self._threads.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._worker.close, True)
         self._host.release()

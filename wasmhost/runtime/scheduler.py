@@ -31,10 +31,10 @@ from .hostfuncs import CoreContext, forget_suspended, set_current
 __all__ = ["BUDGET", "SLICE", "DeadlinePassed", "GuestScheduler"]
 
 #: Guest time run per turn of the loop before the loop's own callbacks (HTTP) get a turn.
-BUDGET = 0.002
+BUDGET = 0.0005
 
 #: Longest a guest runs in one poll through host calls (it yields at the first host call after).
-SLICE = 0.001
+SLICE = 0.0005
 
 _clock = time.perf_counter
 

@@ -33,6 +33,9 @@ class Tx(Protocol):
 
     #: Appended to a SELECT that the transaction will update (empty where the engine locks it anyway).
     for_update: str
+    #: Appended to a SELECT that claims rows other transactions may be claiming too: they skip the rows
+    #: this one holds instead of waiting (empty where a transaction holds the whole file).
+    skip_locked: str
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
@@ -74,8 +77,9 @@ class Driver(Protocol):
         """One statement, its own transaction; returns the rows written and, if any were, announces `change`."""
         ...
 
-    async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """All `rows` committed in one transaction before this returns, or none (the send path's writes)."""
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Run each ``(statement, rows)`` step for all its rows, every step in one transaction committed
+        before this returns (the send path's writes; a driver may commit them without leaving the loop)."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...

@@ -120,6 +120,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX usage_by_minute ON usage_minutes (minute)",
     )),
+    Migration(4, "durable sends and their per-device deliveries", (
+        """CREATE TABLE sends (
+            id TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            message_json TEXT NOT NULL,
+            idempotency_key TEXT,
+            message_hash TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            expires_at {real} NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX sends_by_key ON sends (namespace, idempotency_key)",
+        "CREATE INDEX sends_by_user ON sends (namespace, user_id, created_at)",
+        "CREATE INDEX sends_by_age ON sends (created_at)",
+        """CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            send_id TEXT NOT NULL REFERENCES sends(id) ON DELETE CASCADE,
+            namespace TEXT NOT NULL,
+            device_row_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at {real} NOT NULL,
+            lease_owner TEXT NOT NULL DEFAULT '',
+            lease_until {real} NOT NULL DEFAULT 0,
+            status INTEGER NOT NULL DEFAULT 0,
+            reason TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT '',
+            updated_at {real} NOT NULL
+        )""",
+        "CREATE INDEX deliveries_by_send ON deliveries (send_id)",
+        "CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at)",
+        "CREATE INDEX deliveries_leased ON deliveries (state, lease_until)",
+        "CREATE INDEX deliveries_by_namespace ON deliveries (namespace, state)",
+    )),
 )
 
 

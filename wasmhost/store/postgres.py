@@ -212,6 +212,7 @@ def _written(status: str) -> int:
 
 class _PgTx:
     for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -319,9 +320,10 @@ class PgDriver:
             self.changes.publish(change)
         return count
 
-    async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self._conn() as conn:
-            await conn.executemany(dollar_placeholders(sql), rows)  # one implicit transaction: all rows or none
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            for sql, rows in steps:
+                await conn.executemany(dollar_placeholders(sql), rows)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:

@@ -50,6 +50,7 @@ from .base import (
 from .changes import Change, LocalChangeFeed
 from .driver import Driver, IntegrityError
 from .migrations import MIGRATIONS, render
+from .queue import QueueStatements
 from .rotation import SealedColumn, SealedRow, page_sql, swap_sql
 from .sealing import KeyRing, fingerprint
 
@@ -84,7 +85,7 @@ def _namespace_missing(namespace: str) -> NotFound:
     return NotFound(f"namespace {namespace!r} not found")
 
 
-class SQLStore(SQLActivity):
+class SQLStore(SQLActivity, QueueStatements):
     """Implements every protocol in `store.base`. Secrets are sealed with the key ring."""
 
     def __init__(self, driver: Driver, keyring: KeyRing) -> None:
@@ -393,6 +394,16 @@ class SQLStore(SQLActivity):
             self._devices[(namespace, user_id, with_tokens)] = tuple(devices)
         return devices
 
+    async def devices_by_row_ids(self, namespace: str, row_ids: Sequence[str]) -> list[Device]:
+        """The devices (with tokens) of these row ids that still exist in `namespace`."""
+        if not row_ids:
+            return []
+        rows = await self.driver.fetch(
+            f"SELECT {DEVICE_COLUMNS}, token_sealed FROM devices WHERE namespace = ?"
+            f" AND id IN ({', '.join('?' * len(row_ids))})", (namespace, *row_ids), quick=True,
+        )
+        return devices_from_rows(self.keyring, namespace, rows, True)
+
     async def delete_device(self, namespace: str, device_row_id: str, user_id: str | None = None) -> None:
         change = Change(namespace, "device", device_row_id)
         if user_id is None:
@@ -427,7 +438,7 @@ class SQLStore(SQLActivity):
         if not params:
             return
         try:
-            await self.driver.insert_many(OUTBOX_INSERT, params)
+            await self.driver.commit_now([(OUTBOX_INSERT, params)])
         except StoreError as exc:
             raise StoreError(f"outbox write failed: {exc}") from None
 

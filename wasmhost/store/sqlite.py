@@ -95,21 +95,22 @@ class _LoopConnection:
                 return None
             raise _store_error(exc) from None
 
-    def write(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
-        """Commit ``rows`` in one transaction; False means "not here, use the aiosqlite path"
+    def write(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> bool:
+        """Commit every step's rows in one transaction; False means "not here, use the aiosqlite path"
         (nothing was written). Raises `StoreError` when the rows themselves are refused."""
-        return self.usable() and self._commit(sql, rows)
+        return self.usable() and self._commit(steps)
 
-    def _commit(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
+    def _commit(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> bool:
         conn = self.conn
         start = time.perf_counter()
         try:
-            if len(rows) == 1:
-                conn.execute(sql, rows[0])  # autocommit: its own transaction
+            if len(steps) == 1 and len(steps[0][1]) == 1:
+                conn.execute(steps[0][0], steps[0][1][0])  # autocommit: its own transaction
             else:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(sql, rows)
+                    for sql, rows in steps:
+                        conn.executemany(sql, rows)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -158,6 +159,7 @@ class _SQLiteTx:
     """A ``BEGIN IMMEDIATE`` transaction: it holds the file's write lock, so `lock` has nothing to add."""
 
     for_update = ""
+    skip_locked = ""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
@@ -250,22 +252,23 @@ class SQLiteDriver:
             self.changes.publish(change)
         return count
 
-    async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """On the loop thread when that cannot wait (see `_LoopConnection`), else through aiosqlite."""
         loop_db = self.loop_db
         # While a transaction of ours is open on the aiosqlite connection, the loop path would only hit BUSY.
-        if loop_db is not None and not self._writing.locked() and loop_db.write(sql, rows):
+        if loop_db is not None and not self._writing.locked() and loop_db.write(steps):
             return
-        await self._insert_on_thread(sql, rows)
+        await self._commit_on_thread(steps)
 
-    async def _insert_on_thread(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def _commit_on_thread(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """The aiosqlite path: waits for the write lock on aiosqlite's thread, never on the loop."""
-        if len(rows) == 1:
-            await self.execute(sql, rows[0])
+        if len(steps) == 1 and len(steps[0][1]) == 1:
+            await self.execute(steps[0][0], steps[0][1][0])
             return
         async with self.transaction() as tx:
             try:
-                await tx.db.executemany(sql, rows)
+                for sql, rows in steps:
+                    await tx.db.executemany(sql, rows)
             except sqlite3.Error as exc:
                 raise _store_error(exc) from None
 

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
 
-from ...push.message import MAX_MESSAGE_BYTES, MessageError, parse_message
+from ...push.errors import QueueFull, SendConflict
+from ...push.message import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_BYTES, MessageError, parse_message
 from ...push.urlguard import UnsafeURL, check_url
 from ...store.base import PushConfig
 from ..bodies import KIB, LimitedRoute, capped
 from ..errors import ApiError, responses
 from ..identity import AdminDep
-from ..models import OutboxEntry, OutboxList, PushConfigIn, PushConfigView, SendIn, SendReportView, Status
+from ..models import (
+    OutboxEntry,
+    OutboxList,
+    PushConfigIn,
+    PushConfigView,
+    SendAccepted,
+    SendIn,
+    SendList,
+    SendReportView,
+    SendStatusView,
+    Status,
+)
 from ..state import Gateway, get_gateway
 
 router = APIRouter(prefix="/v1/push", tags=["push"], route_class=LimitedRoute)
@@ -25,6 +37,8 @@ MAX_CONFIG_BYTES = 16 * KIB
 MAX_SEND_BYTES = 64 * KIB
 #: Most outbox records one listing returns.
 MAX_OUTBOX_LIMIT = 1000
+#: Most sends one listing returns.
+MAX_SENDS_LIMIT = 200
 
 
 def _config_view(namespace: str, config: PushConfig | None) -> dict[str, Any]:
@@ -78,13 +92,18 @@ async def delete_config(gw: GatewayDep, admin: AdminDep) -> Status:
     "/send",
     response_model=SendReportView,
     responses={
+        202: {"model": SendAccepted, "description": "With ?wait=0: accepted and queued; nothing delivered yet"},
         207: {"model": SendReportView, "description": "Some attempted devices failed; the report says which and why"},
-        **responses(400, 401, 413, 429, 503),
+        **responses(400, 401, 409, 413, 429, 503),
     },
     openapi_extra=capped(MAX_SEND_BYTES),
     summary="Send to every device of a user; the answer is the per-device report",
 )
-async def send(body: SendIn, gw: GatewayDep, admin: AdminDep) -> JSONResponse:
+async def send(
+    body: SendIn, gw: GatewayDep, admin: AdminDep,
+    wait: Annotated[int, Query(ge=0, le=1, description="0: answer 202 once the send is stored")] = 1,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_MESSAGE_ID_BYTES)] = None,
+) -> JSONResponse:
     fields = body.model_dump(exclude_none=True)
     user_id = fields.pop("user_id")
     try:
@@ -99,12 +118,57 @@ async def send(body: SendIn, gw: GatewayDep, admin: AdminDep) -> JSONResponse:
         gw.metrics.rate_limited.labels(cap="sends_per_minute").inc()
         raise
     try:
-        report = await gw.svc.manager.send_to_user(admin.namespace, user_id, message)
+        report = await gw.svc.manager.send_to_user(admin.namespace, user_id, message,
+                                                   idempotency_key=idempotency_key or "", wait=bool(wait))
+    except SendConflict as exc:
+        raise ApiError(409, str(exc)) from None
+    except QueueFull as exc:
+        gw.metrics.rate_limited.labels(cap="max_queued").inc()
+        raise ApiError(429, str(exc), {"Retry-After": "60"}) from None
     except Exception:
         gw.metrics.sends.labels(outcome="error").inc()
         raise
+    if not wait:
+        gw.metrics.sends.labels(outcome="queued").inc()
+        return JSONResponse({"send_id": report.send_id, "state": "pending" if report.results else "completed"},
+                            status_code=202)
     gw.metrics.sends.labels(outcome="ok" if report.ok else "partial").inc()
     return JSONResponse(report.to_dict(), status_code=200 if report.ok else 207)
+
+
+def _queue(gw: Gateway) -> Any:
+    if gw.svc.manager.queue is None:
+        raise ApiError(503, "durable delivery is not enabled")
+    return gw.svc.store
+
+
+@router.get("/sends/{send_id}", response_model=SendStatusView, responses=responses(400, 401, 404, 503),
+            summary="One accepted send: each device's state, attempts, last error and times")
+async def get_send(send_id: Annotated[str, Path(max_length=64)], gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
+    status = await _queue(gw).get_send(admin.namespace, send_id)
+    return dict(status.to_dict())
+
+
+@router.get("/sends", response_model=SendList, responses=responses(400, 401, 503),
+            summary="Accepted sends, newest first; pass next_cursor as cursor for the next page")
+async def list_sends(
+    gw: GatewayDep, admin: AdminDep,
+    user_id: Annotated[str | None, Query(max_length=512)] = None,
+    state: Annotated[Literal["pending", "completed"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_SENDS_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    before = None
+    if cursor:
+        created, _, last_id = cursor.partition(":")
+        try:
+            before = (float(created), last_id)
+        except ValueError:
+            raise ApiError(400, "cursor is not one this API returned") from None
+    sends = await _queue(gw).list_sends(admin.namespace, user_id=user_id or "", state=state or "", limit=limit,
+                                        before=before)
+    next_cursor = f"{sends[-1].created_at!r}:{sends[-1].id}" if len(sends) == limit else None
+    return {"sends": [s.to_dict() for s in sends], "next_cursor": next_cursor}
 
 
 @router.get("/outbox", response_model=OutboxList, responses=responses(400, 401, 503),

@@ -1,0 +1,156 @@
+"""Durable delivery through the real manager and SQLite store: accepted before delivery, each device's
+state recorded, transient failures retried by the worker with backoff until the TTL, idempotent repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import RecordingProvider, dead
+from wasmhost.push import Defaults, Manager, PushMessage, QueueSettings, SendConflict
+from wasmhost.push.provider import FailureKind, Outcome, ResolvedConfig
+from wasmhost.store import SQLiteStore
+
+pytestmark = pytest.mark.asyncio
+
+FAST = QueueSettings(retry_base=0.05, retry_max=0.1, poll_interval=0.05, lease_seconds=5)
+
+
+class Factory:
+    def __init__(self, provider: RecordingProvider) -> None:
+        self.provider = provider
+
+    async def build(self, config: ResolvedConfig) -> list[Any]:
+        return [self.provider]
+
+    def release(self, providers: Any) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def transient(retry_after: float | None = None) -> Outcome:
+    return Outcome.failed(FailureKind.TRANSIENT, "Unavailable", status=503, retry_after=retry_after)
+
+
+async def _manager(store: SQLiteStore, provider: RecordingProvider, settings: QueueSettings = FAST) -> Manager:
+    await store.create_namespace("acme")
+    await store.register_device("acme", "alice", "phone", "p", "tok-phone")
+    await store.register_device("acme", "alice", "tablet", "p", "tok-tablet")
+    from wasmhost.push.dispatcher import RetryPolicy
+
+    return Manager(store, Factory(provider), Defaults(), queue=store, queue_settings=settings,
+                   retry=RetryPolicy(max_attempts=1))
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_delivered_send_is_recorded_with_its_id(sqlite_store: SQLiteStore) -> None:
+    manager = await _manager(sqlite_store, RecordingProvider("p"))
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))
+    assert report.ok and report.send_id
+    assert [r.state for r in report.results] == ["delivered", "delivered"]
+    status = await sqlite_store.get_send("acme", report.send_id)
+    assert status.state == "completed" and [d.state for d in status.deliveries] == ["delivered", "delivered"]
+    await manager.aclose()
+
+
+async def test_transient_failures_stay_queued_and_the_worker_retries_them(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p", [transient(), Outcome.ok(), transient()])
+    manager = await _manager(sqlite_store, provider)
+    assert manager.queue is not None
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))
+    assert not report.ok and [r.state for r in report.results] == ["queued", "delivered"]
+    manager.queue.start()
+
+    async def done() -> bool:
+        return (await sqlite_store.get_send("acme", report.send_id or "")).state == "completed"
+
+    await _until(done)
+    status = await sqlite_store.get_send("acme", report.send_id or "")
+    phone = status.deliveries[0]
+    assert phone.state == "delivered" and phone.attempts == 3  # failed twice, then delivered
+    assert [d.token for d in provider.sent].count("tok-tablet") == 1  # never delivered twice
+    await manager.aclose()
+
+
+async def test_retry_after_is_honoured_and_ttl_ends_in_expired(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p", [transient(retry_after=30)] * 2)
+    manager = await _manager(sqlite_store, provider)
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi", ttl_seconds=5))
+    # Retry-After (30 s) reaches past the TTL (5 s): nothing more will be attempted.
+    assert [r.state for r in report.results] == ["expired", "expired"]
+    assert (await sqlite_store.get_send("acme", report.send_id or "")).state == "completed"
+    await manager.aclose()
+
+
+async def test_nothing_is_delivered_after_its_ttl(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p", [transient(), transient()])
+    manager = await _manager(sqlite_store, provider, QueueSettings(retry_base=0.01, retry_max=0.01,
+                                                                    poll_interval=0.05))
+    assert manager.queue is not None
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi", ttl_seconds=1))
+    assert [r.state for r in report.results] == ["queued", "queued"]
+    await asyncio.sleep(1.1)
+    assert await manager.queue.claim_once() == 2
+    status = await sqlite_store.get_send("acme", report.send_id or "")
+    assert [d.state for d in status.deliveries] == ["expired", "expired"]
+    assert len(provider.sent) == 2  # only the first attempts
+    await manager.aclose()
+
+
+async def test_dead_tokens_and_permanent_failures_are_final(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p", [dead(), Outcome.failed(FailureKind.PERMANENT, "BadRequest", status=400)])
+    manager = await _manager(sqlite_store, provider)
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))
+    assert [r.state for r in report.results] == ["dead", "failed"]
+    status = await sqlite_store.get_send("acme", report.send_id or "")
+    assert status.state == "completed" and status.deliveries[1].reason == "BadRequest"
+    await manager.aclose()
+
+
+async def test_the_same_message_id_never_delivers_twice(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p")
+    manager = await _manager(sqlite_store, provider)
+    message = PushMessage(title="hi", message_id="order-42")
+    first = await manager.send_to_user("acme", "alice", message)
+    again = await manager.send_to_user("acme", "alice", message)
+    assert again.send_id == first.send_id and [r.state for r in again.results] == ["delivered", "delivered"]
+    assert len(provider.sent) == 2
+    with pytest.raises(SendConflict):
+        await manager.send_to_user("acme", "alice", PushMessage(title="changed", message_id="order-42"))
+    header = await manager.send_to_user("acme", "alice", PushMessage(title="x"), idempotency_key="k")
+    assert (await manager.send_to_user("acme", "alice", PushMessage(title="x"), idempotency_key="k")).send_id \
+        == header.send_id
+    await manager.aclose()
+
+
+async def test_wait_0_only_queues_and_the_worker_delivers(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p")
+    manager = await _manager(sqlite_store, provider)
+    assert manager.queue is not None
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"), wait=False)
+    assert provider.sent == [] and [r.state for r in report.results] == ["queued", "queued"]
+    assert await manager.queue.claim_once() == 2
+    assert (await sqlite_store.get_send("acme", report.send_id or "")).state == "completed"
+    await manager.aclose()
+
+
+async def test_the_namespace_queue_cap_refuses_a_send(sqlite_store: SQLiteStore) -> None:
+    from wasmhost.push import QueueFull
+
+    provider = RecordingProvider("p")
+    manager = await _manager(sqlite_store, provider, QueueSettings(max_queued=3))
+    await manager.send_to_user("acme", "alice", PushMessage(title="1"), wait=False)
+    with pytest.raises(QueueFull):
+        await manager.send_to_user("acme", "alice", PushMessage(title="2"), wait=False)
+    await manager.aclose()

@@ -1,0 +1,293 @@
+"""Durable delivery: a send is committed before anyone is told it was accepted, and retried until its TTL.
+
+`DeliveryQueue.send` commits the send and one delivery row per target device in one transaction
+(`store.queue`), then — the fast path — delivers at once in this process under its own lease, within
+the caller's deadline, and writes each device's state. What is not finished (a transient failure, the
+deadline) stays ``queued``; `DeliveryQueue`'s worker claims due rows under a lease and retries them with
+backoff (honouring ``Retry-After``) until the message's ``ttl_seconds``, then marks them ``expired``.
+A process that dies mid-delivery leaves its rows ``sending`` under a lease that expires; any worker (this
+process after a restart, or another gateway on the same database) then takes them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..store.base import Device, NotFound, StoreError
+from ..store.queue import AcceptedSend, ClaimedDelivery, DeliveryUpdate, IdempotencyConflict, SendStatus, Target
+from .dispatcher import DEFAULT_SEND_TIMEOUT, Dispatcher
+from .errors import PushError, PushUnavailable, QueueFull, SendConflict
+from .message import MAX_TTL_SECONDS, MessageError, PushMessage, parse_message
+from .report import DeviceResult, SendReport
+
+__all__ = ["DeliveryQueue", "QueueSettings", "QueueStore", "report_from_status"]
+
+LOG = logging.getLogger("wasmhost.push.delivery")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    #: A message without ``ttl_seconds`` is retried for this long.
+    default_ttl: float = 3600.0
+    #: Deliveries a namespace may have queued or in flight at once; a send beyond it is refused.
+    max_queued: int = 100_000
+    #: How long a worker's claim lasts; a crashed holder's rows are taken over after it.
+    lease_seconds: float = 60.0
+    #: Deliveries one worker claims per query, and holds in flight at most.
+    batch: int = 200
+    #: How often an idle worker looks for due deliveries (it is also woken by this process's sends).
+    poll_interval: float = 1.0
+    #: Backoff between attempts of a transient failure: doubling from `retry_base`, at most `retry_max`.
+    retry_base: float = 1.0
+    retry_max: float = 600.0
+    #: How long one worker attempt may take.
+    attempt_timeout: float = DEFAULT_SEND_TIMEOUT
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        delay = min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
+        return max(random.uniform(delay / 2, delay), retry_after or 0.0)
+
+
+class QueueStore(Protocol):
+    async def accept_send(
+        self, namespace: str, user_id: str, message: dict[str, Any], targets: Sequence[Target], *,
+        ttl_seconds: float, idempotency_key: str = "", lease_owner: str = "", lease_seconds: float = 0.0,
+    ) -> AcceptedSend: ...
+    async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate]) -> None: ...
+    async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]: ...
+    async def release_leases(self, owner: str) -> int: ...
+    async def get_send(self, namespace: str, send_id: str) -> SendStatus: ...
+    async def queued_in_namespace(self, namespace: str) -> int: ...
+    async def devices_by_row_ids(self, namespace: str, row_ids: Sequence[str]) -> list[Device]: ...
+
+
+class DispatcherSource(Protocol):
+    def held(self, namespace: str) -> AbstractAsyncContextManager[Dispatcher]:
+        """The namespace's dispatcher, its providers kept open until the block ends."""
+        ...
+
+
+def report_from_status(status: SendStatus) -> SendReport:
+    """An earlier send's report, from what the store knows now (an idempotent repeat)."""
+    results = [DeviceResult(d.device_id, d.provider, d.state == "delivered", d.status, d.reason, d.error,
+                            d.state == "dead", d.attempts, d.state) for d in status.deliveries]
+    return SendReport(results, send_id=status.id)
+
+
+class DeliveryQueue:
+    """The durable send path and this process's delivery worker."""
+
+    def __init__(self, store: QueueStore, dispatchers: DispatcherSource, settings: QueueSettings | None = None,
+                 *, owner: str = "") -> None:
+        self.store = store
+        self.dispatchers = dispatchers
+        self.settings = settings or QueueSettings()
+        #: This process's name on leases: unique per start, so a restarted process never mistakes an
+        #: old lease for its own.
+        self.owner = owner or uuid.uuid4().hex
+        self.transitions: dict[str, int] = defaultdict(int)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    async def send(
+        self, dispatcher: Dispatcher, namespace: str, user_id: str, message: PushMessage, *,
+        deadline: float | None = None, idempotency_key: str = "", wait: bool = True,
+    ) -> SendReport:
+        """Accept durably, then (with `wait`) deliver at once within `deadline`; the report carries the
+        send id and each device's state. Raises `SendConflict`, `QueueFull`, `PushUnavailable`."""
+        devices = await dispatcher.devices_for(namespace, user_id, message)
+        settings = self.settings
+        ttl = float(message.ttl_seconds if message.ttl_seconds is not None else settings.default_ttl)
+        ttl = min(ttl, MAX_TTL_SECONDS)
+        start = time.monotonic()
+        deadline = deadline if deadline is not None else start + DEFAULT_SEND_TIMEOUT
+        try:
+            if devices and settings.max_queued and (
+                await self.store.queued_in_namespace(namespace) + len(devices) > settings.max_queued
+            ):
+                raise QueueFull(f"namespace has {settings.max_queued} deliveries queued (max_queued)")
+            accepted = await self.store.accept_send(
+                namespace, user_id, message.to_dict(),
+                [Target(d.id, d.device_id, d.provider) for d in devices],
+                ttl_seconds=ttl, idempotency_key=idempotency_key or message.message_id,
+                lease_owner=self.owner if wait else "",
+                lease_seconds=max(0.0, deadline - start) + settings.lease_seconds,
+            )
+            if not accepted.created:
+                return report_from_status(await self.store.get_send(namespace, accepted.send_id))
+        except IdempotencyConflict as exc:
+            raise SendConflict(str(exc)) from None
+        except (StoreError, NotFound) as exc:
+            LOG.error("push: accepting a send in namespace %s failed: %s", namespace, exc)
+            raise PushUnavailable("the send could not be stored") from None
+        self._count("queued" if not wait else "sending", len(devices))
+        if not wait:
+            self.wake()
+            return SendReport([DeviceResult(d.device_id, d.provider, False, state="queued") for d in devices],
+                              send_id=accepted.send_id)
+        ids = accepted.delivery_ids
+        try:
+            report = await dispatcher.send_to_devices(namespace, devices, message, deadline=deadline)
+        except asyncio.CancelledError:
+            # Put them back for a worker now rather than when the lease runs out.
+            self._spawn(self.store.update_deliveries(self.owner, [
+                DeliveryUpdate(ids[d.id], "queued", 0, next_attempt_at=time.time()) for d in devices]))
+            raise
+        expires = time.time() + ttl
+        updates = [self._update(ids[d.id], r, 0, expires) for d, r in zip(devices, report.results, strict=True)]
+        await self._record(updates, report.results)
+        report.send_id = accepted.send_id
+        return report
+
+    def _update(self, delivery_id: str, result: DeviceResult, attempts_before: int, expires_at: float
+                ) -> DeliveryUpdate:
+        attempts = result.attempts
+        state = result.state or ("delivered" if result.success else "failed")
+        next_at = 0.0
+        if state == "queued":
+            next_at = time.time() + self.settings.backoff(attempts_before + attempts, result.retry_after)
+            if next_at >= expires_at:
+                state = "expired"
+        result.state = state
+        return DeliveryUpdate(delivery_id, state, attempts, result.status, result.reason, result.message, next_at)
+
+    async def _record(self, updates: list[DeliveryUpdate], results: Sequence[DeviceResult] = ()) -> None:
+        try:
+            await self.store.update_deliveries(self.owner, updates)
+        except StoreError as exc:
+            # The rows keep our lease; when it runs out a worker retries them (a duplicate at worst).
+            LOG.error("push: recording delivery states failed: %s", exc)
+            for r in results:
+                if r.state != "delivered":
+                    r.state = "sending"
+            return
+        for u in updates:
+            self._count(u.state)
+        if any(u.state == "queued" for u in updates):
+            self.wake()
+
+    def _count(self, state: str, n: int = 1) -> None:
+        self.transitions[state] += n
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="wasmhost-delivery-worker")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for t in list(self._in_flight):
+            t.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        try:
+            await self.store.release_leases(self.owner)
+        except StoreError as exc:
+            LOG.warning("push: could not release delivery leases on close: %s", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOG.error("push: delivery task failed: %s", type(task.exception()).__name__)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        settings = self.settings
+        while True:
+            room = settings.batch - len(self._in_flight)
+            claimed: list[ClaimedDelivery] = []
+            if room > 0:
+                try:
+                    claimed = await self.store.claim_deliveries(self.owner, settings.lease_seconds, room)
+                except StoreError as exc:
+                    LOG.warning("push: claiming deliveries failed: %s", exc)
+            if claimed:
+                groups: dict[str, list[ClaimedDelivery]] = defaultdict(list)
+                for c in claimed:
+                    groups[c.send_id].append(c)
+                for group in groups.values():
+                    self._spawn(self._deliver(group))
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), settings.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def claim_once(self) -> int:
+        """Claim and deliver one batch, awaiting it (tests and benchmarks drive the worker with this)."""
+        claimed = await self.store.claim_deliveries(self.owner, self.settings.lease_seconds, self.settings.batch)
+        groups: dict[str, list[ClaimedDelivery]] = defaultdict(list)
+        for c in claimed:
+            groups[c.send_id].append(c)
+        await asyncio.gather(*(self._deliver(g) for g in groups.values()))
+        return len(claimed)
+
+    async def _deliver(self, group: list[ClaimedDelivery]) -> None:
+        """Deliver one send's claimed rows (one namespace, one message)."""
+        first = group[0]
+        now = time.time()
+        if first.expires_at <= now:
+            await self._record([DeliveryUpdate(c.id, "expired", 0, reason="Expired",
+                                               error="the message's ttl_seconds passed before it was delivered")
+                                for c in group])
+            return
+        try:
+            message = parse_message(first.message_json)
+        except MessageError as exc:
+            await self._record([DeliveryUpdate(c.id, "failed", 0, reason="BadMessage", error=str(exc))
+                                for c in group])
+            return
+        try:
+            async with self.dispatchers.held(first.namespace) as dispatcher:
+                devices = await self.store.devices_by_row_ids(first.namespace, [c.device_row_id for c in group])
+                updates = await self._attempt(dispatcher, group, devices, message, now)
+        except (PushError, StoreError) as exc:
+            # Not configured (yet), or the store is down: try again later, until the TTL.
+            updates = [self._update(c.id, DeviceResult(c.device_id, c.provider, False, reason="Unavailable",
+                                                       message=str(exc), state="queued"), c.attempts, c.expires_at)
+                       for c in group]
+        await self._record(updates)
+
+    async def _attempt(self, dispatcher: Dispatcher, group: list[ClaimedDelivery], devices: list[Device],
+                       message: PushMessage, now: float) -> list[DeliveryUpdate]:
+        first = group[0]
+        by_row = {d.id: d for d in devices}
+        updates = []
+        present = [c for c in group if c.device_row_id in by_row]
+        for c in group:
+            if c.device_row_id not in by_row:
+                updates.append(DeliveryUpdate(c.id, "failed", 0, reason="DeviceRemoved",
+                                              error="the device was removed before the message reached it"))
+        if present:
+            deadline = time.monotonic() + min(self.settings.attempt_timeout, first.expires_at - now)
+            report = await dispatcher.send_to_devices(
+                first.namespace, [by_row[c.device_row_id] for c in present], message, deadline=deadline
+            )
+            updates += [self._update(c.id, r, c.attempts, c.expires_at)
+                        for c, r in zip(present, report.results, strict=True)]
+        return updates
