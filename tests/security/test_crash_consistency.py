@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -204,3 +205,13 @@ async def test_the_checks_find_a_half_written_row(tmp_path: Path) -> None:
     assert any("token_fp" in p for p in problems), problems
     assert any("functions: acme/f" in p for p in problems), problems
     assert any("outbox" in p for p in problems), problems
+
+
+async def test_a_consistent_store_passes_on_both_engines(store: Any) -> None:
+    await store.create_namespace("acme")
+    await store.register_device("acme", "alice", "phone", "outbox", "tok-a")
+    await store.register_device("acme", "bob", "phone", "outbox", "tok-a")  # the token moves to bob
+    await store.put_function("acme", "f", b"\0asm\1\0\0\0", {})
+    await store.put_credentials("acme", "outbox", {})
+    await store.record_deliveries("acme", [("bob", "phone", {"title": "hi"})])
+    assert await check_store(store) == []
