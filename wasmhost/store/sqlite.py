@@ -310,7 +310,7 @@ class SQLiteStore(SQLStore):
 
     async def open(self) -> SQLiteStore:
         await super().open()
-        if self.relay is None:
+        if self.relay is None and self.path != ":memory:":  # a private database has no one to tell
             resolved = Path(self.path).resolve()
             self.relay = ChangeRelay(resolved.with_name(resolved.name + "-changes"), self.changes)
             self.relay.start()
