@@ -21,6 +21,7 @@ entries have invocations in progress, a new namespace is refused (429) until one
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import mmap
 import os
@@ -59,6 +60,7 @@ class TableFull(Exception):
     """Every entry of the namespace's set has invocations in progress."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(namespace: str) -> int:
     return int.from_bytes(hashlib.blake2b(namespace.encode(), digest_size=8).digest(), "little") or 1
 
