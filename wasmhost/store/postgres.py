@@ -216,6 +216,29 @@ def _written(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+#: Most parameters one combined statement may carry (PostgreSQL's limit is 32 767).
+MAX_COMBINED_PARAMS = 4096
+
+
+def _one_statement(steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> tuple[str, list[Any]] | None:
+    """Plain ``INSERT … VALUES (?, …)`` steps as one statement: multi-row VALUES, all but the last in
+    data-modifying CTEs. Foreign keys are checked at the end of the statement, so the order of the
+    steps does not matter; the statement commits all rows or none. None when a step is not such an
+    INSERT (an UPDATE) or the rows are too many to send at once."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for sql, rows in steps:
+        head, sep, tail = sql.partition(" VALUES (")
+        if not sep or not head.lstrip().upper().startswith("INSERT") or tail.replace("?, ", "") != "?)":
+            return None
+        parts.append(head + " VALUES " + ", ".join(["(" + tail] * len(rows)))
+        args.extend(v for row in rows for v in row)
+        if len(args) > MAX_COMBINED_PARAMS:
+            return None
+    ctes = ", ".join(f"s{i} AS ({part})" for i, part in enumerate(parts[:-1]))
+    return (f"WITH {ctes} {parts[-1]}" if ctes else parts[-1]), args
+
+
 class _PgTx:
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
@@ -336,8 +359,16 @@ class PgDriver:
         return count
 
     async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        steps = [(sql, rows) for sql, rows in steps if rows]
+        if not steps:
+            return
+        combined = _one_statement(steps)
         async with self._conn() as conn:
-            if len(steps) == 1:  # asyncpg's executemany is atomic on its own: one exchange, no BEGIN/COMMIT
+            if combined is not None:  # one statement is its own transaction: one exchange, no BEGIN/COMMIT
+                self.round_trips += 1
+                await conn.execute(dollar_placeholders(combined[0]), *combined[1])
+                return
+            if len(steps) == 1:  # asyncpg's executemany is atomic on its own too
                 self.round_trips += 1
                 sql, rows = steps[0]
                 await conn.executemany(dollar_placeholders(sql), rows)
