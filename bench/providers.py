@@ -178,7 +178,7 @@ async def _bench_expo(n: int, url: str) -> dict[str, Any]:
     from exponent_server_sdk import PushClient
     from exponent_server_sdk import PushMessage as ExpoMessage
 
-    spec = ExpoSpec(_NoStore(), allow_private=True, receipt_delay=3600)  # type: ignore[arg-type]
+    spec = ExpoSpec(_NoStore(), allow_private_endpoints=True, receipt_delay=3600)  # type: ignore[arg-type]
     doc = spec.validate({"endpoint": url, "access_token": "expo-bench"})
     config = ResolvedConfig("bench", credentials={"expo": doc})
     effective = spec.document_for(config)
@@ -220,7 +220,7 @@ async def _bench_webpush(n: int, url: str) -> dict[str, Any]:
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
-    spec = WebPushSpec(allow_private=True)
+    spec = WebPushSpec(allow_private_endpoints=True)
     doc = spec.validate({"vapid_private_key": pem, "vapid_subject": "mailto:bench@example.com"})
     provider = spec.build(ResolvedConfig("bench", credentials={"webpush": doc}), doc)
     subs = [Browser(f"b{i}").subscription(url) for i in range(n)]

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from wasmhost.providers import quiet_http_loggers
 from wasmhost.push.provider import Delivery, FailureKind, Outcome
 from wasmhost.store import KeyRing, SQLiteStore
 
 TEST_KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_http_loggers() -> None:
+    """What the wiring does before any client exists (`Services.open`); tests that build managers by
+    hand check logs for secrets under the same settings."""
+    quiet_http_loggers()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import cast
 
 from ._env import env_flag, env_float, env_int, env_str
-from .providers import ProviderPool, default_specs
+from .providers import ProviderPool, default_specs, quiet_http_loggers
 from .push import Defaults, Manager, PushObserver, QueueSettings
 from .push.credentials import ProviderSpec
 from .push.delivery import QueueStore
@@ -129,6 +129,7 @@ class Services:
         send_limiter: SendLimiter | None = None,
     ) -> Services:
         settings = settings or Settings.from_env()
+        quiet_http_loggers()  # before any client exists: request URLs and headers carry secrets
         keyring = load_keyring(settings.state_dir)
         store = await open_store(settings.db_url, keyring)
         store.max_devices_per_user = settings.max_devices_per_user

@@ -135,6 +135,30 @@ def test_a_tenants_whole_journey(page: Any, gateway: GatewayProcess, ntfy: FakeN
     assert sorted(report.locator("td[data-label=Provider]").all_inner_texts()) == ["ntfy", "outbox"]
     _shot(page, "03-push-setup", full_page=False)  # the configured providers come first
 
+    # Sends: the test send, then one whose ntfy delivery fails 3 times (every attempt within the request):
+    # pending until the delivery worker's retry, shown live.
+    _go(page, "Sends")
+    page.locator("details.send summary", has_text="completed").first.wait_for()
+    ntfy.script["alice-laptop"] += ["500", "500", "500"]
+    _go(page, "Push setup")
+    page.get_by_label("User id").fill("alice")
+    page.get_by_role("button", name="Send test").click()
+    page.locator(".send-report").wait_for()
+    _go(page, "Sends")
+    page.get_by_label("State").select_option("pending")
+    page.get_by_role("button", name="Filter").click()
+    pending = page.locator("details.send", has_text="pending")
+    pending.wait_for()
+    assert pending.get_by_text("alice", exact=False).count() >= 1
+    expect(pending.locator("td[data-label=Provider]")).to_have_text(["outbox", "ntfy"])
+    _shot(page, "04-sends")
+    page.get_by_label("State").select_option("")
+    page.get_by_role("button", name="Filter").click()
+    newest = page.locator("details.send").first
+    expect(newest.locator("summary")).to_contain_text("completed", timeout=30_000)  # no reload: it updates
+    expect(newest.locator("td[data-label=State]")).to_have_text(["delivered", "delivered"])
+    assert int(newest.locator("td[data-label=Attempts]").nth(1).inner_text()) == 4
+
     # Devices: alice's two, never their tokens.
     _go(page, "Devices")
     page.get_by_label("User id").fill("alice")
@@ -142,7 +166,7 @@ def test_a_tenants_whole_journey(page: Any, gateway: GatewayProcess, ntfy: FakeN
     page.get_by_role("heading", name="Devices of alice").wait_for()
     assert sorted(page.locator("td[data-label='Device id']").all_inner_texts()) == ["laptop", "phone"]
     assert "outbox-token-alice" not in page.content()
-    _shot(page, "04-devices")
+    _shot(page, "05-devices")
 
     # Functions: a refused module shows the server's reason; welcome deploys and sends to both devices.
     _go(page, "Functions")
@@ -182,10 +206,10 @@ def test_a_tenants_whole_journey(page: Any, gateway: GatewayProcess, ntfy: FakeN
     # Usage now shows the deliveries and invocations.
     _go(page, "Usage")
     page.locator(".legend li", has_text="ntfy success").wait_for()
-    assert _chart_legend(page, "Deliveries per minute, by provider and outcome") == ["ntfy success",
-                                                                                     "outbox success"]
+    assert _chart_legend(page, "Deliveries per minute, by provider and outcome") == [
+        "ntfy success", "ntfy transient", "outbox success"]
     assert _chart_legend(page, "Invocations per minute, by outcome") == ["guest_error", "ok"]
-    _shot(page, "05-usage")
+    _shot(page, "06-usage")
 
     # Delete a device from the console.
     _go(page, "Devices")
@@ -199,7 +223,7 @@ def test_a_tenants_whole_journey(page: Any, gateway: GatewayProcess, ntfy: FakeN
     _go(page, "Functions")
     page.get_by_role("button", name="welcome").wait_for()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    _shot(page, "06-functions-phone")
+    _shot(page, "07-functions-phone")
 
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("button", name="Sign in").wait_for()
@@ -257,7 +281,7 @@ def test_an_operators_journey(page: Any, gateway: GatewayProcess) -> None:
     second_key = keys.locator(".new-key .secret").inner_text()
     assert second_key.startswith("whk_") and second_key != first_key
     keys.locator("td[data-label='Key id']").nth(1).wait_for()
-    _shot(page, "07-operator-namespaces")
+    _shot(page, "08-operator-namespaces")
 
     page.once("dialog", lambda d: d.accept())
     keys.get_by_role("button", name=f"Revoke {first_id}").click()
@@ -268,7 +292,7 @@ def test_an_operators_journey(page: Any, gateway: GatewayProcess) -> None:
     _go(page, "Gateway health")
     page.get_by_text("reachable").wait_for()
     page.locator("td", has_text="wasmhost_invocations_in_flight").wait_for()
-    _shot(page, "08-operator-health")
+    _shot(page, "09-operator-health")
 
     page.get_by_role("button", name="Sign out").click()
     _sign_in(page, gateway, first_key)

@@ -36,7 +36,7 @@ async def setup(store: SQLiteStore, fake: FakeExpo, devices: int = 1, *, namespa
                 access_token: str = "expo-access-A", spec: ExpoSpec | None = None) -> Manager:
     if not await store.namespace_exists(namespace):
         await store.create_namespace(namespace)
-    spec = spec or ExpoSpec(store, allow_private=True, receipt_delay=0.05, receipt_retry=0.05)
+    spec = spec or ExpoSpec(store, allow_private_endpoints=True, receipt_delay=0.05, receipt_retry=0.05)
     await store.put_credentials(namespace, "expo", spec.validate({"endpoint": fake.url, "access_token": access_token}))
     store.max_devices_per_user = max(devices, store.max_devices_per_user)  # batching needs many
     for i in range(devices):
@@ -187,7 +187,7 @@ async def test_unauthorized_surfaces_and_stops_hammering(sqlite_store: SQLiteSto
 
 
 async def test_two_tenants_never_share_a_request(sqlite_store: SQLiteStore, fake: FakeExpo) -> None:
-    spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
+    spec = ExpoSpec(sqlite_store, allow_private_endpoints=True, receipt_delay=60)
     a = await setup(sqlite_store, fake, devices=60, namespace="a", access_token="expo-access-A", spec=spec)
     await setup(sqlite_store, fake, devices=60, namespace="b", access_token="expo-access-B", spec=spec)
     reports = await asyncio.gather(*(a.send_to_user(ns, "alice", PushMessage(title=ns)) for ns in ("a", "b") * 3))
@@ -203,7 +203,7 @@ async def test_operator_default_token_and_no_token_in_reports_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     await sqlite_store.create_namespace("acme")
-    spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
+    spec = ExpoSpec(sqlite_store, allow_private_endpoints=True, receipt_delay=60)
     defaults = Defaults(expo_access_token="expo-access-B", credentials={"expo": {"endpoint": fake.url}})
     manager = Manager(sqlite_store, ProviderPool([spec]), defaults, retry=FAST)
     for i in range(4):
@@ -221,7 +221,7 @@ async def test_operator_default_token_and_no_token_in_reports_or_logs(
     await manager.aclose()
 
 
-async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanently_without(
+async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_as_credentials_without(
     sqlite_store: SQLiteStore,
 ) -> None:
     import ssl
@@ -238,11 +238,12 @@ async def test_a_private_ca_endpoint_works_with_its_ca_bundle_and_fails_permanen
     try:
         await sqlite_store.create_namespace("acme")
         await sqlite_store.register_device("acme", "alice", "d0", "expo", tok(0))
-        spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
+        spec = ExpoSpec(sqlite_store, allow_private_endpoints=True, receipt_delay=60)
         manager = Manager(sqlite_store, ProviderPool([spec]), retry=FAST)
         await sqlite_store.put_credentials("acme", "expo", spec.validate({"endpoint": expo.url}))
         result = (await manager.send_to_user("acme", "alice", PushMessage(title="Hi"))).results[0]
-        assert (result.success, result.reason, result.attempts) == (False, "TLSError", 1)
+        # Not retried: which roots to trust is part of the credentials, so it is theirs to fix.
+        assert (result.success, result.reason, result.attempts) == (False, "TLSVerifyFailed", 1)
         await sqlite_store.put_credentials("acme", "expo", spec.validate(
             {"endpoint": expo.url, "ca_bundle": ca.cert_pem.bytes().decode()}))
         manager.invalidate("acme")

@@ -11,22 +11,25 @@ from typing import Any
 
 import pytest
 
-from wasmhost.providers._h2 import (
-    MAX_RESPONSE_BODY,
+from wasmhost.providers._client import (
     Blocked,
     ClientClosed,
     ConnectionLost,
-    H2Client,
-    H2Error,
     InvalidRequest,
     ProtocolFailure,
     RequestTimeout,
     TLSVerifyFailed,
-    make_ssl_context,
+    TransportError,
 )
+from wasmhost.providers._h2 import MAX_RESPONSE_BODY, H2Client
+from wasmhost.providers._tls import ALPN_H2_ONLY, TLSContexts
 from wasmhost.testing.apns import DROP, SILENT, H2Server, Reply, Request, _Conn, make_ca
 
 TOKEN = "ab" * 32
+
+
+def make_ssl_context(ca_bundle: str = "") -> Any:
+    return TLSContexts().get(ca_bundle, alpn=ALPN_H2_ONLY)
 Handler = Callable[[_Conn, Request], Awaitable[Reply]]
 
 
@@ -74,7 +77,8 @@ def _clean(exc: BaseException, server: H2Server) -> None:
 
 
 async def _post(client: H2Client, body: bytes = b"{}", path: str = f"/3/device/{TOKEN}", timeout: float = 5.0) -> Any:
-    return await client.request("POST", path, [("authorization", "bearer secret")], body, timeout=timeout)
+    return await client.request("POST", client.base_url + path, [("authorization", "bearer secret")], body,
+                                timeout=timeout)
 
 
 async def test_many_concurrent_streams_share_one_connection_within_the_servers_limit(serve: Any, clients: Any) -> None:
@@ -253,12 +257,12 @@ async def test_an_idle_connection_is_closed_and_the_next_request_reconnects(serv
 
 async def test_the_guard_refuses_a_private_address_before_connecting(serve: Any, clients: Any) -> None:
     server = await serve()
-    blocked = clients(server, guarded=True, allow_private=False)
+    blocked = clients(server, guarded=True, allow_private_endpoints=False)
     with pytest.raises(Blocked, match="loopback") as info:
         await _post(blocked)
     _clean(info.value, server)
     assert server.connections == 0
-    allowed = clients(server, guarded=True, allow_private=True)  # WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1
+    allowed = clients(server, guarded=True, allow_private_endpoints=True)  # WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1
     assert (await _post(allowed)).status == 200
 
 
@@ -283,7 +287,7 @@ async def test_a_refused_connection_is_a_connect_failure(clients: Any, serve: An
     server = await serve()
     await server.aclose()  # the port is closed now
     client = clients(server)
-    with pytest.raises(H2Error, match="could not connect"):
+    with pytest.raises(TransportError, match="could not connect"):
         await _post(client)
 
 
@@ -327,7 +331,7 @@ async def test_a_header_that_is_not_valid_http2_is_refused_before_sending(
     server = await serve()
     client = clients(server)
     with pytest.raises(InvalidRequest):
-        await client.request("POST", "/", [header], timeout=2.0)
+        await client.request("POST", server.url + "/", [header], timeout=2.0)
     assert server.connections == 0
 
 

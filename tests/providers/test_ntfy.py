@@ -30,9 +30,10 @@ async def fake() -> AsyncIterator[FakeNtfy]:
         await server.aclose()
 
 
-async def make_manager(store: SQLiteStore, *, defaults: Defaults, allow_private: bool = False) -> Manager:
+async def make_manager(store: SQLiteStore, *, defaults: Defaults, allow_private_endpoints: bool = False) -> Manager:
     await store.create_namespace("acme")
-    return Manager(store, ProviderPool([NtfySpec(allow_private=allow_private)]), defaults, retry=FAST)
+    return Manager(store, ProviderPool([NtfySpec(allow_private_endpoints=allow_private_endpoints)]),
+                   defaults, retry=FAST)
 
 
 # -- credentials ---------------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ async def test_tenant_document_overrides_flat_config_and_basic_auth_works(sqlite
     fake = await FakeNtfy(username="bob", password="pw-secret-1").start()
     try:
         manager = await make_manager(sqlite_store, defaults=Defaults(ntfy_base_url="http://198.51.100.1"),
-                                     allow_private=True)
+                                     allow_private_endpoints=True)
         spec = manager.factory.specs["ntfy"]  # type: ignore[attr-defined]
         doc = await validate_credentials(spec, {"base_url": fake.url, "username": "bob", "password": "pw-secret-1"})
         await sqlite_store.put_credentials("acme", "ntfy", doc)
@@ -258,7 +259,7 @@ async def test_no_token_or_url_in_reports_logs_or_errors(
 async def test_one_client_survives_dispatcher_rebuilds_and_is_replaced_when_credentials_change(
     sqlite_store: SQLiteStore, fake: FakeNtfy
 ) -> None:
-    manager = await make_manager(sqlite_store, defaults=Defaults(), allow_private=True)
+    manager = await make_manager(sqlite_store, defaults=Defaults(), allow_private_endpoints=True)
     await sqlite_store.put_credentials("acme", "ntfy", {"base_url": fake.url, "auth_token": "tk_secret_token_1"})
     await sqlite_store.register_device("acme", "alice", "phone", "ntfy", "t1")
     for _ in range(5):

@@ -232,3 +232,29 @@ async def test_tls_contexts_are_shared_per_trusted_roots(sqlite_store: SQLiteSto
     assert len(contexts) == 60  # apns and apns_voip for each namespace
     assert len({id(c) for c in contexts}) == 2 and tls.built == 2  # the public roots, and the pinned CA
     await pool.aclose()
+
+
+def test_importing_the_providers_leaves_logging_alone_and_the_wiring_quiets_the_http_libraries(
+    tmp_path: Any,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, logging\n"
+        "import wasmhost.providers, wasmhost.services\n"
+        "names = ('httpx', 'httpcore', 'hpack', 'h2')\n"
+        "assert all(logging.getLogger(n).level == logging.NOTSET for n in names)\n"
+        "logging.getLogger('h2').setLevel(logging.DEBUG)  # the operator's own choice is kept\n"
+        "async def main():\n"
+        "    svc = await wasmhost.services.Services.open(wasmhost.services.Settings(db_url=DB))\n"
+        "    await svc.aclose()\n"
+        "asyncio.run(main())\n"
+        "assert [logging.getLogger(n).level for n in names] == [30, 30, 30, 10]\n"
+    )
+    env = {**os.environ, "WASMHOST_MASTER_KEY": "1:" + "ab" * 32}
+    prelude = f"DB = 'sqlite:///{tmp_path}/w.db'\n"
+    done = subprocess.run([sys.executable, "-c", prelude + script], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -28,8 +28,8 @@ async def test_apns_endpoint_that_resolves_to_loopback_is_refused_at_save() -> N
     assert (await validate_credentials(allowed, _apns_doc("https://localhost:8443")))["endpoint"]
 
 
-def _expo(allow_private: bool) -> ExpoSpec:
-    return ExpoSpec(None, allow_private=allow_private)  # type: ignore[arg-type]
+def _expo(allow_private_endpoints: bool) -> ExpoSpec:
+    return ExpoSpec(None, allow_private_endpoints=allow_private_endpoints)  # type: ignore[arg-type]
 
 
 async def test_expo_endpoint_must_be_https_for_tenants() -> None:
@@ -46,7 +46,8 @@ def test_ntfy_plain_http_only_without_secrets() -> None:
         with pytest.raises(CredentialsError, match="https"):
             spec.validate({"base_url": "http://ntfy.example.com", **secret})
         assert spec.validate({"base_url": "https://ntfy.example.com", **secret})
-    assert NtfySpec(allow_private=True).validate({"base_url": "http://127.0.0.1:1", "auth_token": "tk_abcdef"})
+    assert NtfySpec(allow_private_endpoints=True).validate({"base_url": "http://127.0.0.1:1",
+                                                            "auth_token": "tk_abcdef"})
 
 
 def test_ntfy_secret_never_combined_with_a_plain_http_tenant_url_from_another_save() -> None:
@@ -60,4 +61,4 @@ def test_ntfy_secret_never_combined_with_a_plain_http_tenant_url_from_another_sa
     https = ResolvedConfig("acme", ntfy_base_url="https://ntfy.example.com", ntfy_base_url_tenant=True,
                            credentials={"ntfy": {"auth_token": "tk_secret"}})
     assert NtfySpec().document_for(https)["auth_token"] == "tk_secret"  # type: ignore[index]
-    assert NtfySpec(allow_private=True).document_for(config)["auth_token"] == "tk_secret"  # type: ignore[index]
+    assert NtfySpec(allow_private_endpoints=True).document_for(config)["auth_token"] == "tk_secret"  # type: ignore[index]

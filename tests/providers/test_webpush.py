@@ -175,15 +175,15 @@ async def service() -> AsyncIterator[FakeWebPush]:
         await fake.aclose()
 
 
-async def setup(store: SQLiteStore, service: FakeWebPush, *subs: str, allow_private: bool = True) -> Manager:
+async def setup(store: SQLiteStore, service: FakeWebPush, *subs: str, allow_private_endpoints: bool = True) -> Manager:
     await store.create_namespace("acme")
-    spec = WebPushSpec(allow_private=allow_private)
+    spec = WebPushSpec(allow_private_endpoints=allow_private_endpoints)
     doc = spec.validate({"vapid_private_key": vapid_pem(), "vapid_subject": "mailto:ops@example.com"})
     service.vapid_public_key = spec.redact(doc)["vapid_public_key"]
     await store.put_credentials("acme", "webpush", doc)
     for sub in subs:
         token = service.browser(sub).token(service.url)
-        if allow_private:
+        if allow_private_endpoints:
             token = await validate_device_token(spec, token, doc)
         await store.register_device("acme", "alice", sub, "webpush", token)
     return Manager(store, ProviderPool([spec]), retry=FAST)
@@ -267,7 +267,7 @@ async def test_a_loopback_endpoint_is_refused_at_connect_time_without_allow_priv
     sqlite_store: SQLiteStore, service: FakeWebPush, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    manager = await setup(sqlite_store, service, "secretSubscriptionId", allow_private=False)
+    manager = await setup(sqlite_store, service, "secretSubscriptionId", allow_private_endpoints=False)
     result = (await manager.send_to_user("acme", "alice", PushMessage(body="x"))).results[0]
     assert (result.success, result.reason) == (False, "BlockedURL")
     assert service.server is not None and service.server.requests == 0

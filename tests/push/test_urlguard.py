@@ -7,16 +7,16 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
+from wasmhost.providers._client import Blocked, ConnectFailed, TLSVerifyFailed
+from wasmhost.providers._pool import PoolClient
+from wasmhost.providers._tls import TLSContexts
 from wasmhost.push.urlguard import (
     MAX_URL_BYTES,
     UnsafeURL,
-    blocked_by_guard,
     check_url,
     check_url_syntax,
-    guarded_transport,
     is_reserved,
 )
 
@@ -85,10 +85,10 @@ def test_error_text_never_carries_the_path_or_query() -> None:
 
 
 def test_allow_private_lets_loopback_through_but_not_odd_numeric_hosts() -> None:
-    check_url_syntax("http://127.0.0.1:8080", allow_private=True)
-    check_url_syntax("http://localhost:8080", allow_private=True)
+    check_url_syntax("http://127.0.0.1:8080", allow_private_endpoints=True)
+    check_url_syntax("http://localhost:8080", allow_private_endpoints=True)
     with pytest.raises(UnsafeURL, match="numeric"):
-        check_url_syntax("http://2130706433", allow_private=True)
+        check_url_syntax("http://2130706433", allow_private_endpoints=True)
 
 
 def test_is_reserved_names_the_block() -> None:
@@ -141,7 +141,7 @@ async def test_check_url_fails_closed_when_the_name_does_not_resolve(monkeypatch
 async def test_check_url_skips_dns_for_literals_and_when_private_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     asked = fake_dns(monkeypatch, {})
     await check_url("https://93.184.216.34/")
-    await check_url("http://anything.internal:8080/", allow_private=True)
+    await check_url("http://anything.internal:8080/", allow_private_endpoints=True)
     assert asked == []
 
 
@@ -170,12 +170,17 @@ async def loopback_server() -> AsyncIterator[tuple[int, list[str]]]:
         await server.wait_closed()
 
 
+def _client(allow_private_endpoints: bool = False, ssl_context: Any = None) -> PoolClient:
+    """The guarded client every provider uses for tenant URLs (httpcore with the guard's backend)."""
+    return PoolClient(ssl_context=ssl_context or TLSContexts().get(), guarded=True,
+                      allow_private_endpoints=allow_private_endpoints)
+
+
 async def test_transport_refuses_loopback_at_connect_time(loopback_server: tuple[int, list[str]]) -> None:
     port, seen = loopback_server
-    async with httpx.AsyncClient(transport=guarded_transport()) as client:
-        with pytest.raises(httpx.ConnectError) as info:
-            await client.get(f"http://127.0.0.1:{port}/wp/secret-token")
-    assert blocked_by_guard(info.value)
+    async with _client() as client:
+        with pytest.raises(Blocked) as info:
+            await client.request("GET", f"http://127.0.0.1:{port}/wp/secret-token", timeout=5)
     assert "loopback" in str(info.value) and "secret-token" not in str(info.value)
     assert seen == []
 
@@ -189,10 +194,9 @@ async def test_transport_catches_dns_rebinding(
     fake_dns(monkeypatch, table)
     await check_url(f"http://rebind.example:{port}/")
     table["rebind.example"] = ["127.0.0.1"]
-    async with httpx.AsyncClient(transport=guarded_transport()) as client:
-        with pytest.raises(httpx.ConnectError) as info:
-            await client.get(f"http://rebind.example:{port}/")
-    assert blocked_by_guard(info.value)
+    async with _client() as client:
+        with pytest.raises(Blocked):
+            await client.request("GET", f"http://rebind.example:{port}/", timeout=5)
     assert seen == []
 
 
@@ -201,12 +205,12 @@ async def test_transport_allows_private_when_told_and_connects_to_the_checked_ad
 ) -> None:
     port, seen = loopback_server
     fake_dns(monkeypatch, {"svc.internal": ["127.0.0.1"]})
-    async with httpx.AsyncClient(transport=guarded_transport(allow_private=True)) as client:
-        assert (await client.get(f"http://127.0.0.1:{port}/a")).status_code == 200
-        response = await client.get(f"http://svc.internal:{port}/b")
-        assert response.status_code == 200
+    async with _client(allow_private_endpoints=True) as client:
+        assert (await client.request("GET", f"http://127.0.0.1:{port}/a", timeout=5)).status == 200
+        response = await client.request("GET", f"http://svc.internal:{port}/b", timeout=5)
+        assert response.status == 200
         # A redirect is returned to the caller, never followed.
-        assert (await client.get(f"http://127.0.0.1:{port}/redirect")).status_code == 302
+        assert (await client.request("GET", f"http://127.0.0.1:{port}/redirect", timeout=5)).status == 302
     assert seen == ["/a", "/b", "/redirect"]
 
 
@@ -214,10 +218,10 @@ async def test_plain_network_errors_are_not_guard_refusals() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nothing listens there
-    async with httpx.AsyncClient(transport=guarded_transport(allow_private=True)) as client:
-        with pytest.raises(httpx.ConnectError) as info:
-            await client.get(f"http://127.0.0.1:{port}/")
-    assert not blocked_by_guard(info.value)
+    async with _client(allow_private_endpoints=True) as client:
+        with pytest.raises(ConnectFailed) as info:
+            await client.request("GET", f"http://127.0.0.1:{port}/", timeout=5)
+    assert not isinstance(info.value, TLSVerifyFailed)
 
 
 async def test_tls_verifies_the_host_name_although_the_guard_dials_the_checked_ip() -> None:
@@ -235,8 +239,7 @@ async def test_tls_verifies_the_host_name_although_the_guard_dials_the_checked_i
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     async with FakeServer(lambda r: Response(200, b"ok"), ssl_context=server_ctx) as server:
-        async with httpx.AsyncClient(transport=guarded_transport(True, verify=client_ctx)) as client:
-            assert (await client.get(f"https://localhost:{server.port}/")).text == "ok"
-            with pytest.raises(httpx.ConnectError) as info:
-                await client.get(f"https://127.0.0.1:{server.port}/")  # the certificate names localhost only
-    assert not blocked_by_guard(info.value)
+        async with _client(True, client_ctx) as client:
+            assert (await client.request("GET", f"https://localhost:{server.port}/", timeout=5)).body == b"ok"
+            with pytest.raises(TLSVerifyFailed):  # the certificate names localhost only
+                await client.request("GET", f"https://127.0.0.1:{server.port}/", timeout=5)

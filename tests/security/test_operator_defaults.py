@@ -30,7 +30,7 @@ async def test_operator_ntfy_token_never_goes_to_a_tenant_base_url(sqlite_store:
     attacker = await FakeNtfy().start()
     try:
         await sqlite_store.create_namespace("evil")
-        spec = NtfySpec(allow_private=True)
+        spec = NtfySpec(allow_private_endpoints=True)
         manager = Manager(sqlite_store, ProviderPool([spec]),
                           Defaults(ntfy_base_url="https://ntfy.operator.example", ntfy_auth_token=OPERATOR_NTFY),
                           retry=FAST)
@@ -51,7 +51,7 @@ async def test_operator_expo_token_never_goes_to_a_tenant_endpoint(sqlite_store:
     attacker = await FakeExpo().start()
     try:
         await sqlite_store.create_namespace("evil")
-        spec = ExpoSpec(sqlite_store, allow_private=True, receipt_delay=60)
+        spec = ExpoSpec(sqlite_store, allow_private_endpoints=True, receipt_delay=60)
         manager = Manager(sqlite_store, ProviderPool([spec]), Defaults(expo_access_token=OPERATOR_EXPO),
                           retry=FAST)
         await sqlite_store.put_credentials("evil", "expo", spec.validate({"endpoint": attacker.url}))
@@ -68,7 +68,7 @@ async def test_operator_defaults_still_apply_to_the_operator_servers(sqlite_stor
     operator = await FakeNtfy(token=OPERATOR_NTFY).start()
     try:
         await sqlite_store.create_namespace("acme")
-        manager = Manager(sqlite_store, ProviderPool([NtfySpec(allow_private=True)]),
+        manager = Manager(sqlite_store, ProviderPool([NtfySpec(allow_private_endpoints=True)]),
                           Defaults(ntfy_base_url=operator.url, ntfy_auth_token=OPERATOR_NTFY), retry=FAST)
         await sqlite_store.register_device("acme", "alice", "phone", "ntfy", "topic1")
         assert (await manager.send_to_user("acme", "alice", PushMessage(body="hi"))).ok

@@ -28,11 +28,12 @@ def capped(limit: int, **extra: Any) -> dict[str, Any]:
     return {CAP_KEY: limit, **extra}
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, f"request body is over this route's limit of {limit} bytes")
+def too_large(limit: int, what: str = "") -> ApiError:
+    """`what` names the limit for the caller (e.g. the module limit and its setting)."""
+    return ApiError(413, f"request body is over this route's limit of {limit} bytes" + (f" ({what})" if what else ""))
 
 
-def _check_declared(request: Request, limit: int) -> None:
+def _check_declared(request: Request, limit: int, what: str = "") -> None:
     declared = request.headers.get("content-length")
     if declared is None:
         return
@@ -41,7 +42,7 @@ def _check_declared(request: Request, limit: int) -> None:
     except ValueError:
         raise ApiError(400, "Content-Length is not a number") from None
     if size > limit:
-        raise too_large(limit)
+        raise too_large(limit, what)
 
 
 def _limited_receive(receive: Receive, limit: int) -> Receive:
@@ -75,12 +76,12 @@ class LimitedRoute(APIRoute):
         return limited
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it passes `limit` bytes."""
-    _check_declared(request, limit)
+async def read_capped(request: Request, limit: int, what: str = "") -> bytes:
+    """The whole body, or 413 (naming `what`) as soon as it passes `limit` bytes."""
+    _check_declared(request, limit, what)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise too_large(limit)
+            raise too_large(limit, what)
     return bytes(body)

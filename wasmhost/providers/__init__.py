@@ -1,7 +1,19 @@
-"""Push providers, one module each, and the factory that builds them per namespace."""
+"""Push providers, one module each, the pool that builds them per namespace, and the HTTP client
+interface they all talk through (`HTTPClient`; `wasmhost.testing.MockClient` is its in-memory fake)."""
 
+from ._client import HTTPClient, HTTPResponse, TransportError
+from ._logs import quiet_http_loggers
 from .factory import ProviderPool
 from .outbox import OutboxProvider, OutboxSpec
 from .registry import default_specs
 
-__all__ = ["OutboxProvider", "OutboxSpec", "ProviderPool", "default_specs"]
+__all__ = [
+    "HTTPClient",
+    "HTTPResponse",
+    "OutboxProvider",
+    "OutboxSpec",
+    "ProviderPool",
+    "TransportError",
+    "default_specs",
+    "quiet_http_loggers",
+]

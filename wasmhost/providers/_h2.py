@@ -6,7 +6,7 @@ out: the SSRF guard at connect time, ALPN, the server's SETTINGS_MAX_CONCURRENT_
 both directions, a timeout on every request, GOAWAY and lost connections (unprocessed streams are retried
 on a new connection), idle close, and error texts that never carry a URL, a path or a header value.
 
-Errors, all `H2Error`:
+Errors, all the shared `_client.TransportError`s:
 
 * `Blocked`: the URL guard refused the address (a tenant endpoint that is not public); permanent.
 * `ConnectFailed`: TCP or TLS failed; `TLSVerifyFailed` when the certificate is not trusted.
@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import logging
 import re
 import ssl
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import h2.config
@@ -53,7 +51,22 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from ..push.urlguard import UnsafeURL, check_address, check_url_syntax, resolve_host
+from ..push.urlguard import UnsafeURL, check_peer, check_url_syntax, resolve_checked
+from ._client import (
+    Blocked,
+    ClientClosed,
+    ConnectFailed,
+    ConnectionLost,
+    HTTPClient,
+    HTTPResponse,
+    InvalidRequest,
+    ProtocolFailure,
+    RequestTimeout,
+    StreamReset,
+    TLSVerifyFailed,
+    TransportError,
+    Unanswered,
+)
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -62,20 +75,7 @@ __all__ = [
     "IDLE_TIMEOUT",
     "MAX_RESPONSE_BODY",
     "MAX_UNPROCESSED_RETRIES",
-    "Blocked",
-    "ClientClosed",
-    "ConnectFailed",
-    "ConnectionLost",
     "H2Client",
-    "H2Error",
-    "H2Response",
-    "InvalidRequest",
-    "ProtocolFailure",
-    "RequestTimeout",
-    "StreamReset",
-    "TLSVerifyFailed",
-    "Unanswered",
-    "make_ssl_context",
 ]
 
 LOG = logging.getLogger("wasmhost.providers.h2")
@@ -99,78 +99,10 @@ _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-class H2Error(Exception):
-    """A request failed without an HTTP answer. The text never holds a URL, a path or a header value."""
-
-
-class Blocked(H2Error):
-    """The URL guard refused the address the endpoint resolves to."""
-
-
-class ConnectFailed(H2Error):
-    """TCP, TLS or the HTTP/2 preface failed."""
-
-
-class TLSVerifyFailed(ConnectFailed):
-    """The server's certificate did not verify against the trusted roots (or the pinned ca_bundle)."""
-
-
-class Unanswered(H2Error):
-    """The request was sent (or queued) but got no answer. Safe to re-send only when `unprocessed`."""
-
-    def __init__(self, text: str, *, unprocessed: bool) -> None:
-        super().__init__(text)
-        self.unprocessed = unprocessed
-
-
-class ConnectionLost(Unanswered):
-    """The connection ended while the request was in flight."""
-
-
-class StreamReset(Unanswered):
-    """The server reset the request's stream."""
-
-
-class RequestTimeout(H2Error):
-    """No answer within the request's timeout."""
-
-
-class ProtocolFailure(H2Error):
-    """The server broke HTTP/2, or answered with more than `MAX_RESPONSE_BODY` bytes."""
-
-
-class InvalidRequest(H2Error):
-    """The request cannot be sent as given (h2 does not check header values; the server would reset it)."""
-
-
-class ClientClosed(H2Error):
-    """The client was closed before or while the request ran."""
-
-
-@dataclass(frozen=True, slots=True)
-class H2Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-def make_ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
-    """TLS 1.2+ with ALPN ``h2``; trusts `ca_bundle` (PEM) instead of the public roots when one is given."""
-    if ca_bundle:
-        ctx = ssl.create_default_context(cadata=ca_bundle)
-    else:
-        import certifi  # httpx's dependency: the same public roots the httpx providers trust
-
-        ctx = ssl.create_default_context(cafile=certifi.where())
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
-
-
 class _Stream:
     __slots__ = ("body", "future", "headers", "id", "pending", "status")
 
-    def __init__(self, stream_id: int, future: asyncio.Future[H2Response]) -> None:
+    def __init__(self, stream_id: int, future: asyncio.Future[HTTPResponse]) -> None:
         self.id = stream_id
         self.future = future
         self.status = 0
@@ -255,7 +187,7 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.draining
 
-    async def request(self, headers: list[Any], body: bytes) -> H2Response:
+    async def request(self, headers: list[Any], body: bytes) -> HTTPResponse:
         await self._acquire()
         try:
             stream_id = self.h2.get_next_available_stream_id()
@@ -265,7 +197,7 @@ class _Connection(asyncio.Protocol):
             raise ConnectionLost("stream ids used up", unprocessed=True) from None
         if stream_id >= _LAST_STREAM_ID:
             self.draining = True  # this one still goes; the next request opens a new connection
-        future: asyncio.Future[H2Response] = self.loop.create_future()
+        future: asyncio.Future[HTTPResponse] = self.loop.create_future()
         stream = _Stream(stream_id, future)
         try:
             self.h2.send_headers(stream_id, headers, end_stream=not body)
@@ -378,7 +310,7 @@ class _Connection(asyncio.Protocol):
         if not stream.status:
             self._finish(stream, ProtocolFailure("the response had no :status"))
             return
-        self._finish(stream, H2Response(stream.status, stream.headers, bytes(stream.body)))
+        self._finish(stream, HTTPResponse(stream.status, stream.headers, bytes(stream.body)))
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
         stream = self.streams.get(event.stream_id or 0)
@@ -412,23 +344,23 @@ class _Connection(asyncio.Protocol):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _finish(self, stream: _Stream, result: H2Response | H2Error) -> None:
+    def _finish(self, stream: _Stream, result: HTTPResponse | TransportError) -> None:
         if self.streams.pop(stream.id, None) is None:
             return
         self._release()
         if stream.future.done():
             return
-        if isinstance(result, H2Response):
+        if isinstance(result, HTTPResponse):
             stream.future.set_result(result)
         else:
             stream.future.set_exception(result)
 
-    def _fail_all(self, error: H2Error) -> None:
+    def _fail_all(self, error: TransportError) -> None:
         for stream in list(self.streams.values()):
             self._finish(stream, error)
         self._fail_waiters(ConnectionLost(str(error), unprocessed=True))
 
-    def _fail_waiters(self, error: H2Error) -> None:
+    def _fail_waiters(self, error: TransportError) -> None:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -469,7 +401,7 @@ class _Connection(asyncio.Protocol):
         self._idle = self.loop.call_later(self.idle_timeout if busy else self.idle_timeout - idle_for,
                                           self._check_idle)
 
-    def close(self, error: H2Error | None = None) -> None:
+    def close(self, error: TransportError | None = None) -> None:
         """Fail what is in flight (with `error`), say GOAWAY and close the TLS connection."""
         if self.closed:
             return
@@ -483,7 +415,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def aclose(self, error: H2Error) -> None:
+    async def aclose(self, error: TransportError) -> None:
         self.close(error)
         try:
             await asyncio.wait_for(asyncio.shield(self.lost), CLOSE_TIMEOUT)
@@ -500,7 +432,7 @@ def _goaway_reason(data: bytes | None) -> str:
     return _REASON.sub("", match.group(1)) if match else ""
 
 
-class H2Client:
+class H2Client(HTTPClient):
     """HTTP/2 requests to one https origin over one long-lived connection, opened on first use.
 
     A tenant-supplied origin (`guarded`) is resolved and every address checked by the URL guard before
@@ -513,7 +445,7 @@ class H2Client:
         *,
         ssl_context: ssl.SSLContext,
         guarded: bool = False,
-        allow_private: bool = False,
+        allow_private_endpoints: bool = False,
         max_streams: int = DEFAULT_MAX_STREAMS,
         connect_timeout: float = CONNECT_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -525,13 +457,14 @@ class H2Client:
             raise ValueError("base_url must be an origin (scheme, host and port only)")
         if max_streams < 1:
             raise ValueError("max_streams must be at least 1")
-        self.base_url = base_url
+        self.base_url = base_url.rstrip("/")
+        self._prefix = self.base_url + "/"
         self.host = parts.hostname
         self.port = parts.port or 443
         self.authority = parts.netloc
         self.ssl_context = ssl_context
         self.guarded = guarded
-        self.allow_private = allow_private
+        self.allow_private_endpoints = allow_private_endpoints
         self.max_streams = max_streams
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
@@ -545,14 +478,18 @@ class H2Client:
         return self._closed
 
     async def request(
-        self, method: str, path: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b"", *, timeout: float
-    ) -> H2Response:
-        """Send one request and return the whole answer, or raise an `H2Error` saying what went wrong.
+        self, method: str, url: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b"", *, timeout: float
+    ) -> HTTPResponse:
+        """Send one request and return the whole answer, or raise a `TransportError` saying what went wrong.
 
-        `timeout` bounds everything: waiting for a connection or a free stream, sending, and the answer.
+        `url` must be on this client's origin. `timeout` bounds everything: waiting for a connection or
+        a free stream, sending, and the answer.
         """
         if self._closed:
             raise ClientClosed("the client is closed")
+        if not url.startswith(self._prefix):
+            raise InvalidRequest("the URL is not on this client's origin")
+        path = url[len(self.base_url):]
         for name, value in headers:
             if not _HEADER_NAME.match(name):
                 raise InvalidRequest("a header name is not a lowercase HTTP token")
@@ -635,7 +572,7 @@ class H2Client:
                 continue
             try:
                 self._check_connected(transport)
-            except H2Error:
+            except TransportError:
                 transport.abort()
                 raise
             return conn
@@ -647,25 +584,18 @@ class H2Client:
         if not self.guarded:
             return [self.host]
         try:
-            check_url_syntax(self.base_url, allow_private=self.allow_private)
-            try:
-                addresses: list[Any] = [ipaddress.ip_address(self.host)]
-            except ValueError:
-                addresses = await resolve_host(self.host, self.port)
-            for ip in addresses:
-                check_address(ip, allow_private=self.allow_private)
+            check_url_syntax(self.base_url, allow_private_endpoints=self.allow_private_endpoints)
+            addresses = await resolve_checked(self.host, self.port,
+                                              allow_private_endpoints=self.allow_private_endpoints)
         except UnsafeURL as exc:
             raise Blocked(f"connection refused by the URL guard: {exc}") from None
         return [str(ip) for ip in addresses]
 
     def _check_connected(self, transport: asyncio.BaseTransport) -> None:
         if self.guarded:  # belt and braces: the address we are connected to is the one we checked
-            peer = transport.get_extra_info("peername")
             try:
-                if not peer:
-                    raise UnsafeURL("the connected address is unknown")
-                check_address(str(peer[0]).split("%", 1)[0], allow_private=self.allow_private)
-            except (UnsafeURL, ValueError) as exc:
+                check_peer(transport.get_extra_info("peername"), allow_private_endpoints=self.allow_private_endpoints)
+            except UnsafeURL as exc:
                 raise Blocked(f"connection refused by the URL guard: {exc}") from None
         ssl_object = transport.get_extra_info("ssl_object")
         protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None

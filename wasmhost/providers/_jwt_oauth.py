@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import jwt
 from cachetools import LRUCache
 from cryptography.hazmat.primitives import serialization
@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..push.credentials import CredentialsError
 from ..push.provider import FailureKind
-from ._http import parse_retry_after, transport_failure
+from ._client import HTTPClient, TransportError
+from ._failures import parse_retry_after, transport_failure
 
 __all__ = [
     "ASSERTION_LIFETIME",
@@ -49,6 +50,8 @@ MAX_CACHED_ACCESS_TOKENS = 10_000
 MAX_KEY_BYTES = 16 * 1024
 #: Bytes of a token endpoint answer we read.
 MAX_TOKEN_RESPONSE = 64 * 1024
+#: Seconds for one token request (connect, write, read).
+TOKEN_TIMEOUT = 10.0
 _OAUTH_ERROR = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -130,7 +133,7 @@ class GoogleTokenCache:
         self._wall = wall_clock
         self.fetches = 0  # token endpoint calls so far; tests and metrics read it
 
-    async def token(self, account: ServiceAccount, client: httpx.AsyncClient) -> str:
+    async def token(self, account: ServiceAccount, client: HTTPClient) -> str:
         key = account.cache_key
         cached = self._tokens.get(key)
         now = self._clock()
@@ -162,21 +165,22 @@ class GoogleTokenCache:
         if future.exception() is None:
             self._tokens[key] = future.result()
 
-    async def _fetch(self, account: ServiceAccount, client: httpx.AsyncClient) -> _Token:
+    async def _fetch(self, account: ServiceAccount, client: HTTPClient) -> _Token:
         self.fetches += 1
-        form = {"grant_type": GRANT_TYPE, "assertion": account.assertion(self._wall())}
+        form = urlencode({"grant_type": GRANT_TYPE, "assertion": account.assertion(self._wall())}).encode()
+        headers = [("accept", "application/json"), ("content-type", "application/x-www-form-urlencoded")]
         try:
-            response = await client.post(account.token_uri, data=form, headers={"accept": "application/json"})
-        except httpx.HTTPError as exc:
+            response = await client.request("POST", account.token_uri, headers, form, timeout=TOKEN_TIMEOUT)
+        except TransportError as exc:
             failed = transport_failure(exc)  # a guard refusal or an untrusted certificate is not transient
             raise TokenRefused(failed.kind or FailureKind.TRANSIENT, failed.reason,
                                f"token endpoint: {failed.message}") from None
         body: Any = None
         try:
-            body = json.loads(response.content[:MAX_TOKEN_RESPONSE])
+            body = json.loads(response.body[:MAX_TOKEN_RESPONSE])
         except (ValueError, UnicodeDecodeError):
             body = None
-        status = response.status_code
+        status = response.status
         if status != 200:
             code = ""
             if isinstance(body, dict) and isinstance(body.get("error"), str):

@@ -23,25 +23,11 @@ from typing import Any
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
-from ..push.redact import redact
-from ._h2 import (
-    Blocked,
-    ConnectFailed,
-    H2Client,
-    H2Error,
-    ProtocolFailure,
-    RequestTimeout,
-    TLSVerifyFailed,
-    Unanswered,
-)
-from ._http import (
-    CredentialsBreaker,
-    check_saved_urls,
-    endpoint_fields,
-    parse_retry_after,
-    reject_unknown_fields,
-    require_string,
-)
+from ._breaker import CredentialsBreaker
+from ._client import HTTPClient, TransportError
+from ._failures import parse_retry_after, transport_failure
+from ._fields import check_saved_urls, endpoint_fields, reject_unknown_fields, require_string
+from ._h2 import H2Client
 from ._jwt import ApnsSigner, ApnsTokenCache, load_p8_key
 from ._tls import ALPN_H2_ONLY, TLSContexts
 
@@ -58,7 +44,6 @@ __all__ = [
     "apns_specs",
     "build_request",
     "classify_response",
-    "transport_failure",
 ]
 
 PRODUCTION_URL = "https://api.push.apple.com"
@@ -209,20 +194,6 @@ def classify_response(status: int, body: bytes, headers: Mapping[str, str]) -> O
     return Outcome.failed(FailureKind.PERMANENT, reason, text, status)
 
 
-def transport_failure(exc: H2Error, *secrets: str) -> Outcome:
-    """Classify a request that got no answer. The text names what failed, never the URL or a token."""
-    text = redact(f"{type(exc).__name__}: {exc}", *secrets)
-    if isinstance(exc, Blocked):
-        return Outcome.failed(FailureKind.PERMANENT, "BlockedURL", text)
-    if isinstance(exc, TLSVerifyFailed):  # will not verify on retry: the endpoint or ca_bundle is wrong
-        return Outcome.failed(FailureKind.CREDENTIALS, "TLSVerifyFailed", text)
-    if isinstance(exc, RequestTimeout):
-        return Outcome.failed(FailureKind.TRANSIENT, "Timeout", text)
-    if isinstance(exc, ConnectFailed | Unanswered | ProtocolFailure):
-        return Outcome.failed(FailureKind.TRANSIENT, "ConnectionError", text)
-    return Outcome.failed(FailureKind.PERMANENT, "RequestError", text)  # ClientClosed: the provider is gone
-
-
 # -- provider -----------------------------------------------------------------------------------
 
 
@@ -236,7 +207,8 @@ class ApnsProvider(BaseProvider):
         signer: ApnsSigner,
         tokens: ApnsTokenCache,
         bundle_id: str,
-        client: H2Client,
+        client: HTTPClient,
+        base_url: str,
         breaker: CredentialsBreaker | None = None,
     ) -> None:
         super().__init__()
@@ -246,6 +218,7 @@ class ApnsProvider(BaseProvider):
         self.tokens = tokens
         self.bundle_id = bundle_id
         self.client = client
+        self._device_url = base_url.rstrip("/") + "/3/device/"
         self.breaker = breaker or CredentialsBreaker()
 
     async def send_one(self, delivery: Delivery) -> Outcome:
@@ -269,9 +242,9 @@ class ApnsProvider(BaseProvider):
         headers = [("authorization", f"bearer {jwt_token}"), *request.headers.items()]
         try:
             response = await self.client.request(
-                "POST", f"/3/device/{device_token}", headers, request.body, timeout=APNS_TIMEOUT
+                "POST", self._device_url + device_token, headers, request.body, timeout=APNS_TIMEOUT
             )
-        except H2Error as exc:
+        except TransportError as exc:
             return transport_failure(exc, device_token, jwt_token)
         outcome = classify_response(response.status, response.body, response.headers)
         if outcome.reason == "ExpiredProviderToken" and retry_expired:
@@ -329,12 +302,13 @@ class ApnsSpec:
             "team_id": team_id, "key_id": key_id, "bundle_id": bundle_id, "p8_key": p8.strip() + "\n",
             "environment": environment,
         }
-        out.update(endpoint_fields(document, allow_private=self.allow_private_endpoints))
+        out.update(endpoint_fields(document, allow_private_endpoints=self.allow_private_endpoints))
         return out
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
         """Save-time SSRF check (DNS, fail closed) of a tenant's `endpoint`; connect time checks again."""
-        await check_saved_urls([("endpoint", document.get("endpoint"))], allow_private=self.allow_private_endpoints)
+        await check_saved_urls([("endpoint", document.get("endpoint"))],
+                               allow_private_endpoints=self.allow_private_endpoints)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {k: document[k] for k in ("team_id", "key_id", "bundle_id", "environment")
@@ -376,11 +350,12 @@ class ApnsSpec:
         guarded = bool(custom) and self._source(config) not in config.operator_providers
         client = H2Client(
             base_url, ssl_context=self.tls.get(document.get("ca_bundle") or "", alpn=ALPN_H2_ONLY), guarded=guarded,
-            allow_private=self.allow_private_endpoints, max_streams=APNS_CONCURRENCY, idle_timeout=APNS_IDLE_SECONDS,
+            allow_private_endpoints=self.allow_private_endpoints, max_streams=APNS_CONCURRENCY,
+            idle_timeout=APNS_IDLE_SECONDS,
         )
         return ApnsProvider(
             self.name, signer=signer, tokens=self.tokens, bundle_id=document["bundle_id"], client=client,
-            breaker=self.breaker_factory(),
+            base_url=base_url, breaker=self.breaker_factory(),
         )
 
 

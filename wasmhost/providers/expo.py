@@ -21,23 +21,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.redact import redact
 from ..store.base import DeviceStore, StoreError
-from ._http import (
-    CredentialsBreaker,
-    check_saved_urls,
-    endpoint_fields,
-    make_lane_client,
-    parse_retry_after,
-    reject_unknown_fields,
-    transport_failure,
-    validate_secret,
-)
+from ._breaker import CredentialsBreaker
+from ._client import HTTPClient, TransportError
+from ._failures import parse_retry_after, transport_failure
+from ._fields import check_saved_urls, endpoint_fields, reject_unknown_fields, validate_secret
+from ._pool import PoolClient
 from ._tls import TLSContexts
 
 __all__ = [
@@ -159,23 +152,25 @@ class ExpoProvider:
         access_token: str = "",
         base_url: str = EXPO_BASE_URL,
         trusted: bool = True,
-        allow_private: bool = False,
+        allow_private_endpoints: bool = False,
         ca_bundle: str = "",
         timeout: float = EXPO_TIMEOUT,
         receipt_delay: float = RECEIPT_DELAY,
         receipt_retry: float = RECEIPT_RETRY,
         tls: TLSContexts | None = None,
+        client: HTTPClient | None = None,
     ) -> None:
         self.store = store
         base = base_url.rstrip("/")
         self.send_url = base + SEND_PATH
         self.receipts_url = base + RECEIPTS_PATH
-        self._headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate",
-                         "Content-Type": "application/json"}
+        self._headers = [("Accept", "application/json"), ("Accept-Encoding", "gzip, deflate"),
+                         ("Content-Type", "application/json")]
         if access_token:
-            self._headers["Authorization"] = f"Bearer {access_token}"
-        self.client = make_lane_client(guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle,
-                                       timeout=timeout, max_connections=EXPO_CONCURRENCY, tls=tls)
+            self._headers.append(("Authorization", f"Bearer {access_token}"))
+        self.timeout = timeout
+        self.client = client or PoolClient(ssl_context=(tls or TLSContexts()).get(ca_bundle), guarded=not trusted,
+                                 allow_private_endpoints=allow_private_endpoints, lanes=EXPO_CONCURRENCY)
         self.breaker = CredentialsBreaker()
         self.receipt_delay = receipt_delay
         self.receipt_retry = receipt_retry
@@ -197,15 +192,14 @@ class ExpoProvider:
         headers = self._headers
         if len(body) > GZIP_ABOVE:
             body = gzip.compress(body, compresslevel=1)  # fastest level; message JSON still shrinks several-fold
-            headers = {**headers, "Content-Encoding": "gzip"}
+            headers = [*headers, ("Content-Encoding", "gzip")]
         try:
             async with self._slots:
-                response = await self.client.post(self.send_url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return [transport_failure(exc)] * len(deliveries)
-        if response.status_code != 200:
-            outcome, error = _request_failure(response.status_code, response.content,
-                                              response.headers.get("retry-after"))
+                response = await self.client.request("POST", self.send_url, headers, body, timeout=self.timeout)
+        except TransportError as exc:
+            return [transport_failure(exc, *(d.token for d in deliveries))] * len(deliveries)
+        if response.status != 200:
+            outcome, error = _request_failure(response.status, response.body, response.headers.get("retry-after"))
             # One outcome is shared by the whole batch, and the dispatcher scrubs only each device's own
             # token from it: scrub every token of the batch here.
             outcome = dataclasses.replace(outcome, message=redact(outcome.message, *(d.token for d in deliveries)))
@@ -215,7 +209,7 @@ class ExpoProvider:
                 self.breaker.trip(outcome)
             return [outcome] * len(deliveries)
         try:
-            tickets = response.json().get("data")
+            tickets = json.loads(response.body).get("data")
         except (ValueError, AttributeError):
             tickets = None
         if not isinstance(tickets, list) or len(tickets) != len(deliveries):
@@ -288,9 +282,10 @@ class ExpoProvider:
 
     async def _check_receipts(self, ids: list[str]) -> None:
         try:
-            response = await self.client.post(self.receipts_url, json={"ids": ids}, headers=self._headers)
-            data = response.json().get("data") if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            body = json.dumps({"ids": ids}, separators=(",", ":")).encode()
+            response = await self.client.request("POST", self.receipts_url, self._headers, body, timeout=self.timeout)
+            data = json.loads(response.body).get("data") if response.status == 200 else None
+        except (TransportError, ValueError, AttributeError) as exc:
             LOG.warning("push: expo receipts request failed: %s", type(exc).__name__)
             data = None
         if not isinstance(data, dict):
@@ -359,14 +354,14 @@ class ExpoSpec:
         self,
         store: DeviceStore,
         *,
-        allow_private: bool = False,
+        allow_private_endpoints: bool = False,
         timeout: float = EXPO_TIMEOUT,
         receipt_delay: float = RECEIPT_DELAY,
         receipt_retry: float = RECEIPT_RETRY,
         tls: TLSContexts | None = None,
     ) -> None:
         self.store = store
-        self.allow_private = allow_private
+        self.allow_private_endpoints = allow_private_endpoints
         self.timeout = timeout
         self.tls = tls or TLSContexts()
         self.receipt_delay = receipt_delay
@@ -378,12 +373,14 @@ class ExpoSpec:
         out: dict[str, Any] = {"access_token": token} if token else {}
         # Plain http and a path prefix stay allowed for a self-hosted relay, as before.
         # The access token travels to the endpoint: plain http only for private deployments and tests.
-        out.update(endpoint_fields(document, allow_private=self.allow_private, https_only=not self.allow_private,
+        out.update(endpoint_fields(document, allow_private_endpoints=self.allow_private_endpoints,
+                                   https_only=not self.allow_private_endpoints,
                                    path_allowed=True))
         return out
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
-        await check_saved_urls([("endpoint", document.get("endpoint"))], allow_private=self.allow_private)
+        await check_saved_urls([("endpoint", document.get("endpoint"))],
+                               allow_private_endpoints=self.allow_private_endpoints)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         return {"endpoint": document.get("endpoint", ""), "has_access_token": bool(document.get("access_token")),
@@ -416,7 +413,7 @@ class ExpoSpec:
             access_token=str(document.get("access_token") or ""),
             base_url=str(document.get("endpoint") or EXPO_BASE_URL),
             trusted=bool(document.get("trusted")),
-            allow_private=self.allow_private,
+            allow_private_endpoints=self.allow_private_endpoints,
             ca_bundle=str(document.get("ca_bundle") or ""),
             timeout=self.timeout,
             receipt_delay=self.receipt_delay,

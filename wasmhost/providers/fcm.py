@@ -14,24 +14,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
-from ._http import (
-    CredentialsBreaker,
-    check_saved_urls,
-    check_tenant_url,
-    endpoint_fields,
-    make_http2_client,
-    parse_retry_after,
-    reject_unknown_fields,
-    require_string,
-    transport_failure,
-)
+from ._breaker import CredentialsBreaker
+from ._client import HTTPClient, TransportError
+from ._failures import parse_retry_after, transport_failure
+from ._fields import check_saved_urls, check_tenant_url, endpoint_fields, reject_unknown_fields, require_string
 from ._jwt_oauth import GoogleTokenCache, ServiceAccount, TokenRefused, load_rsa_key
-from ._tls import TLSContexts
+from ._pool import PoolClient
+from ._tls import ALPN_H2, TLSContexts
 
 __all__ = [
     "FCM_CONCURRENCY",
@@ -201,12 +193,13 @@ class FcmProvider(BaseProvider):
         account: ServiceAccount,
         project_id: str,
         tokens: GoogleTokenCache,
-        client: httpx.AsyncClient,
+        client: HTTPClient,
+        base_url: str = "",
         breaker: CredentialsBreaker | None = None,
     ) -> None:
         super().__init__()
         self.account = account
-        self.path = f"/v1/projects/{quote(project_id, safe='')}/messages:send"
+        self.url = f"{(base_url or FCM_URL).rstrip('/')}/v1/projects/{quote(project_id, safe='')}/messages:send"
         self.tokens = tokens
         self.client = client
         self.breaker = breaker or CredentialsBreaker()
@@ -231,12 +224,12 @@ class FcmProvider(BaseProvider):
             access = await self.tokens.token(self.account, self.client)
         except TokenRefused as exc:
             return Outcome.failed(exc.kind, exc.reason, str(exc), exc.status, retry_after=exc.retry_after)
-        headers = {"authorization": f"Bearer {access}", "content-type": "application/json"}
+        headers = [("authorization", f"Bearer {access}"), ("content-type", "application/json")]
         try:
-            response = await self.client.post(self.path, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        outcome = classify_response(response.status_code, response.content, response.headers)
+            response = await self.client.request("POST", self.url, headers, body, timeout=FCM_TIMEOUT)
+        except TransportError as exc:
+            return transport_failure(exc, device_token, access)
+        outcome = classify_response(response.status, response.body, response.headers)
         if refresh_once and outcome.reason == "UNAUTHENTICATED":
             self.tokens.invalidate(self.account, access)
             return await self._post(device_token, body, refresh_once=False)
@@ -291,7 +284,7 @@ class FcmSpec:
         load_rsa_key(pem)
         token_uri = require_string(raw, "token_uri", max_len=2048, required=False) or GOOGLE_TOKEN_URI
         token_uri = check_tenant_url(token_uri, "service_account.token_uri",
-                                     allow_private=self.allow_private_endpoints, base=False)
+                                     allow_private_endpoints=self.allow_private_endpoints, base=False)
         account = {"type": "service_account", "project_id": project_id, "client_email": email,
                    "private_key": pem, "token_uri": token_uri}
         if key_id:
@@ -301,7 +294,7 @@ class FcmSpec:
     def validate(self, document: Mapping[str, Any]) -> dict[str, Any]:
         reject_unknown_fields(document, _FIELDS, "fcm credentials")  # also refuses a non-object
         out: dict[str, Any] = {"service_account": self._account(document.get("service_account"))}
-        out.update(endpoint_fields(document, allow_private=self.allow_private_endpoints))
+        out.update(endpoint_fields(document, allow_private_endpoints=self.allow_private_endpoints))
         return out
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
@@ -309,7 +302,7 @@ class FcmSpec:
         account = document.get("service_account") or {}
         await check_saved_urls([("endpoint", document.get("endpoint")),
                                 ("service_account.token_uri", account.get("token_uri"))],
-                               allow_private=self.allow_private_endpoints)
+                               allow_private_endpoints=self.allow_private_endpoints)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         account = document.get("service_account") or {}
@@ -341,10 +334,10 @@ class FcmSpec:
         custom = document.get("endpoint") or ""
         # The token URI and endpoint come from the tenant unless the operator supplied the document.
         guarded = self.name not in config.operator_providers
-        client = make_http2_client(
-            base_url=custom or FCM_URL, ca_bundle=document.get("ca_bundle") or "", guarded=guarded,
-            allow_private=self.allow_private_endpoints, timeout=FCM_TIMEOUT, max_connections=FCM_MAX_CONNECTIONS,
-            keepalive_expiry=FCM_IDLE_SECONDS, tls=self.tls,
+        client = PoolClient(
+            ssl_context=self.tls.get(document.get("ca_bundle") or "", alpn=ALPN_H2), guarded=guarded,
+            allow_private_endpoints=self.allow_private_endpoints, connections=FCM_MAX_CONNECTIONS, http2=True,
+            keepalive_expiry=FCM_IDLE_SECONDS,
         )
         return FcmProvider(account=account, project_id=account_doc["project_id"], tokens=self.tokens, client=client,
-                           breaker=self.breaker_factory())
+                           base_url=custom or FCM_URL, breaker=self.breaker_factory())

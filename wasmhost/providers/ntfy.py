@@ -22,19 +22,19 @@ from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.urlguard import UnsafeURL, check_url_syntax
-from ._http import (
+from ._breaker import CredentialsBreaker
+from ._client import HTTPClient, TransportError
+from ._failures import parse_retry_after, transport_failure
+from ._fields import (
     MAX_SECRET_BYTES,
-    CredentialsBreaker,
     check_ca_bundle,
     check_saved_urls,
-    make_lane_client,
-    parse_retry_after,
     reject_unknown_fields,
     require_string,
-    transport_failure,
     url_field,
     validate_secret,
 )
+from ._pool import PoolClient
 from ._tls import TLSContexts
 
 __all__ = ["MAX_MESSAGE_BYTES", "NTFY_TIMEOUT", "NtfyProvider", "NtfySpec", "NtfyTarget"]
@@ -162,18 +162,20 @@ class NtfyProvider(BaseProvider):
         *,
         authorization: str = "",
         trusted: bool = False,
-        allow_private: bool = False,
+        allow_private_endpoints: bool = False,
         ca_bundle: str = "",
         timeout: float = NTFY_TIMEOUT,
         tls: TLSContexts | None = None,
+        client: HTTPClient | None = None,
     ) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self._base = httpx.URL(self.base_url + "/")
         self._authorization = authorization
-        self.client = make_lane_client(
-            guarded=not trusted, allow_private=allow_private, ca_bundle=ca_bundle, timeout=timeout,
-            max_connections=NTFY_CONCURRENCY, tls=tls,
+        self.timeout = timeout
+        self.client = client or PoolClient(
+            ssl_context=(tls or TLSContexts()).get(ca_bundle), guarded=not trusted,
+            allow_private_endpoints=allow_private_endpoints, lanes=NTFY_CONCURRENCY,
         )
         self.breaker = CredentialsBreaker()
 
@@ -185,31 +187,31 @@ class NtfyProvider(BaseProvider):
             target = NtfyTarget.parse(delivery.token, self.base_url)
         except CredentialsError as exc:
             return Outcome.failed(FailureKind.PERMANENT, "InvalidToken", str(exc))
-        headers = {"Authorization": self._authorization} if self._authorization else {}
+        headers = [("Authorization", self._authorization)] if self._authorization else []
         if target.topic:
             doc = build_publish(delivery.message, target.topic)
             if len(doc.get("message", "").encode()) > MAX_MESSAGE_BYTES:
                 return Outcome.failed(FailureKind.PERMANENT, "MessageTooBig",
                                       f"the ntfy message is over {MAX_MESSAGE_BYTES} bytes")
-            url = self._base
+            url = str(self._base)
             content = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-            headers["Content-Type"] = "application/json"
+            headers.append(("Content-Type", "application/json"))
         else:
-            url = self._base.copy_with(path=target.path, query=None)
+            url = str(self._base.copy_with(path=target.path, query=None))
             content = _unifiedpush_body(delivery.message)
             if len(content) > MAX_MESSAGE_BYTES:
                 return Outcome.failed(FailureKind.PERMANENT, "MessageTooBig",
                                       f"the UnifiedPush message is over {MAX_MESSAGE_BYTES} bytes")
         try:
-            response = await self.client.post(url, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        if response.status_code < 300:
-            return Outcome.ok(response.status_code)
-        if 300 <= response.status_code < 400:
+            response = await self.client.request("POST", url, headers, content, timeout=self.timeout)
+        except TransportError as exc:
+            return transport_failure(exc, delivery.token)
+        if response.status < 300:
+            return Outcome.ok(response.status)
+        if 300 <= response.status < 400:
             return Outcome.failed(FailureKind.PERMANENT, "Redirect", "the ntfy server answered with a redirect; "
-                                  "redirects are not followed", response.status_code)
-        outcome = classify(response.status_code, response.content, response.headers.get("retry-after"))
+                                  "redirects are not followed", response.status)
+        outcome = classify(response.status, response.body, response.headers.get("retry-after"))
         if outcome.kind is FailureKind.CREDENTIALS:
             self.breaker.trip(outcome)
         return outcome
@@ -233,9 +235,9 @@ class NtfySpec:
 
     name = "ntfy"
 
-    def __init__(self, *, allow_private: bool = False, timeout: float = NTFY_TIMEOUT,
+    def __init__(self, *, allow_private_endpoints: bool = False, timeout: float = NTFY_TIMEOUT,
                  tls: TLSContexts | None = None) -> None:
-        self.allow_private = allow_private
+        self.allow_private_endpoints = allow_private_endpoints
         self.tls = tls or TLSContexts()
         self.timeout = timeout
 
@@ -243,7 +245,8 @@ class NtfySpec:
         reject_unknown_fields(document, _FIELDS, "ntfy credentials")
         out: dict[str, Any] = {}
         # Plain http stays allowed: self-hosted ntfy servers often run without TLS.
-        base_url = url_field(document, "base_url", allow_private=self.allow_private, https_only=False)
+        base_url = url_field(document, "base_url", allow_private_endpoints=self.allow_private_endpoints,
+                             https_only=False)
         token = validate_secret(document, "auth_token")
         username = require_string(document, "username", max_len=MAX_SECRET_BYTES, required=False)
         password = validate_secret(document, "password")
@@ -254,7 +257,7 @@ class NtfySpec:
             raise CredentialsError("username and password must be given together")
         if ":" in username or len(username) > 256:
             raise CredentialsError("username must be at most 256 characters without ':'")
-        if base_url.startswith("http:") and (token or password) and not self.allow_private:
+        if base_url.startswith("http:") and (token or password) and not self.allow_private_endpoints:
             raise CredentialsError("base_url must be https when auth_token or password is set "
                                    "(they would travel unencrypted)")
         for key, value in (("base_url", base_url), ("auth_token", token), ("username", username),
@@ -267,7 +270,8 @@ class NtfySpec:
 
     async def check_urls(self, document: Mapping[str, Any]) -> None:
         """Save-time SSRF check of base_url: every resolved address must be public."""
-        await check_saved_urls([("base_url", document.get("base_url"))], allow_private=self.allow_private)
+        await check_saved_urls([("base_url", document.get("base_url"))],
+                               allow_private_endpoints=self.allow_private_endpoints)
 
     def redact(self, document: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"base_url": document.get("base_url", "")}
@@ -285,7 +289,7 @@ class NtfySpec:
             # The server comes from the flat config, which this check does not see: check the shape here;
             # the send checks the scheme and host against the server actually configured.
             try:
-                check_url_syntax(token, allow_private=True)
+                check_url_syntax(token, allow_private_endpoints=True)
             except UnsafeURL as exc:
                 raise CredentialsError(f"the UnifiedPush endpoint is not acceptable: {exc}") from None
             base_url = str(httpx.URL(token).copy_with(path="/", query=None, fragment=None)).rstrip("/")
@@ -311,7 +315,7 @@ class NtfySpec:
             effective["auth_token"] = doc.get("auth_token") or config.ntfy_auth_token
         if doc.get("ca_bundle"):
             effective["ca_bundle"] = doc["ca_bundle"]
-        if not trusted and not self.allow_private and base_url.lower().startswith("http:"):
+        if not trusted and not self.allow_private_endpoints and base_url.lower().startswith("http:"):
             # The URL and the secret can come from two saves (flat config, credentials document), so
             # neither save saw both: never send a tenant's secret to a plain-http tenant server.
             for secret in ("auth_token", "username", "password"):
@@ -326,7 +330,7 @@ class NtfySpec:
                 str(document.get("password", "")),
             ),
             trusted=bool(document.get("trusted")),
-            allow_private=self.allow_private,
+            allow_private_endpoints=self.allow_private_endpoints,
             ca_bundle=str(document.get("ca_bundle", "")),
             timeout=self.timeout,
             tls=self.tls,

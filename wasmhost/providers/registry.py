@@ -22,9 +22,9 @@ def default_specs(store: Store, *, allow_private_endpoints: bool = False) -> lis
     deployments and tests; ``WASMHOST_ALLOW_PRIVATE_ENDPOINTS=1``)."""
     tls = TLSContexts()  # one context per trusted roots for every provider of every namespace
     specs: list[ProviderSpec] = [OutboxSpec(store)]
-    specs.append(NtfySpec(allow_private=allow_private_endpoints, tls=tls))
-    specs.append(WebPushSpec(allow_private=allow_private_endpoints, tls=tls))
-    specs.append(ExpoSpec(store, allow_private=allow_private_endpoints, tls=tls))
+    specs.append(NtfySpec(allow_private_endpoints=allow_private_endpoints, tls=tls))
+    specs.append(WebPushSpec(allow_private_endpoints=allow_private_endpoints, tls=tls))
+    specs.append(ExpoSpec(store, allow_private_endpoints=allow_private_endpoints, tls=tls))
     specs += apns_specs(allow_private_endpoints=allow_private_endpoints, tls=tls)  # apns + apns_voip, one JWT cache
     specs.append(FcmSpec(allow_private_endpoints=allow_private_endpoints, tls=tls))
     return specs

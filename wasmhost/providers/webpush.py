@@ -13,11 +13,10 @@ import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,18 +25,12 @@ from ..push.credentials import CredentialsError
 from ..push.message import PushMessage
 from ..push.provider import BaseProvider, Delivery, FailureKind, Outcome, ResolvedConfig
 from ..push.urlguard import UnsafeURL, check_url, check_url_syntax
+from ._breaker import CredentialsBreaker
+from ._client import HTTPClient, TransportError
 from ._ece import MAX_PLAINTEXT, b64url_decode, b64url_encode, encrypt
-from ._http import (
-    MAX_SECRET_BYTES,
-    CredentialsBreaker,
-    LaneClient,
-    check_ca_bundle,
-    make_lane_client,
-    parse_retry_after,
-    reject_unknown_fields,
-    require_string,
-    transport_failure,
-)
+from ._failures import parse_retry_after, transport_failure
+from ._fields import MAX_SECRET_BYTES, check_ca_bundle, reject_unknown_fields, require_string
+from ._pool import PoolClient
 from ._tls import TLSContexts
 
 __all__ = [
@@ -184,9 +177,9 @@ def classify(status: int, retry_after: str | None) -> Outcome:
     return Outcome.failed(FailureKind.PERMANENT, reason, "", status)
 
 
-async def _close_when_idle(client: LaneClient) -> None:
+async def _close_when_idle(client: HTTPClient) -> None:
     """Close an evicted origin's client once the sends still using it are done."""
-    while client.busy:
+    while getattr(client, "busy", 0):
         await asyncio.sleep(0.05)
     await client.aclose()
 
@@ -199,20 +192,23 @@ class WebPushProvider(BaseProvider):
         self,
         signer: VapidSigner,
         *,
-        allow_private: bool = False,
+        allow_private_endpoints: bool = False,
         ca_bundle: str = "",
         timeout: float = WEBPUSH_TIMEOUT,
         tls: TLSContexts | None = None,
+        client_factory: Callable[[str], HTTPClient] | None = None,
     ) -> None:
         super().__init__()
         self.tls = tls or TLSContexts()
+        #: Builds the client for one push-service origin (unit tests pass in-memory ones).
+        self.client_factory = client_factory or self._new_client
         self.signer = signer
-        self.allow_private = allow_private
+        self.allow_private_endpoints = allow_private_endpoints
         self.ca_bundle = ca_bundle
         self.timeout = timeout
         # Endpoints are end-user URLs: always guarded, whatever the credentials' origin. One lane client
         # per push-service origin, so connections to one service are not evicted by another's.
-        self._clients: OrderedDict[str, LaneClient] = OrderedDict()
+        self._clients: OrderedDict[str, HTTPClient] = OrderedDict()
         self._closing: set[asyncio.Future[None]] = set()
         # 401 means our VAPID signature is refused by that push service: stop sending there for a while.
         # 403 is per subscription (subscribed with another key) and must not block the others.
@@ -221,7 +217,7 @@ class WebPushProvider(BaseProvider):
     async def send_one(self, delivery: Delivery) -> Outcome:
         try:
             sub = Subscription.parse(delivery.token)
-            url = check_url_syntax(sub.endpoint, allow_private=self.allow_private)
+            url = check_url_syntax(sub.endpoint, allow_private_endpoints=self.allow_private_endpoints)
         except CredentialsError as exc:
             return Outcome.failed(FailureKind.PERMANENT, "InvalidToken", str(exc))
         except UnsafeURL as exc:
@@ -235,32 +231,35 @@ class WebPushProvider(BaseProvider):
             return Outcome.failed(FailureKind.PERMANENT, "MessageTooBig",
                                   f"the Web Push payload is {len(plaintext)} bytes; the limit is {MAX_PLAINTEXT}")
         message = delivery.message
-        headers = {
-            "Authorization": self.signer.authorization(audience),
-            "Content-Encoding": "aes128gcm",
-            "Content-Type": "application/octet-stream",
-            "TTL": str(message.ttl_seconds if message.ttl_seconds is not None else DEFAULT_TTL),
-            "Urgency": "high" if message.priority == "high" else "normal",
-        }
+        headers = [
+            ("Authorization", self.signer.authorization(audience)),
+            ("Content-Encoding", "aes128gcm"),
+            ("Content-Type", "application/octet-stream"),
+            ("TTL", str(message.ttl_seconds if message.ttl_seconds is not None else DEFAULT_TTL)),
+            ("Urgency", "high" if message.priority == "high" else "normal"),
+        ]
         if message.message_id:
-            headers["Topic"] = topic_for(message.message_id)
+            headers.append(("Topic", topic_for(message.message_id)))
         body = encrypt(plaintext, sub.p256dh, sub.auth)
         try:
-            response = await self._client_for(audience).post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        if response.status_code <= 202:
-            return Outcome.ok(response.status_code)
-        outcome = classify(response.status_code, response.headers.get("retry-after"))
-        if response.status_code == 401:
+            response = await self._client_for(audience).request("POST", str(url), headers, body, timeout=self.timeout)
+        except TransportError as exc:
+            return transport_failure(exc, delivery.token)
+        if response.status <= 202:
+            return Outcome.ok(response.status)
+        outcome = classify(response.status, response.headers.get("retry-after"))
+        if response.status == 401:
             self.breaker.trip(outcome, audience)
         return outcome
 
-    def _client_for(self, origin: str) -> LaneClient:
+    def _new_client(self, origin: str) -> HTTPClient:
+        return PoolClient(ssl_context=self.tls.get(self.ca_bundle), guarded=True,
+                          allow_private_endpoints=self.allow_private_endpoints, lanes=LANES_PER_ORIGIN)
+
+    def _client_for(self, origin: str) -> HTTPClient:
         client = self._clients.get(origin)
         if client is None:
-            client = make_lane_client(guarded=True, allow_private=self.allow_private, ca_bundle=self.ca_bundle,
-                                      timeout=self.timeout, max_connections=LANES_PER_ORIGIN, tls=self.tls)
+            client = self.client_factory(origin)
             self._clients[origin] = client
             if len(self._clients) > MAX_ORIGINS:
                 _, oldest = self._clients.popitem(last=False)
@@ -285,9 +284,9 @@ class WebPushSpec:
 
     name = "webpush"
 
-    def __init__(self, *, allow_private: bool = False, timeout: float = WEBPUSH_TIMEOUT,
+    def __init__(self, *, allow_private_endpoints: bool = False, timeout: float = WEBPUSH_TIMEOUT,
                  tls: TLSContexts | None = None) -> None:
-        self.allow_private = allow_private
+        self.allow_private_endpoints = allow_private_endpoints
         self.tls = tls or TLSContexts()
         self.timeout = timeout
 
@@ -328,17 +327,17 @@ class WebPushSpec:
     def validate_token(self, token: str, document: Mapping[str, Any] | None) -> str:
         sub = Subscription.parse(token.strip())
         try:
-            url = check_url_syntax(sub.endpoint, allow_private=self.allow_private)
+            url = check_url_syntax(sub.endpoint, allow_private_endpoints=self.allow_private_endpoints)
         except UnsafeURL as exc:
             raise CredentialsError(f"subscription endpoint rejected: {exc}") from None
-        if url.scheme != "https" and not self.allow_private:
+        if url.scheme != "https" and not self.allow_private_endpoints:
             raise CredentialsError("subscription endpoint must be https")
         return sub.to_token()
 
     async def check_token_urls(self, token: str) -> None:
         """Registration-time SSRF check: the endpoint's host must resolve to public addresses only."""
         try:
-            await check_url(Subscription.parse(token).endpoint, allow_private=self.allow_private)
+            await check_url(Subscription.parse(token).endpoint, allow_private_endpoints=self.allow_private_endpoints)
         except UnsafeURL as exc:
             raise CredentialsError(f"subscription endpoint rejected: {exc}") from None
 
@@ -347,5 +346,6 @@ class WebPushSpec:
 
     def build(self, config: ResolvedConfig, document: Mapping[str, Any]) -> WebPushProvider:
         signer = VapidSigner(load_vapid_key(str(document["vapid_private_key"])), str(document["vapid_subject"]))
-        return WebPushProvider(signer, allow_private=self.allow_private, ca_bundle=str(document.get("ca_bundle", "")),
+        return WebPushProvider(signer, allow_private_endpoints=self.allow_private_endpoints,
+                               ca_bundle=str(document.get("ca_bundle", "")),
                                timeout=self.timeout)

@@ -6,9 +6,10 @@ Three layers, because each alone has a hole:
   ``2130706433``, ``017700000001``) that resolvers read as IPv4 but naive checks read as names.
 * `check_url`: the save-time check. Resolves the host (bounded, fail closed) and refuses the URL unless
   *every* address is public.
-* `guarded_transport`: the connect-time check. DNS can change between save and send (rebinding), so the
-  transport resolves again, refuses reserved addresses, connects to the checked IP itself and re-checks the
-  peer. Clients using it must not follow redirects (`follow_redirects=False`, httpx's default).
+* `resolve_checked` + `check_peer`: the connect-time check. DNS can change between save and send
+  (rebinding), so every client resolves again, refuses reserved addresses, connects to the checked IP
+  itself and re-checks the peer: `GuardedBackend` does it for httpcore pools, and the APNs client calls
+  the two functions itself. Clients never follow redirects.
 
 Error texts name the host or address at most, never the whole URL: paths carry device tokens.
 """
@@ -19,7 +20,6 @@ import asyncio
 import ipaddress
 import re
 import socket
-import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,14 +30,15 @@ __all__ = [
     "DNS_TIMEOUT",
     "MAX_URL_BYTES",
     "RESERVED_NETWORKS",
+    "GuardedBackend",
     "UnsafeConnection",
     "UnsafeURL",
-    "blocked_by_guard",
     "check_address",
+    "check_peer",
     "check_url",
     "check_url_syntax",
-    "guarded_transport",
     "is_reserved",
+    "resolve_checked",
     "resolve_host",
 ]
 
@@ -95,19 +96,7 @@ class UnsafeURL(ValueError):
 
 
 class UnsafeConnection(httpcore.ConnectError):
-    """Raised at connect time by the guarded transport; httpx surfaces it as `httpx.ConnectError`."""
-
-
-def blocked_by_guard(exc: BaseException) -> bool:
-    """Whether an httpx error was the guard refusing a connection (permanent, unlike a network error)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, UnsafeConnection | UnsafeURL):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """Raised at connect time by `GuardedBackend`; httpcore passes it through as a `ConnectError`."""
 
 
 def is_reserved(ip: IPAddress) -> str | None:
@@ -126,10 +115,10 @@ def is_reserved(ip: IPAddress) -> str | None:
     return None
 
 
-def check_address(ip: IPAddress | str, *, allow_private: bool = False) -> None:
+def check_address(ip: IPAddress | str, *, allow_private_endpoints: bool = False) -> None:
     """Refuse a single address unless it is public (or private targets are allowed)."""
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if allow_private:
+    if allow_private_endpoints:
         return
     why = is_reserved(addr)
     if why:
@@ -163,7 +152,7 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def check_url_syntax(url: str, *, allow_private: bool = False) -> httpx.URL:
+def check_url_syntax(url: str, *, allow_private_endpoints: bool = False) -> httpx.URL:
     """Check shape and any literal address, without DNS; return the parsed URL or raise `UnsafeURL`."""
     parsed = _parse(url)
     host = parsed.host.rstrip(".").lower()
@@ -171,14 +160,14 @@ def check_url_syntax(url: str, *, allow_private: bool = False) -> httpx.URL:
         raise UnsafeURL("URL host must not carry a zone id")
     ip = _literal(host)
     if ip is not None:
-        check_address(ip, allow_private=allow_private)
+        check_address(ip, allow_private_endpoints=allow_private_endpoints)
         return parsed
     labels = host.split(".")
     # Resolvers read "0x7f.1", "2130706433", "0177.0.0.1" or "127.1" as IPv4; a real name never has an
     # all-numeric last label (no TLD is numeric), so any of these is refused outright.
     if all(_NUMERIC_LABEL.match(label) for label in labels) or _NUMERIC_LABEL.match(labels[-1]):
         raise UnsafeURL(f"URL host {host!r} is a non-standard numeric address")
-    if not allow_private and (host in _LOCAL_NAMES or host.endswith(".localhost")):
+    if not allow_private_endpoints and (host in _LOCAL_NAMES or host.endswith(".localhost")):
         raise UnsafeURL(f"URL host {host!r} is a local name")
     return parsed
 
@@ -203,21 +192,48 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-async def check_url(url: str, *, allow_private: bool = False) -> httpx.URL:
+async def check_url(url: str, *, allow_private_endpoints: bool = False) -> httpx.URL:
     """The save-time check: syntax, then every resolved address must be public. Fails closed on DNS errors."""
-    parsed = check_url_syntax(url, allow_private=allow_private)
-    if allow_private or _literal(parsed.host) is not None:
+    parsed = check_url_syntax(url, allow_private_endpoints=allow_private_endpoints)
+    if allow_private_endpoints or _literal(parsed.host) is not None:
         return parsed  # nothing DNS could add: every address is allowed, or the address is already checked
     for ip in await resolve_host(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)):
-        check_address(ip, allow_private=False)
+        check_address(ip, allow_private_endpoints=False)
     return parsed
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks every address, then connects to a checked IP (so DNS cannot change in between)."""
+async def resolve_checked(host: str, port: int, *, allow_private_endpoints: bool = False) -> list[IPAddress]:
+    """The connect-time check: every address `host` resolves to now, each one allowed, or `UnsafeURL`.
 
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
+    Callers connect to these addresses themselves (never to the name again), so DNS cannot change in
+    between, and then check the connected peer with `check_peer`."""
+    literal = _literal(host)
+    if literal is None:
+        check_url_syntax(f"http://{host}/", allow_private_endpoints=allow_private_endpoints)
+    addresses = [literal] if literal is not None else await resolve_host(host, port)
+    for ip in addresses:
+        check_address(ip, allow_private_endpoints=allow_private_endpoints)
+    return addresses
+
+
+def check_peer(peer: Any, *, allow_private_endpoints: bool = False) -> None:
+    """Belt and braces after connecting: the socket's peer address (``(host, port, …)``) is allowed."""
+    if not peer:
+        raise UnsafeURL("the connected address is unknown")
+    try:
+        check_address(str(peer[0]).split("%", 1)[0], allow_private_endpoints=allow_private_endpoints)
+    except ValueError as exc:
+        if isinstance(exc, UnsafeURL):
+            raise
+        raise UnsafeURL("the connected address is not an IP address") from None
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """An httpcore network backend that connects only to checked addresses (`resolve_checked`) and
+    checks the peer it got (`check_peer`). Pools using it must not follow redirects, nor use a proxy."""
+
+    def __init__(self, allow_private_endpoints: bool = False) -> None:
+        self.allow_private_endpoints = allow_private_endpoints
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -229,12 +245,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            literal = _literal(host)
-            if literal is None:
-                check_url_syntax(f"http://{host}/", allow_private=self.allow_private)
-            addresses = [literal] if literal is not None else await resolve_host(host, port)
-            for ip in addresses:
-                check_address(ip, allow_private=self.allow_private)
+            addresses = await resolve_checked(host, port, allow_private_endpoints=self.allow_private_endpoints)
         except UnsafeURL as exc:
             raise UnsafeConnection(f"connection refused by the URL guard: {exc}") from exc
         last: Exception | None = None
@@ -244,12 +255,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
                 continue
-            peer = stream.get_extra_info("server_addr")
             try:
-                if peer is None:
-                    raise UnsafeURL("the connected address is unknown")
-                check_address(str(peer[0]).split("%", 1)[0], allow_private=self.allow_private)
-            except (UnsafeURL, ValueError) as exc:
+                check_peer(stream.get_extra_info("server_addr"), allow_private_endpoints=self.allow_private_endpoints)
+            except UnsafeURL as exc:
                 await stream.aclose()
                 raise UnsafeConnection(f"connection refused by the URL guard: {exc}") from exc
             return stream
@@ -263,47 +271,3 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
-
-
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(
-        self,
-        *,
-        allow_private: bool,
-        verify: ssl.SSLContext | str | bool,
-        cert: Any,
-        http1: bool,
-        http2: bool,
-        limits: httpx.Limits,
-        retries: int,
-    ) -> None:
-        super().__init__(verify=verify, cert=cert, trust_env=False, http1=http1, http2=http2, limits=limits)
-        # httpx has no public hook for a network backend, so the pool it built is replaced by an
-        # identical one that connects through the guard. Proxies are off: they would connect for us.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, cert=cert, trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=http1,
-            http2=http2,
-            retries=retries,
-            network_backend=_GuardedBackend(allow_private),
-        )
-
-
-def guarded_transport(
-    allow_private: bool = False,
-    *,
-    verify: ssl.SSLContext | str | bool = True,
-    cert: Any = None,
-    http1: bool = True,
-    http2: bool = False,
-    limits: httpx.Limits | None = None,
-    retries: int = 0,
-) -> httpx.AsyncBaseTransport:
-    """An httpx transport that re-checks every address it connects to. Use with ``follow_redirects=False``."""
-    return _GuardedTransport(
-        allow_private=allow_private, verify=verify, cert=cert, http1=http1, http2=http2,
-        limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20), retries=retries,
-    )

@@ -1,9 +1,10 @@
 """What a namespace did recently, kept in the store so every gateway process sees the same picture:
 the last few invocations of each function, and per-minute usage counters.
 
-Both are bounded. `record_activity` writes a batch and prunes in one transaction: each function keeps
-at most ``keep`` invocations, invocations and counters older than ``max_age`` seconds go, and the
-caller caps each invocation's JSON (see `gateway.activity`). Mixed into `SQLStore`.
+Both are bounded. `record_activity` writes a batch and prunes: each function keeps at most ``keep``
+invocations (in the batch's transaction), invocations and counters older than ``max_age`` seconds go
+(in a second one), and the caller caps each invocation's JSON (see `gateway.activity`). Mixed into
+`SQLStore`.
 """
 
 from __future__ import annotations
@@ -112,9 +113,13 @@ def _statements(
         *_multi_row(_ADD_USAGE, [(u.namespace, u.minute, u.metric, u.label, u.count, u.total_ms) for u in usage],
                     _ADD_USAGE_CONFLICT),
         *[(_TRIM_FUNCTION, (ns, fn, ns, fn, keep)) for ns, fn in functions],
-        (_EXPIRE_INVOCATIONS, (now - max_age,)),
-        (_EXPIRE_USAGE, (int((now - max_age) // 60),)),
     ]
+
+
+def _expiry(max_age: float, now: float) -> list[tuple[str, tuple[Any, ...]]]:
+    """Run in a transaction of its own: it deletes rows of any function, which a batch's trims (holding
+    their own function's rows) must not wait on."""
+    return [(_EXPIRE_INVOCATIONS, (now - max_age,)), (_EXPIRE_USAGE, (int((now - max_age) // 60),))]
 
 
 def _invocation(row: Any) -> InvocationRow:
@@ -134,9 +139,10 @@ class SQLActivity:
     async def record_activity(
         self, invocations: Sequence[InvocationRow], usage: Sequence[UsageRow], keep: int, max_age: float, now: float
     ) -> None:
-        async with self.driver.transaction() as tx:
-            for sql, params in _statements(invocations, usage, keep, max_age, now):
-                await tx.execute(sql, params)
+        for statements in (_statements(invocations, usage, keep, max_age, now), _expiry(max_age, now)):
+            async with self.driver.transaction() as tx:
+                for sql, params in statements:
+                    await tx.execute(sql, params)
 
     async def list_invocations(self, namespace: str, function: str, limit: int) -> list[InvocationRow]:
         return [_invocation(r) for r in await self.driver.fetch(_LIST, (namespace, function, limit))]

@@ -104,6 +104,7 @@ class PgChangeFeed(LocalChangeFeed):
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._deaf = False  # set while not listening after start: caches may have missed changes
+        self.device_version = 0  # bumped by every device change heard or made, and by "everything"
 
     async def start(self) -> None:
         """Connect the listener (once, now) and keep it connected in the background."""
@@ -192,6 +193,11 @@ class PgChangeFeed(LocalChangeFeed):
             except _DB_ERRORS:
                 return
 
+    def _dispatch(self, change: Change) -> None:
+        if change.kind == "device" or change.is_everything:
+            self.device_version += 1
+        super()._dispatch(change)
+
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
             change, origin = Change.from_payload(payload)
@@ -210,21 +216,48 @@ def _written(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+#: Most parameters one combined statement may carry (PostgreSQL's limit is 32 767).
+MAX_COMBINED_PARAMS = 4096
+
+
+def _one_statement(steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> tuple[str, list[Any]] | None:
+    """Plain ``INSERT … VALUES (?, …)`` steps as one statement: multi-row VALUES, all but the last in
+    data-modifying CTEs. Foreign keys are checked at the end of the statement, so the order of the
+    steps does not matter; the statement commits all rows or none. None when a step is not such an
+    INSERT (an UPDATE) or the rows are too many to send at once."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for sql, rows in steps:
+        head, sep, tail = sql.partition(" VALUES (")
+        if not sep or not head.lstrip().upper().startswith("INSERT") or tail.replace("?, ", "") != "?)":
+            return None
+        parts.append(head + " VALUES " + ", ".join(["(" + tail] * len(rows)))
+        args.extend(v for row in rows for v in row)
+        if len(args) > MAX_COMBINED_PARAMS:
+            return None
+    ctes = ", ".join(f"s{i} AS ({part})" for i, part in enumerate(parts[:-1]))
+    return (f"WITH {ctes} {parts[-1]}" if ctes else parts[-1]), args
+
+
 class _PgTx:
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, driver: PgDriver) -> None:
         self.conn = conn
+        self.driver = driver
         self.changes: list[Change] = []
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.driver.round_trips += 1
         return list(await self.conn.fetch(dollar_placeholders(sql), *params))
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.driver.round_trips += 1
         return _written(await self.conn.execute(dollar_placeholders(sql), *params))
 
     async def lock(self, key: int) -> None:
+        self.driver.round_trips += 1
         await self.conn.execute("SELECT pg_advisory_xact_lock($1)", key)
 
     def announce(self, change: Change) -> None:
@@ -245,6 +278,9 @@ class PgDriver:
             raise ValueError("PostgreSQL pool sizes need 0 <= min <= max and max >= 1")
         self._listen = listen
         self._pool: asyncpg.Pool | None = None
+        #: Statements sent to the server (a transaction's BEGIN and COMMIT count), for tests and benchmarks
+        #: that count what a request costs.
+        self.round_trips = 0
         self.changes = PgChangeFeed(self._connect_listener)
 
     def _dsn_and_settings(self, role: str) -> tuple[str, dict[str, str]]:
@@ -307,10 +343,12 @@ class PgDriver:
             raise _safe(exc) from None
 
     async def fetch(self, sql: str, params: Sequence[Any] = (), *, quick: bool = False) -> list[Row]:
+        self.round_trips += 1
         async with self._conn() as conn:
             return list(await conn.fetch(dollar_placeholders(sql), *params))
 
     async def execute(self, sql: str, params: Sequence[Any] = (), change: Change | None = None) -> int:
+        self.round_trips += 1
         async with self._conn() as conn:
             if change is None:
                 return _written(await conn.execute(dollar_placeholders(sql), *params))
@@ -321,22 +359,42 @@ class PgDriver:
         return count
 
     async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        async with self._conn() as conn, conn.transaction():
-            for sql, rows in steps:
+        steps = [(sql, rows) for sql, rows in steps if rows]
+        if not steps:
+            return
+        combined = _one_statement(steps)
+        async with self._conn() as conn:
+            if combined is not None:  # one statement is its own transaction: one exchange, no BEGIN/COMMIT
+                self.round_trips += 1
+                await conn.execute(dollar_placeholders(combined[0]), *combined[1])
+                return
+            if len(steps) == 1:  # asyncpg's executemany is atomic on its own too
+                self.round_trips += 1
+                sql, rows = steps[0]
                 await conn.executemany(dollar_placeholders(sql), rows)
+                return
+            self.round_trips += 2 + len(steps)
+            async with conn.transaction():
+                for sql, rows in steps:
+                    await conn.executemany(dollar_placeholders(sql), rows)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:
+        self.round_trips += 2  # BEGIN, COMMIT
         async with self._conn() as conn, conn.transaction():
-            tx = _PgTx(conn)
+            tx = _PgTx(conn, self)
             yield tx
             for change in tx.changes:
+                self.round_trips += 1
                 await conn.execute(f"SELECT pg_notify('{CHANNEL}', $1)", change.to_payload(self.changes.origin))
         for change in tx.changes:
             self.changes.publish(change)
 
     def cache_version(self) -> int | None:
-        return None
+        # Device lists may be kept while this gateway hears every change: the counter moves with each device
+        # change (NOTIFY from any gateway) and with the "everything" that follows a reconnect. While the
+        # listener is down nothing is cached; the store's TTL bounds an entry in any case.
+        return self.changes.device_version if self.changes.listener_connected else None
 
 
 class PostgresStore(SQLStore):

@@ -10,10 +10,12 @@ One module per service, imported on its own so each needs only its own dependenc
 * `wasmhost.testing.expo`, `wasmhost.testing.ntfy`, `wasmhost.testing.webpush`: `FakeExpo`,
   `FakeNtfy`, `FakeWebPush` (with `Browser`, a subscribed browser that decrypts what it receives).
 
-The APNs and FCM fakes need the ``testing`` extra (trustme, hypercorn). This package itself exports the
-HTTP/1.1 server the others share.
+The APNs and FCM fakes need the ``testing`` extra (trustme, hypercorn). This package itself exports
+`MockClient`, the in-memory `wasmhost.providers.HTTPClient` for unit tests, and the HTTP/1.1 server
+the loopback fakes share.
 """
 
+from ._mock import MockClient, MockRequest
 from ._server import DROP, FakeServer, Request, Response, ServedFake
 
-__all__ = ["DROP", "FakeServer", "Request", "Response", "ServedFake"]
+__all__ = ["DROP", "FakeServer", "MockClient", "MockRequest", "Request", "Response", "ServedFake"]

@@ -6,12 +6,14 @@ import { devicesPage } from "./devices.js";
 import { functionsPage } from "./functions.js";
 import { healthPage, namespacesPage } from "./operator.js";
 import { pushPage } from "./push.js";
+import { sendsPage } from "./sends.js";
 import { usagePage } from "./usage.js";
 
 const PAGES = {
   tenant: [
     ["functions", "Functions", functionsPage],
     ["push", "Push setup", pushPage],
+    ["sends", "Sends", sendsPage],
     ["devices", "Devices", devicesPage],
     ["usage", "Usage", usagePage],
   ],

@@ -101,7 +101,7 @@ async def deploy(
         limits = Limits.from_dict(overrides)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    source = await read_capped(request, gw.config.max_module_bytes)
+    source = await read_capped(request, gw.config.max_module_bytes, "the module limit, WASMHOST_MAX_MODULE_BYTES")
     if not source.strip():
         raise ApiError(400, "the body must be the module (binary wasm or WAT text)")
     try:
@@ -156,7 +156,7 @@ async def _load(gw: Gateway, namespace: str, name: str) -> tuple[Compiled, Limit
     summary="Run the function once with the body as input; a trapped or timed-out guest is 200 with ok: false",
 )
 async def invoke(name: NamePath, request: Request, gw: GatewayDep, admin: AdminDep) -> JSONResponse:
-    payload = await read_capped(request, gw.config.max_input_bytes)
+    payload = await read_capped(request, gw.config.max_input_bytes, "the input limit, WASMHOST_MAX_INPUT_BYTES")
     module, limits = await _load(gw, admin.namespace, name)
     with gw.invocation_slot(admin.namespace):
         result = await gw.svc.runtime.invoke(admin.namespace, module, payload, limits)

@@ -60,7 +60,7 @@ async def put_config(body: PushConfigIn, gw: GatewayDep, admin: AdminDep) -> dic
     svc = gw.svc
     if body.ntfy_base_url:
         try:
-            await check_url(body.ntfy_base_url, allow_private=svc.settings.allow_private_endpoints)
+            await check_url(body.ntfy_base_url, allow_private_endpoints=svc.settings.allow_private_endpoints)
         except UnsafeURL as exc:
             raise ApiError(400, f"ntfy_base_url rejected: {exc}") from None
     current = await svc.store.get_push_config(admin.namespace) or PushConfig(admin.namespace)

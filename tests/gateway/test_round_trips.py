@@ -1,0 +1,110 @@
+"""What a warm request costs PostgreSQL: the round trips of an invoke and of a send, counted by the driver.
+
+Warm means the API key, the function, the compiled module, the namespace's dispatcher and the user's
+device list were all read once already and nothing changed since; what remains is what must be written.
+Activity and the delivery worker's poll for due deliveries run in the background once a second whatever
+the rate, so they are stopped here (activity is counted on its own), and so is the once-a-second recount
+of the namespace's queued deliveries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.store.pg import drop_schema, run_sync, schema_url
+from wasmhost.gateway.state import Gateway
+from wasmhost.push import delivery
+from wasmhost.push.delivery import QueueSettings
+from wasmhost.store.postgres import PgDriver
+
+from .guests import WELCOME_WASM
+from .harness import GatewayServer, Tenant, create_tenant
+
+REQUESTS = 5
+#: The durable accept (the send and its deliveries, one statement), the outbox's delivery record, and
+#: the deliveries' final state: what must be written, nothing read.
+WRITES_PER_SEND = 3
+
+
+@pytest.fixture(scope="module")
+def pg_gateway(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    tmp = tmp_path_factory.mktemp("round-trips")
+    url, schema = run_sync(schema_url(pg_database))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WASMHOST_STATE_DIR", str(tmp / "state"))
+        mp.setattr(delivery, "QUEUED_RECOUNT", 3600.0)  # the cap's recount, once a second, is not per request
+        gw = GatewayServer(tmp, db_url=url, queue=QueueSettings(poll_interval=3600.0)).start()
+        try:
+            yield gw
+        finally:
+            gw.stop()
+            run_sync(drop_schema(pg_database, schema))
+
+
+def _gateway(gw: GatewayServer) -> Gateway:
+    state: Gateway = gw.app.state.gateway
+    return state
+
+
+def _driver(gw: GatewayServer) -> PgDriver:
+    services = _gateway(gw).services
+    assert services is not None
+    driver = services.store.driver  # type: ignore[attr-defined]
+    assert isinstance(driver, PgDriver)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def tenant(pg_gateway: GatewayServer) -> Iterator[Tenant]:
+    tenant = create_tenant(pg_gateway, "rt")
+    with tenant.user("alice") as alice:
+        r = alice.post("/v1/push/devices", json={"device_id": "phone", "provider": "outbox", "token": "tok-phone"})
+        assert r.status_code == 200, r.text
+    r = tenant.admin.put("/v1/functions/welcome", content=WELCOME_WASM.read_bytes(),
+                         headers={"content-type": "application/wasm"})
+    assert r.status_code == 200, r.text
+    pg_gateway.run(_gateway(pg_gateway).activity.aclose())  # no background flush while counting
+    yield tenant
+    tenant.close()
+
+
+def _round_trips_each(gw: GatewayServer, request: object) -> float:
+    assert callable(request)
+    request()  # warm
+    driver = _driver(gw)
+    before = driver.round_trips
+    for _ in range(REQUESTS):
+        request()
+    return (driver.round_trips - before) / REQUESTS
+
+
+def test_a_warm_invoke_only_writes(pg_gateway: GatewayServer, tenant: Tenant) -> None:
+    def invoke() -> None:
+        r = tenant.admin.post("/v1/functions/welcome/invoke", content=json.dumps({"user": "alice", "name": "A"}))
+        assert r.status_code == 200 and r.json()["output"] == "welcomed alice: 1/1 devices", r.text
+
+    assert _round_trips_each(pg_gateway, invoke) == WRITES_PER_SEND
+
+
+def test_a_warm_send_only_writes(pg_gateway: GatewayServer, tenant: Tenant) -> None:
+    def send() -> None:
+        r = tenant.admin.post("/v1/push/send", json={"user_id": "alice", "title": "t", "body": "b"})
+        assert r.status_code == 200 and r.json()["devices_succeeded"] == 1, r.text
+
+    assert _round_trips_each(pg_gateway, send) == WRITES_PER_SEND
+
+
+def test_activity_is_one_transaction_per_flush_whatever_the_requests(pg_gateway: GatewayServer,
+                                                                     tenant: Tenant) -> None:
+    gateway = _gateway(pg_gateway)
+    for _ in range(REQUESTS):
+        r = tenant.admin.post("/v1/functions/welcome/invoke", content=json.dumps({"user": "alice", "name": "A"}))
+        assert r.status_code == 200, r.text
+    driver = _driver(pg_gateway)
+    before = driver.round_trips
+    pg_gateway.run(gateway.activity.flush())
+    flushed = driver.round_trips - before
+    assert 0 < flushed <= 7, flushed  # BEGIN, batched inserts, trims, COMMIT: not one per invocation
