@@ -197,3 +197,22 @@ async def test_metrics_count_what_every_worker_did(roomy: GatewayProcess) -> Non
             text = (await op.get("/metrics")).text
         seen.add(ok_invocations(text))
     assert seen == {40.0}
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(gateway: GatewayProcess) -> None:
+    workers = _children(gateway.pid)
+    assert len(workers) == 2
+    assert gateway.proc is not None
+    gateway.proc.kill()
+    gateway.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        await asyncio.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "gone"

@@ -19,6 +19,7 @@ uvicorn runs on uvloop with the httptools parser (both are dependencies, not ext
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ __all__ = ["default_workers", "run", "serve"]
 
 LOG = logging.getLogger("wasmhost.server")
 
+PR_SET_PDEATHSIG = 1
 #: A worker that dies sooner than this after its start is crash-looping: wait before the next one.
 CRASH_WINDOW_SECONDS = 2.0
 MAX_RESTART_DELAY_SECONDS = 10.0
@@ -102,6 +104,18 @@ def _run_worker(
     uvicorn.Server(_uvicorn_config(app_factory(group), config)).run(sockets=[sock])
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel stop this worker when the supervisor dies, however it dies (even ``kill -9``):
+    an orphaned worker would go on serving the port, holding the state and its caps' slots."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a worker also checks its parent below
+        pass
+    if os.getppid() != parent:  # the supervisor died before the request took effect
+        os._exit(1)
+
+
 @dataclass
 class _Worker:
     index: int
@@ -124,10 +138,12 @@ class Supervisor:
         self._delay = 0.0
 
     def _spawn(self, index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
             try:
+                _die_with(parent)
                 os.setpgid(0, 0)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
