@@ -3,10 +3,15 @@
 JSON routes declare their cap with `capped(n)` in the route's ``openapi_extra`` (it also documents the
 cap as ``x-max-body-bytes``); `LimitedRoute` wraps the ASGI ``receive`` of those routes. Raw-body
 routes (modules, invocation input) read with `read_capped` after authentication.
+
+`LimitedRoute` also refuses JSON strings holding a lone UTF-16 surrogate (``"\ud800"``): JSON allows
+the escape, but the text cannot be encoded as UTF-8, so it would fail wherever it is stored or sent.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -60,6 +65,41 @@ def _limited_receive(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
+#: A ``\uD800``–``\uDFFF`` escape; only a body holding one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(doc: Any) -> bool:
+    """Whether any string (key or value) in the decoded document cannot be encoded as UTF-8."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+class _StrictJSONRequest(Request):
+    """A request whose JSON body must be text UTF-8 can carry."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            doc = json.loads(body)
+            if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(doc):
+                raise ApiError(400, "body is not valid JSON text: a string holds a lone UTF-16 surrogate")
+            self._json = doc
+        return self._json
+
+
 class LimitedRoute(APIRoute):
     """An APIRoute that refuses bodies over its declared cap with 413 before the handler parses them."""
 
@@ -67,11 +107,15 @@ class LimitedRoute(APIRoute):
         handler = super().get_route_handler()
         limit = (self.openapi_extra or {}).get(CAP_KEY)
         if not isinstance(limit, int):
-            return handler
+
+            async def strict(request: Request) -> Response:
+                return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+            return strict
 
         async def limited(request: Request) -> Response:
             _check_declared(request, limit)
-            return await handler(Request(request.scope, _limited_receive(request.receive, limit)))
+            return await handler(_StrictJSONRequest(request.scope, _limited_receive(request.receive, limit)))
 
         return limited
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -88,6 +89,19 @@ def _optional_int(doc: dict[str, Any], key: str, low: int, high: int) -> int | N
     return value
 
 
+#: A ``\uD800``–``\uDFFF`` escape: only a message holding one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(doc: Any) -> bool:
+    """Whether every string in `doc` can be encoded as UTF-8 (lone surrogates cannot)."""
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        return False
+    return True
+
+
 def _no_constant(name: str) -> Any:
     raise MessageError(f"{name} is not a JSON number")
 
@@ -145,6 +159,8 @@ def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
             raise
         except ValueError:  # an integer of more digits than Python converts
             raise MessageError("message has a number with too many digits") from None
+        if _SURROGATE_ESCAPE.search(data) and not _encodable(doc):
+            raise MessageError("message has a string with a lone UTF-16 surrogate (not valid text)")
     if not isinstance(doc, dict):
         raise MessageError("message must be a JSON object")
     unknown = sorted(set(doc) - _FIELDS)
