@@ -34,7 +34,7 @@ from .._env import env_flag
 from .fiber import HOST_STACK_BYTES
 from .hostfuncs import define_host_functions
 
-__all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "engine_host"]
+__all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "compile_config", "engine_host"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,16 @@ def _config(pooling: bool) -> Config:
             ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), pool)  # copies the settings
         finally:
             ffi.wasmtime_pooling_allocation_config_delete(pool)
+    return cfg
+
+
+def compile_config() -> Config:
+    """The settings compiled code depends on, for a compiler process: one thread, no instance pool.
+
+    Neither changes the compiled code, so its artifacts load into the serving engine (pooled or not).
+    """
+    cfg = _config(pooling=False)
+    cfg.parallel_compilation = False
     return cfg
 
 
