@@ -19,7 +19,6 @@ from typing import Literal
 from wasmtime import Engine, FuncType, InstancePre, MemoryType, Module, TableType, WasmtimeError
 
 from . import abi
-from .bulk import may_use_bulk_ops
 from .engine import EngineHost
 from .limits import Limits
 from .wasmbin import BinaryError, Export, Import, MemoryLimits, ModuleInfo, TooMany, read_module

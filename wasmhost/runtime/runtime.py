@@ -5,8 +5,8 @@ scheduled fairly between namespaces in short slices (see `scheduler`), so the lo
 everything else and invocations interleave. Components, and core modules that could take a long
 uninterruptible step (bulk memory instructions with a memory cap above `LOOP_BULK_MEMORY_MB`), run on
 a few guest threads shared fairly between namespaces (see `executor`, `threads`). Compiles run in
-bounded child processes (see `compiler`), a few at a time shared fairly between namespaces. Either way, sends issued by the guest are
-delivered on the caller's event loop concurrently with it.
+bounded child processes (see `compiler`), a few at a time shared fairly between namespaces. Either
+way, sends issued by the guest are delivered on the caller's event loop concurrently with it.
 """
 
 from __future__ import annotations
