@@ -75,9 +75,11 @@ async def test_a_busy_guest_lets_the_loop_run(guest: str) -> None:
 async def test_a_quick_invocation_is_not_queued_behind_a_busy_one() -> None:
     runtime = Runtime(FakeSender())
     try:
-        busy = asyncio.ensure_future(runtime.invoke("acme", sandbox("loop.wat"), b"", SPIN))
+        loop_module = await runtime.compile_async(sandbox("loop.wat"), namespace="acme")
+        quick_module = await runtime.compile_async(QUICK, namespace="acme")
+        busy = asyncio.ensure_future(runtime.invoke("acme", loop_module, b"", SPIN))
         await asyncio.sleep(0.05)
-        quick = await asyncio.wait_for(runtime.invoke("acme", QUICK), 1.0)
+        quick = await asyncio.wait_for(runtime.invoke("acme", quick_module), 1.0)
         assert quick.code == 7 and not busy.done()
         assert (await busy).error is not None
     finally:
@@ -87,9 +89,11 @@ async def test_a_quick_invocation_is_not_queued_behind_a_busy_one() -> None:
 async def test_max_concurrent_queues_the_rest() -> None:
     runtime = Runtime(FakeSender(), max_concurrent=1)
     try:
-        busy = asyncio.ensure_future(runtime.invoke("acme", sandbox("loop.wat"), b"", Limits(timeout_ms=300)))
+        loop_module = await runtime.compile_async(sandbox("loop.wat"), namespace="acme")
+        quick_module = await runtime.compile_async(QUICK, namespace="acme")
+        busy = asyncio.ensure_future(runtime.invoke("acme", loop_module, b"", Limits(timeout_ms=300)))
         await asyncio.sleep(0.05)
-        quick = await runtime.invoke("acme", QUICK)
+        quick = await runtime.invoke("acme", quick_module)
         assert quick.code == 7 and busy.done()  # it waited for the one slot
     finally:
         await runtime.aclose()
