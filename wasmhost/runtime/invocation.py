@@ -21,7 +21,7 @@ from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
 from .scheduler import DeadlinePassed
-from .traps import clean_text, describe_trap
+from .traps import clean_text, describe_trap, describe_trap_text
 
 __all__ = ["classify", "run_core", "run_core_async"]
 
@@ -50,7 +50,7 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
         return InvocationError("memory", f"the module does not fit its limits ({limits.memory_mb} MiB): {text}")
     if instantiating:
         return InvocationError("link", f"instantiation failed: {text}")
-    return InvocationError("trap", f"wasm error: {text}")
+    return InvocationError("trap", describe_trap_text(str(exc), "in handle") or f"wasm error: {text}")
 
 
 def _new_store(compiled: CompiledModule, ctx: CoreContext) -> Store:
