@@ -11,7 +11,6 @@ the escape, but the text cannot be encoded as UTF-8, so it would fail wherever i
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
+from ..push.message import SURROGATE_ESCAPE, has_lone_surrogate
 from .errors import ApiError
 
 __all__ = ["CAP_KEY", "LimitedRoute", "capped", "read_capped"]
@@ -65,28 +65,6 @@ def _limited_receive(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
-#: A ``\uD800``–``\uDFFF`` escape; only a body holding one can decode to a lone surrogate.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _has_lone_surrogate(doc: Any) -> bool:
-    """Whether any string (key or value) in the decoded document cannot be encoded as UTF-8."""
-    stack = [doc]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-    return False
-
-
 class _StrictJSONRequest(Request):
     """A request whose JSON body must be text UTF-8 can carry."""
 
@@ -94,7 +72,7 @@ class _StrictJSONRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             doc = json.loads(body)
-            if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(doc):
+            if SURROGATE_ESCAPE.search(body) and has_lone_surrogate(doc):
                 raise ApiError(400, "body is not valid JSON text: a string holds a lone UTF-16 surrogate")
             self._json = doc
         return self._json
