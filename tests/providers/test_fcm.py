@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wasmhost.providers._jwt_oauth import GoogleTokenCache
-from wasmhost.providers.factory import ProviderPool
 from wasmhost.providers.fcm import MAX_FCM_PAYLOAD, FcmSpec, MessageRefused, build_message, classify_response
+from wasmhost.providers.pool import ProviderPool
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
 from wasmhost.testing.apns import make_ca
