@@ -245,11 +245,11 @@ async def test_one_connection_and_one_oauth_token_across_500_sends_and_a_rebuild
 async def test_the_token_is_refreshed_before_expiry_by_a_single_request(
     spec: FcmSpec, live_doc: dict[str, Any], fake: FakeFCM
 ) -> None:
-    fake.expires_in = 2  # refreshed at half its life: after 1 s
+    fake.expires_in = 6  # refreshed at half its life: after 3 s (each batch below has 3 s, even on a busy machine)
     provider = spec.build(ResolvedConfig("acme", credentials={"fcm": live_doc}), live_doc)
     try:
         assert all(o.success for o in await provider.send([_delivery(f"a{i}") for i in range(20)]))
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(3.2)
         later = await provider.send([_delivery(f"b{i}") for i in range(100)])
     finally:
         await provider.aclose()
