@@ -1,6 +1,6 @@
 """`Runtime`: the public entry point that runs tenant functions for the gateway and the CLI.
 
-Core modules run on the caller's event loop thread, each on a fiber of its own (see `fiber`),
+Core modules run on the caller's event loop thread, each on a fiber of its own (see `ffi`),
 scheduled fairly between namespaces in short slices (see `scheduler`), so the loop keeps serving
 everything else and invocations interleave. Components, and core modules that could take a long
 uninterruptible step (bulk memory instructions with a memory cap above `LOOP_BULK_MEMORY_MB`), run on
