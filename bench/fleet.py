@@ -7,13 +7,16 @@ scaling ratio and the idle latency.
 
 * Throughput: two ``python -m wasmhost serve`` processes share a fresh database; the outbox provider
   (one row per delivery in PostgreSQL) keeps the push service out of the measurement. The load comes from
-  this process over keep-alive HTTP/1.1, `--concurrency` requests in flight, first all to A, then split
-  over A and B. Every send is a full request: API-key lookup, device list, delivery row, report.
+  wrk (`bench.wrk`), `--concurrency` connections with two wrk threads in all, first all to A, then split
+  over A and B (one wrk per gateway). Every send is a full request: API key, device list (cached,
+  dropped by NOTIFY), the durable accept, the delivery row, the deliveries' states, the report. wrk's
+  own CPU per send is reported: on a small machine it is a share the gateways cannot have.
 * Invalidation latency: a writer process changes a namespace's credentials (``put_credentials``, the
   statement that NOTIFYs) and notes the time just before; a listener process runs `Services` exactly
   as a gateway does and notes the time its change callback runs, right after the manager dropped the
   namespace's dispatcher. Both use CLOCK_MONOTONIC, which is shared by all processes of a machine. It is
-  measured while both gateways are under the send load (the reported figures) and idle.
+  measured while both gateways are under the send load (a phase of its own, after the throughput
+  phases) and idle.
 
 The reference design lets B see A's change only when B's cache expires: 30 s on average 15 s.
 """
@@ -42,6 +45,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import jwt
+
+from bench.wrk import require_wrk, wrk
 
 __all__ = ["main"]
 
@@ -74,6 +79,8 @@ def _env(state: Path) -> dict[str, str]:
         "WASMHOST_STATE_DIR": str(state),
         "WASMHOST_SENDS_PER_MINUTE": "100000000",  # the per-namespace cap would be the benchmark otherwise
         "PYTHONUNBUFFERED": "1",
+        # One process per gateway: "two gateways" is then a second process, as on a second machine.
+        "WASMHOST_WORKERS": "1",
     }
 
 
@@ -127,7 +134,16 @@ class Gateway:
                 await asyncio.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.proc.pid)
+        """The gateway's CPU, its worker processes included."""
+        pids = [self.proc.pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(self.proc.pid):
+                        pids.append(int(entry.name))
+                except (OSError, IndexError):
+                    continue
+        return sum(_cpu_seconds(pid) for pid in pids)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -159,35 +175,18 @@ async def _setup(gw: Gateway) -> tuple[str, str]:
 
 
 async def _load(gateways: list[Gateway], key: str, concurrency: int, seconds: float) -> tuple[float, int]:
-    """Sends per second over `seconds`, `concurrency` requests in flight spread over `gateways`; and errors."""
-    clients = [
-        httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                          limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
-        for gw in gateways
-    ]
-    done = 0
-    errors = 0
-    stop_at = time.monotonic() + seconds
-
-    async def worker(i: int) -> None:
-        nonlocal done, errors
-        client = clients[i % len(clients)]
-        n = i
-        while time.monotonic() < stop_at:
-            n += concurrency
-            r = await client.post("/v1/push/send", json={"user_id": f"user{n % USERS}", "body": "bench"})
-            if r.status_code == 200:
-                done += 1
-            else:
-                errors += 1
-
-    started = time.monotonic()
-    try:
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    finally:
-        for c in clients:
-            await c.aclose()
-    return done / (time.monotonic() - started), errors
+    """Sends per second over `seconds` and errors: wrk with `concurrency` connections split over `gateways`,
+    two wrk threads in all (one wrk per gateway when there are two)."""
+    body = json.dumps({"user_id": "user0", "body": "bench"}).encode()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    shares = [concurrency // len(gateways) + (i < concurrency % len(gateways)) for i in range(len(gateways))]
+    threads = max(1, 2 // len(gateways))
+    results = await asyncio.gather(*(
+        asyncio.to_thread(wrk, gw.url + "/v1/push/send", method="POST", body=body, headers=headers,
+                          connections=share, seconds=seconds, threads=threads)
+        for gw, share in zip(gateways, shares, strict=True)
+    ))
+    return sum(r.rps for r in results), sum(r.errors for r in results)
 
 
 # -- invalidation latency: writer and listener processes -------------------------------------------------
@@ -307,18 +306,18 @@ class _Cost:
 
     def __str__(self) -> str:
         return (f"CPU per send: gateways {self.gateway_ms:.2f} ms, PostgreSQL {self.postgres_ms:.2f} ms, "
-                f"load client {self.client_ms:.2f} ms")
+                f"wrk {self.client_ms:.2f} ms")
 
 
 class _Meter:
-    """CPU used by the gateways, PostgreSQL and this process between laps, per send."""
+    """CPU used by the gateways, PostgreSQL and wrk between laps, per send."""
 
     def __init__(self, gateways: list[Gateway]) -> None:
-        self.gateways = gateways
+        self.gateways = gateways  # the probes' processes are reaped only after the last lap
         self._last = self._now()
 
     def _now(self) -> tuple[float, float, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has exited
         return (sum(g.cpu_seconds() for g in self.gateways), _postgres_cpu_seconds(),
                 usage.ru_utime + usage.ru_stime)
 
@@ -356,23 +355,25 @@ async def run(quick: bool, concurrency: int) -> dict[str, Any]:
         await _load([a, b], key, concurrency, 1.0)  # warm both: connections, dispatchers, code paths
 
         print(f"fleet: {concurrency} sends in flight for {seconds:.0f} s per phase, outbox provider, "
-              f"{os.cpu_count()} CPU(s) shared by the load client, the gateways and PostgreSQL")
+              f"{os.cpu_count()} CPU(s) shared by wrk, the gateways and PostgreSQL")
         meter = _Meter(gateways)
         one, errors_one = await _load([a], key, concurrency, seconds)
         cost_one = meter.lap(one * seconds)
         print(f"  one gateway:  {one:7.0f} sends/s, errors {errors_one}; {cost_one}")
 
+        two, errors_two = await _load([a, b], key, concurrency, seconds)
+        cost_two = meter.lap(two * seconds)
+        print(f"  two gateways: {two:7.0f} sends/s, errors {errors_two}; {cost_two}")
+
+        # Invalidation under load: a phase of its own, so the probes' CPU is not in the figures above.
         probe = await _LatencyProbe(db_url, namespace, changes // 2, tmp).start()
         try:
-            meter.lap(1)  # the probes' start-up is not part of the phase
             load = asyncio.create_task(_load([a, b], key, concurrency, seconds))
             await asyncio.sleep(0.5)
             loaded, lost_loaded = await probe.run()
-            two, errors_two = await load
-            cost_two = meter.lap(two * seconds)
+            await load
         finally:
             await probe.aclose()
-        print(f"  two gateways: {two:7.0f} sends/s, errors {errors_two}; {cost_two}")
 
         probe = await _LatencyProbe(db_url, namespace, changes, tmp).start()
         try:
@@ -397,10 +398,14 @@ async def run(quick: bool, concurrency: int) -> dict[str, Any]:
           f"({len(idle)} changes, {lost_idle} lost)")
     print(f"  goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if p99 < GOAL_P99_MS else 'MISSED'}; "
           f"scaling two/one = {two / one:.2f}; a TTL-only fleet (30 s) would take 15 000 ms on average")
+    wrk_share = cost_one.client_ms / max(cost_one.client_ms + cost_one.gateway_ms + cost_one.postgres_ms, 1e-9)
+    print(f"  wrk's share of the CPU used per send with one gateway: {wrk_share:.0%}")
     return {
         "one_gateway_per_s": round(one, 1),
+        "wrk_cpu_share": round(wrk_share, 3),
         "gateway_cpu_ms_per_send": round(cost_one.gateway_ms, 3),
         "postgres_cpu_ms_per_send": round(cost_one.postgres_ms, 3),
+        "wrk_cpu_ms_per_send": round(cost_one.client_ms, 3),
         "two_gateways_per_s": round(two, 1),
         "scaling_ratio": round(two / one, 3),
         "invalidate_p50_ms": round(p50, 3),
@@ -431,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "writer":
         asyncio.run(_writer(args.db, args.namespace, args.count, interval=0.01))
         return 0
-    if args.concurrency < 1:
-        parser.error("--concurrency must be at least 1")
+    if args.concurrency < 2:
+        parser.error("--concurrency must be at least 2 (one connection per gateway)")
+    require_wrk()
     result = asyncio.run(run(args.quick, args.concurrency))
     print(json.dumps(result))
     return 0

@@ -66,7 +66,7 @@ async def worker(lang: str, cache: Path, invocations: int) -> dict[str, Any]:
     runtime = Runtime(Sender(), cache_dir=cache, cache_key=KEY)
     try:
         started = time.perf_counter()
-        compiled = runtime.compile(source)
+        compiled = runtime.compile(source, namespace="acme")
         load_ms = (time.perf_counter() - started) * 1000
         times = []
         output = ""

@@ -220,7 +220,7 @@ async def fanout_us(manager: Any, store: Any, iterations: int, rounds: int) -> f
 
 async def send_call_us(runtime: Runtime, n: int, rounds: int) -> tuple[float, float]:
     """(guest-visible µs per push_send_to_user, end-to-end µs per send incl. delivery)."""
-    module = runtime.compile(SEND_LOOP_WAT)
+    module = runtime.compile(SEND_LOOP_WAT, namespace="acme")
     limits = Limits(max_sends=Limits.MAXIMA["max_sends"], timeout_ms=60_000)
     guest, total = [], []
     for _ in range(rounds):
@@ -309,8 +309,8 @@ async def main(quick: bool) -> dict[str, Any]:
         memory_rt = Runtime(MemorySender())
         real_rt = Runtime(manager) if manager is not None else None
         try:
-            compiled = memory_rt.compile(WELCOME)
-            empty = memory_rt.compile(EMPTY_WAT)
+            compiled = memory_rt.compile(WELCOME, namespace="acme")
+            empty = memory_rt.compile(EMPTY_WAT, namespace="acme")
             for rt in (memory_rt, real_rt):
                 if rt is not None:
                     check = await rt.invoke("bench", compiled, WELCOME_INPUT)

@@ -34,7 +34,7 @@ async def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
 
 
 async def _invoke(services: Services, namespace: str, user: str) -> dict:
-    module = services.runtime.compile(welcome_module())
+    module = services.runtime.compile(welcome_module(), namespace=namespace)
     result = await services.runtime.invoke(namespace, module, json.dumps({"user": user, "name": "A"}).encode())
     return result.to_dict()
 

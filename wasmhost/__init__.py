@@ -6,7 +6,7 @@ in any release. See docs/embedding.md::
     import wasmhost
 
     services = await wasmhost.Services.open(wasmhost.Settings(db_url="sqlite:///./state/wasmhost.db"))
-    module = services.runtime.compile(wat_or_wasm)
+    module = await services.runtime.compile_async(wat_or_wasm, namespace="acme")
     result = await services.runtime.invoke("acme", module, b'{"user": "alice"}', wasmhost.Limits(timeout_ms=2000))
     await services.aclose()
 

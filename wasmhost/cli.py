@@ -104,7 +104,7 @@ async def cmd_run(services: Services, args: argparse.Namespace) -> int:
     payload = _read_input(args, config.max_input_bytes)
     changes = {name: getattr(args, name) for name in RUN_LIMITS if getattr(args, name) is not None}
     limits = Limits().replace(**changes)
-    module = services.runtime.compile(source)
+    module = await services.runtime.compile_async(source, namespace=args.namespace)
     initial = getattr(module, "memory_min_bytes", 0)
     if initial > limits.memory_bytes:
         raise CLIError(f"the module's memory starts at {initial >> 20} MiB, over memory_mb={limits.memory_mb}; "

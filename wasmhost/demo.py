@@ -55,7 +55,7 @@ async def _story(services: Services) -> int:
     print(f"   (Another tenant, {OTHER_NAMESPACE!r}, also has a user called alice, with her own phone.)")
 
     source = welcome_module()
-    module = services.runtime.compile(source)
+    module = await services.runtime.compile_async(source, namespace=NAMESPACE)
     payload = {"user": "alice", "name": "Alice"}
     print(f"3. Invoking the welcome guest (welcome.wasm, {len(source)} bytes) in namespace {NAMESPACE!r}")
     print(f"   with input {json.dumps(payload)}.")

@@ -16,7 +16,9 @@ from .providers import ProviderPool, default_specs, quiet_http_loggers
 from .push import Defaults, Manager, PushObserver, QueueSettings
 from .push.credentials import ProviderSpec
 from .push.delivery import QueueStore
-from .runtime import Runtime, SendLimiter
+from .runtime import CompileLimits, Runtime, SendLimiter
+from .runtime.cache import DEFAULT_MAX_DISK_BYTES
+from .runtime.runtime import DEFAULT_COMPILE_SLOTS
 from .store import (
     DEFAULT_DB_URL,
     DEFAULT_MAX_DEVICES_PER_USER,
@@ -51,6 +53,12 @@ class Settings:
     #: Devices one user may register per namespace (``WASMHOST_MAX_DEVICES_PER_USER``).
     max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
     queue: QueueSettings = field(default_factory=QueueSettings)
+    #: Bounds on each compile (``WASMHOST_MAX_MODULE_FUNCTIONS``, ``WASMHOST_COMPILE_CPU_SECONDS``, …).
+    compile_limits: CompileLimits = field(default_factory=CompileLimits)
+    #: Compiles at once (``WASMHOST_COMPILE_SLOTS``); one namespace holds at most one.
+    compile_slots: int = DEFAULT_COMPILE_SLOTS
+    #: Cap on the compiled-artifact folder, least recently used deleted first (``WASMHOST_MODULE_CACHE_MB``).
+    module_cache_bytes: int = DEFAULT_MAX_DISK_BYTES
 
     @classmethod
     def from_env(cls, db_url: str | None = None) -> Settings:
@@ -74,6 +82,9 @@ class Settings:
                 retry_base=env_float("WASMHOST_RETRY_BASE", QueueSettings.retry_base),
                 retry_max=env_float("WASMHOST_RETRY_MAX", QueueSettings.retry_max),
             ),
+            compile_limits=CompileLimits.from_env(),
+            compile_slots=env_int("WASMHOST_COMPILE_SLOTS", DEFAULT_COMPILE_SLOTS),
+            module_cache_bytes=env_int("WASMHOST_MODULE_CACHE_MB", DEFAULT_MAX_DISK_BYTES >> 20) << 20,
         )
 
     @property
@@ -146,6 +157,9 @@ class Services:
                 cache_dir=settings.state_dir / "modules",
                 cache_key=keyring.derive("module-cache"),
                 send_limiter=send_limiter,
+                compile_limits=settings.compile_limits,
+                cache_max_bytes=settings.module_cache_bytes,
+                compile_slots=settings.compile_slots,
             )
         except BaseException:
             await store.aclose()

@@ -1,6 +1,7 @@
 """Two real gateway processes on one PostgreSQL: a change made through A is what B uses next.
 
-B's dispatcher TTL is 30 s, so B using a change within a second can only be the LISTEN/NOTIFY path.
+B's TTL (dispatchers, API keys, functions, device lists) is 30 s, so B using a change within a second can
+only be the LISTEN/NOTIFY path.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.fleet.conftest import B_TTL
-from tests.fleet.gateways import GatewayProcess, Tenant, create_tenant, metric
+from tests.fleet.gateways import ADMIN_TOKEN, GatewayProcess, Tenant, create_tenant, metric
 from wasmhost.testing.ntfy import FakeNtfy
 
 Fleet = tuple[GatewayProcess, GatewayProcess]
@@ -109,6 +110,28 @@ async def test_device_deleted_on_a_is_not_sent_to_by_b(fleet: Fleet, ntfy: FakeN
     assert report["devices_attempted"] == 1
     second = [p["topic"] for p in ntfy.published if p.get("message") == "second"]
     assert second == ["phone"]
+
+
+async def test_api_key_revoked_on_a_is_refused_by_b_within_a_second(fleet: Fleet) -> None:
+    a, b = fleet
+    tenant = await create_tenant(a)
+    async with a.client(ADMIN_TOKEN) as op:
+        r = await op.post(f"/v1/namespaces/{tenant.name}/keys")
+        assert r.status_code == 201, r.text
+        second = r.json()
+    async with b.client(second["api_key"]) as on_b:
+        for _ in range(2):  # B reads the key and keeps it (its cache's TTL is 30 s)
+            assert (await on_b.get("/v1/functions")).status_code == 200
+        async with a.client(ADMIN_TOKEN) as op:
+            started = time.monotonic()
+            r = await op.delete(f"/v1/namespaces/{tenant.name}/keys/{second['key_id']}")
+            assert r.status_code == 200, r.text
+        await asyncio.sleep(SETTLE)
+        r = await on_b.get("/v1/functions")
+        assert time.monotonic() - started < 1.0
+        assert r.status_code == 401, r.text
+    async with tenant.admin(b) as admin:  # the namespace's other key still works
+        assert (await admin.get("/v1/functions")).status_code == 200
 
 
 async def test_two_gateways_racing_for_one_token_leave_one_owner(fleet: Fleet) -> None:

@@ -35,14 +35,14 @@ async def test_second_run_loads_the_python_component_from_the_serialized_cache(t
     first = cli(db, "run", str(PY.wasm), "--namespace", "acme", "--input", INPUT.decode(), "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(json.loads(first.stdout)["output"]) == {**EXPECTED, "sent": 0, "no_devices": 3}
-    artifacts = list((tmp_path / "modules").glob("*.ccwasm"))
+    artifacts = list((tmp_path / "modules").glob("*/*.ccwasm"))
     assert len(artifacts) == 1 and artifacts[0].stat().st_size > PY.wasm.stat().st_size
 
     # A new process's worth of state: a fresh Services (fresh in-memory cache) on the same folder.
     services = await Services.open(Settings(db_url=db))
     try:
         started = time.perf_counter()
-        compiled = services.runtime.compile(PY.wasm.read_bytes())
+        compiled = services.runtime.compile(PY.wasm.read_bytes(), namespace="acme")
         load_s = time.perf_counter() - started
         stats = services.runtime.component_cache_stats
         assert compiled.origin == "disk" and stats.compiles == 0 and stats.disk_hits == 1
@@ -64,20 +64,21 @@ async def test_a_tampered_artifact_is_refused_and_recompiled(tmp_path: Path) -> 
     wasm = EXAMPLES_BY_LANG["javascript"].wasm.read_bytes()
     key = b"k" * 32
     first = Runtime(FakeSender(), cache_dir=tmp_path, cache_key=key)
-    assert first.compile(wasm).origin == "compiled"
+    assert first.compile(wasm, namespace="acme").origin == "compiled"
     await first.aclose()
-    (artifact,) = tmp_path.glob("*.ccwasm")
+    (artifact,) = tmp_path.glob("*/*.ccwasm")
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(data)
     second = Runtime(FakeSender(), cache_dir=tmp_path, cache_key=key)
     try:
-        assert second.compile(wasm).origin == "compiled"
+        assert second.compile(wasm, namespace="acme").origin == "compiled"
         assert second.component_cache_stats.disk_rejected == 1
     finally:
         await second.aclose()
     third = Runtime(FakeSender(), cache_dir=tmp_path, cache_key=b"x" * 32)  # another host's key
     try:
-        assert third.compile(wasm).origin == "compiled" and third.component_cache_stats.disk_rejected == 1
+        compiled = third.compile(wasm, namespace="acme")
+        assert compiled.origin == "compiled" and third.component_cache_stats.disk_rejected == 1
     finally:
         await third.aclose()

@@ -66,7 +66,7 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Compi
         _build(lang, wasm)
         data = wasm.read_bytes()
         assert is_component(data)
-        out[lang] = cache.get(data)
+        out[lang] = cache.get("acme", data)
     yield out
 
 

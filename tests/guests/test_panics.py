@@ -36,7 +36,7 @@ async def test_a_rust_panic_logs_its_message_and_location(tmp_path: Path) -> Non
                     f"--remap-path-prefix={tmp_path}=src", "-o", str(out), str(src)], check=True, timeout=300)
     runtime = Runtime(FakeSender())
     try:
-        module = runtime.compile(out.read_bytes())
+        module = runtime.compile(out.read_bytes(), namespace="acme")
         fine = await runtime.invoke("acme", module, b'{"order": "A-17"}')
         assert fine.ok and fine.output == "A-17"
         result = await runtime.invoke("acme", module, b'{"order": 17}')

@@ -22,7 +22,7 @@ from wasmhost.providers.apns import (
     build_request,
     classify_response,
 )
-from wasmhost.providers.factory import ProviderPool
+from wasmhost.providers.pool import ProviderPool
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
 from wasmhost.testing.apns import FakeAPNs, make_ca

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wasmhost.providers._jwt_oauth import GoogleTokenCache
-from wasmhost.providers.factory import ProviderPool
 from wasmhost.providers.fcm import MAX_FCM_PAYLOAD, FcmSpec, MessageRefused, build_message, classify_response
+from wasmhost.providers.pool import ProviderPool
 from wasmhost.push import CredentialsError, Delivery, FailureKind, Manager, PushMessage, ResolvedConfig, RetryPolicy
 from wasmhost.store import SQLiteStore
 from wasmhost.testing.apns import make_ca
@@ -245,11 +245,11 @@ async def test_one_connection_and_one_oauth_token_across_500_sends_and_a_rebuild
 async def test_the_token_is_refreshed_before_expiry_by_a_single_request(
     spec: FcmSpec, live_doc: dict[str, Any], fake: FakeFCM
 ) -> None:
-    fake.expires_in = 2  # refreshed at half its life: after 1 s
+    fake.expires_in = 6  # refreshed at half its life: after 3 s (each batch below has 3 s, even on a busy machine)
     provider = spec.build(ResolvedConfig("acme", credentials={"fcm": live_doc}), live_doc)
     try:
         assert all(o.success for o in await provider.send([_delivery(f"a{i}") for i in range(20)]))
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(3.2)
         later = await provider.send([_delivery(f"b{i}") for i in range(100)])
     finally:
         await provider.aclose()

@@ -14,8 +14,8 @@ WELCOME_WASM = (WELCOME / "welcome.wasm").read_bytes()
 
 
 async def test_second_compile_is_a_memory_hit(runtime: Runtime) -> None:
-    first = runtime.compile(WELCOME_WASM)
-    second = runtime.compile(WELCOME_WASM)
+    first = runtime.compile(WELCOME_WASM, namespace="acme")
+    second = runtime.compile(WELCOME_WASM, namespace="acme")
     assert first is second and first.origin == "compiled"
     stats = runtime.cache_stats
     assert (stats.compiles, stats.memory_hits, stats.disk_hits) == (1, 1, 0)
@@ -27,13 +27,13 @@ async def _fresh(tmp_path: Path, key: bytes = b"k" * 32) -> Runtime:
 
 async def test_new_runtime_loads_from_disk_and_runs(tmp_path: Path) -> None:
     rt1 = await _fresh(tmp_path)
-    rt1.compile(WELCOME_WASM)
+    rt1.compile(WELCOME_WASM, namespace="acme")
     await rt1.aclose()
-    assert rt1.cache_stats.disk_writes == 1 and len(list(tmp_path.glob("*.cwasm"))) == 1
+    assert rt1.cache_stats.disk_writes == 1 and len(list(tmp_path.glob("*/*.cwasm"))) == 1
 
     rt2 = await _fresh(tmp_path)
     try:
-        compiled = rt2.compile(WELCOME_WASM)
+        compiled = rt2.compile(WELCOME_WASM, namespace="acme")
         assert compiled.origin == "disk"
         assert (rt2.cache_stats.disk_hits, rt2.cache_stats.compiles) == (1, 0)
         result = await rt2.invoke("acme", compiled, b'{"user":"alice"}')
@@ -45,10 +45,10 @@ async def test_new_runtime_loads_from_disk_and_runs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["flip", "truncate", "foreign-key", "renamed"])
 async def test_damaged_or_foreign_artifacts_are_recompiled_not_loaded(tmp_path: Path, damage: str) -> None:
     rt1 = await _fresh(tmp_path)
-    rt1.compile(WELCOME_WASM)
-    other = rt1.compile(sandbox("loop.wat"))
+    rt1.compile(WELCOME_WASM, namespace="acme")
+    other = rt1.compile(sandbox("loop.wat"), namespace="acme")
     await rt1.aclose()
-    (path,) = [p for p in tmp_path.glob("*.cwasm") if not p.name.startswith(other.sha256)]
+    (path,) = [p for p in tmp_path.glob("*/*.cwasm") if not p.name.startswith(other.sha256)]
     data = path.read_bytes()
     key = b"k" * 32
     if damage == "flip":
@@ -58,12 +58,12 @@ async def test_damaged_or_foreign_artifacts_are_recompiled_not_loaded(tmp_path: 
     elif damage == "foreign-key":
         key = b"x" * 32  # a file signed by someone else
     else:  # another module's (valid, signed) artifact under this module's name
-        other_path = next(tmp_path.glob(f"{other.sha256}-*.cwasm"))
+        other_path = next(tmp_path.glob(f"*/{other.sha256}-*.cwasm"))
         path.write_bytes(other_path.read_bytes())
 
     rt2 = await _fresh(tmp_path, key)
     try:
-        compiled = rt2.compile(WELCOME_WASM)
+        compiled = rt2.compile(WELCOME_WASM, namespace="acme")
         assert compiled.origin == "compiled"
         stats = rt2.cache_stats
         assert (stats.disk_rejected, stats.disk_hits, stats.compiles) == (1, 0, 1)
@@ -98,7 +98,7 @@ async def test_damaged_or_foreign_artifacts_are_recompiled_not_loaded(tmp_path: 
         ('(module (memory (export "memory") 1))', "must export a function `handle: () -> i32`"),
         (
             '(module (memory (export "memory") 1) (func (export "handle") (param i32) (result i32) (i32.const 0)))',
-            "export `handle` must be () -> (i32)",
+            "export `handle` must be a function () -> (i32)",
         ),
         ('(module (func (export "handle") (result i32) (i32.const 0)))', "must export its linear memory"),
         (
@@ -113,7 +113,7 @@ async def test_damaged_or_foreign_artifacts_are_recompiled_not_loaded(tmp_path: 
 )
 async def test_invalid_modules_are_refused_with_a_reason(runtime: Runtime, source: bytes | str, reason: str) -> None:
     with pytest.raises(InvalidModule) as info:
-        runtime.compile(source)
+        runtime.compile(source, namespace="acme")
     assert reason in str(info.value)
 
 

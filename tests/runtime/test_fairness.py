@@ -267,7 +267,7 @@ def _wasm(wat: str) -> bytes:
 
 async def test_a_guest_that_may_fill_a_large_memory_runs_off_the_loop(runtime: Runtime) -> None:
     attack = ATTACKS["memory_fill"]
-    compiled = runtime.compile(attack.wasm())
+    compiled = runtime.compile(attack.wasm(), namespace="acme")
     limits = Limits.from_dict({**attack.limits, "timeout_ms": 1_500})
     with Gaps() as gaps:
         results = await asyncio.gather(*(runtime.invoke("evil", compiled, b"", limits) for _ in range(2)))
@@ -285,7 +285,7 @@ async def test_a_small_memory_keeps_a_bulk_guest_on_the_loop() -> None:
         guest = """(module (memory (export "memory") 1)
           (func (export "handle") (result i32)
             (memory.fill (i32.const 0) (i32.const 1) (i32.const 100)) (i32.const 0)))"""
-        compiled = rt.compile(guest)
+        compiled = rt.compile(guest, namespace="acme")
         assert compiled.bulk_ops
         small = Limits(memory_mb=LOOP_BULK_MEMORY_MB)
         assert rt._executor_for(compiled, small).on_loop == engine_host().on_loop
@@ -347,8 +347,8 @@ async def test_spinning_components_do_not_queue_another_namespaces_component() -
 
     rt = Runtime(FakeSender())
     try:
-        spin = rt.compile(ATTACKS["component_spin"].wasm())
-        quick = rt.compile(VICTIM_COMPONENT.wasm())
+        spin = rt.compile(ATTACKS["component_spin"].wasm(), namespace="acme")
+        quick = rt.compile(VICTIM_COMPONENT.wasm(), namespace="acme")
         attackers = [asyncio.ensure_future(rt.invoke("evil", spin, b"", COMPONENT_TIMEOUT)) for _ in range(8)]
         await asyncio.sleep(0.1)
         start = time.monotonic()

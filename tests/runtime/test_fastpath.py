@@ -38,7 +38,7 @@ DIRTY_WAT = r"""(module
 
 async def test_pooled_slots_start_clean_for_every_invocation(runtime: Runtime) -> None:
     assert engine_host().pooling, "the pooling allocator should be on by default"
-    compiled = runtime.compile(DIRTY_WAT)
+    compiled = runtime.compile(DIRTY_WAT, namespace="acme")
     for namespace in ("acme", "globex", "acme"):
         result = await runtime.invoke(namespace, compiled)
         assert result.ok, result.error

@@ -75,9 +75,11 @@ async def test_a_busy_guest_lets_the_loop_run(guest: str) -> None:
 async def test_a_quick_invocation_is_not_queued_behind_a_busy_one() -> None:
     runtime = Runtime(FakeSender())
     try:
-        busy = asyncio.ensure_future(runtime.invoke("acme", sandbox("loop.wat"), b"", SPIN))
+        loop_module = await runtime.compile_async(sandbox("loop.wat"), namespace="acme")
+        quick_module = await runtime.compile_async(QUICK, namespace="acme")
+        busy = asyncio.ensure_future(runtime.invoke("acme", loop_module, b"", SPIN))
         await asyncio.sleep(0.05)
-        quick = await asyncio.wait_for(runtime.invoke("acme", QUICK), 1.0)
+        quick = await asyncio.wait_for(runtime.invoke("acme", quick_module), 1.0)
         assert quick.code == 7 and not busy.done()
         assert (await busy).error is not None
     finally:
@@ -87,9 +89,11 @@ async def test_a_quick_invocation_is_not_queued_behind_a_busy_one() -> None:
 async def test_max_concurrent_queues_the_rest() -> None:
     runtime = Runtime(FakeSender(), max_concurrent=1)
     try:
-        busy = asyncio.ensure_future(runtime.invoke("acme", sandbox("loop.wat"), b"", Limits(timeout_ms=300)))
+        loop_module = await runtime.compile_async(sandbox("loop.wat"), namespace="acme")
+        quick_module = await runtime.compile_async(QUICK, namespace="acme")
+        busy = asyncio.ensure_future(runtime.invoke("acme", loop_module, b"", Limits(timeout_ms=300)))
         await asyncio.sleep(0.05)
-        quick = await runtime.invoke("acme", QUICK)
+        quick = await runtime.invoke("acme", quick_module)
         assert quick.code == 7 and busy.done()  # it waited for the one slot
     finally:
         await runtime.aclose()
@@ -101,8 +105,9 @@ async def test_cancelling_an_invocation_stops_its_guest_and_keeps_its_accepted_s
     sender = FakeSender(delay=0.05)
     runtime = Runtime(sender)
     try:
+        module = await runtime.compile_async(send_then_spin(wait=False), namespace="acme")
         started = time.monotonic()
-        task = asyncio.ensure_future(runtime.invoke("acme", send_then_spin(wait=False), b"", SPIN))
+        task = asyncio.ensure_future(runtime.invoke("acme", module, b"", SPIN))
         await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -119,7 +124,8 @@ async def test_cancelling_a_guest_suspended_in_push_wait() -> None:
     sender = FakeSender(hang=True)
     runtime = Runtime(sender)
     try:
-        task = asyncio.ensure_future(runtime.invoke("acme", send_then_spin(wait=True), b"", SPIN))
+        module = await runtime.compile_async(send_then_spin(wait=True), namespace="acme")
+        task = asyncio.ensure_future(runtime.invoke("acme", module, b"", SPIN))
         await asyncio.sleep(0.05)
         assert len(sender.calls) == 1  # delivering, the guest suspended on it
         task.cancel()
@@ -148,7 +154,8 @@ async def test_many_guests_interleave_and_all_deliver() -> None:
 async def test_aclose_lets_invocations_in_progress_finish() -> None:
     sender = FakeSender(delay=0.05)
     runtime = Runtime(sender)
-    running = asyncio.ensure_future(runtime.invoke("acme", send_then_spin(wait=True), b"", Limits(timeout_ms=300)))
+    module = await runtime.compile_async(send_then_spin(wait=True), namespace="acme")
+    running = asyncio.ensure_future(runtime.invoke("acme", module, b"", Limits(timeout_ms=300)))
     await asyncio.sleep(0.02)
     await runtime.aclose()
     assert running.done()  # it ended (at its deadline) before the runtime let go of the epoch ticker
@@ -168,8 +175,9 @@ async def test_sends_are_delivered_while_the_guest_is_still_running() -> None:
 
     runtime = Runtime(Stamping())
     try:
+        module = await runtime.compile_async(send_then_spin(wait=False), namespace="acme")
         begin = time.monotonic()
-        result = await runtime.invoke("acme", send_then_spin(wait=False), b"", Limits(timeout_ms=400, fuel=10**9))
+        result = await runtime.invoke("acme", module, b"", Limits(timeout_ms=400, fuel=10**9))
         ended = begin + result.duration_ms / 1000
         assert result.error is not None and result.sends[0]["ok"]
         assert started and started[0] < ended - 0.2  # a fuel slice later, not when the guest stopped

@@ -231,7 +231,7 @@ NAMESPACE_PROBE = """(module
 
 async def test_namespace_is_the_one_bound_at_invoke(runtime: Runtime, sender: FakeSender) -> None:
     # The guest can only name a user and a message; whatever it puts there, the namespace is ours.
-    compiled = runtime.compile(NAMESPACE_PROBE)
+    compiled = runtime.compile(NAMESPACE_PROBE, namespace="acme")
     for namespace in ("tenant-a", "tenant-c"):
         result = await runtime.invoke(namespace, compiled)
         assert result.code == 1, result.logs  # ticket 1
@@ -300,7 +300,7 @@ async def test_caller_errors_raise(runtime: Runtime) -> None:
 
 
 async def test_many_invocations_do_not_leak_stores(runtime: Runtime) -> None:
-    compiled = runtime.compile(sandbox("probe.wat"))
+    compiled = runtime.compile(sandbox("probe.wat"), namespace="acme")
     for _ in range(300):
         result = await runtime.invoke("acme", compiled, rec(0))
         assert result.ok

@@ -23,6 +23,8 @@ from wasmhost.runtime import Limits, Runtime, abi
 
 HUGE_INT = '{"title":"x","data":{"a":' + "9" * 5000 + "}}"
 DEEP_ARRAY = '{"title":"x","data":{"a":' + "[" * 960 + "]" * 960 + "}}"
+#: JSON allows the escape; no UTF-8 text can hold the result.
+LONE_SURROGATE = '{"title":"x\\ud800","data":{"k\\udfff":1}}'
 
 
 def nested_data(depth: int) -> dict[str, object]:
@@ -61,7 +63,7 @@ SENDER = """(module
 
 
 @pytest.mark.parametrize("raw", [HUGE_INT, DEEP_ARRAY, nested(MAX_DATA_DEPTH + 1), '{"data":{"a":NaN}}',
-                                 '{"data":{"a":1e400}}', '{"data":{"a":' + "9" * 30 + "}}"])
+                                 '{"data":{"a":1e400}}', '{"data":{"a":' + "9" * 30 + "}}", LONE_SURROGATE])
 def test_the_parser_refuses_with_a_message_error(raw: str) -> None:
     with pytest.raises(MessageError) as info:
         parse_message(raw)
@@ -124,7 +126,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
 
 
 @pytest.mark.parametrize("raw", [HUGE_INT, DEEP_ARRAY, nested(MAX_DATA_DEPTH + 1), nested(255),
-                                 '{"data":{"a":1e400}}'])
+                                 '{"data":{"a":1e400}}', LONE_SURROGATE])
 def test_http_send_answers_400_naming_the_problem(
     server: GatewayServer, raw: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -154,3 +156,18 @@ async def test_a_failing_delivery_logs_one_line_not_a_traceback_per_send(caplog:
     assert all(s["error"]["kind"] == "unavailable" for s in result.sends), result.sends[0]
     assert not any(r.exc_info for r in caplog.records), "a guest made the host log a traceback"
     assert len([r for r in caplog.records if "failed" in r.getMessage()]) <= 1
+
+
+@pytest.mark.parametrize("body", ['{"device_id":"\\ud800","provider":"outbox","token":"t"}',
+                                  '{"device_id":"d","provider":"outbox","token":"t\\udc00"}'])
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_and_the_connection_lives(
+    server: GatewayServer, body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = create_tenant(server, f"sur-{abs(hash(body)) % 10**8}")
+    caplog.set_level(logging.DEBUG)
+    with tenant.user("alice") as alice:
+        r = alice.post("/v1/push/devices", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "surrogate" in r.json()["error"], r.text
+        assert alice.get("/v1/push/devices").status_code == 200  # same keep-alive connection
+    assert "Traceback" not in caplog.text
+    tenant.close()

@@ -3,10 +3,14 @@
 JSON routes declare their cap with `capped(n)` in the route's ``openapi_extra`` (it also documents the
 cap as ``x-max-body-bytes``); `LimitedRoute` wraps the ASGI ``receive`` of those routes. Raw-body
 routes (modules, invocation input) read with `read_capped` after authentication.
+
+`LimitedRoute` also refuses JSON strings holding a lone UTF-16 surrogate (``"\ud800"``): JSON allows
+the escape, but the text cannot be encoded as UTF-8, so it would fail wherever it is stored or sent.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,6 +18,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
+from ..push.message import SURROGATE_ESCAPE, has_lone_surrogate
 from .errors import ApiError
 
 __all__ = ["CAP_KEY", "LimitedRoute", "capped", "read_capped"]
@@ -60,6 +65,19 @@ def _limited_receive(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
+class _StrictJSONRequest(Request):
+    """A request whose JSON body must be text UTF-8 can carry."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            doc = json.loads(body)
+            if SURROGATE_ESCAPE.search(body) and has_lone_surrogate(doc):
+                raise ApiError(400, "body is not valid JSON text: a string holds a lone UTF-16 surrogate")
+            self._json = doc
+        return self._json
+
+
 class LimitedRoute(APIRoute):
     """An APIRoute that refuses bodies over its declared cap with 413 before the handler parses them."""
 
@@ -67,11 +85,15 @@ class LimitedRoute(APIRoute):
         handler = super().get_route_handler()
         limit = (self.openapi_extra or {}).get(CAP_KEY)
         if not isinstance(limit, int):
-            return handler
+
+            async def strict(request: Request) -> Response:
+                return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+            return strict
 
         async def limited(request: Request) -> Response:
             _check_declared(request, limit)
-            return await handler(Request(request.scope, _limited_receive(request.receive, limit)))
+            return await handler(_StrictJSONRequest(request.scope, _limited_receive(request.receive, limit)))
 
         return limited
 

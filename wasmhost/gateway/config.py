@@ -30,6 +30,10 @@ class GatewayConfig:
     max_total_invocations: int = 64
     #: Sends (HTTP and guest) one namespace may start per minute (``WASMHOST_SENDS_PER_MINUTE``).
     sends_per_minute: int = 600
+    #: Functions one namespace may have (``WASMHOST_MAX_FUNCTIONS_PER_NAMESPACE``); the next deploy is a 409.
+    max_functions_per_namespace: int = 100
+    #: Total module bytes of one namespace's functions (``WASMHOST_MAX_NAMESPACE_MODULE_BYTES``); beyond is a 413.
+    max_namespace_module_bytes: int = 128 * MIB
     #: Seconds the server waits for in-flight requests on shutdown (``WASMHOST_SHUTDOWN_GRACE``).
     shutdown_grace_seconds: int = 70
     #: Failed authentications one client address may make per minute before further failures are
@@ -54,7 +58,8 @@ class GatewayConfig:
                 f" (got {len(self.admin_token)}); generate one with: openssl rand -hex 32"
             )
         for name in ("max_module_bytes", "max_input_bytes", "max_concurrent_invocations", "max_total_invocations",
-                     "sends_per_minute", "auth_failures_per_minute"):
+                     "sends_per_minute", "auth_failures_per_minute", "max_functions_per_namespace",
+                     "max_namespace_module_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -67,6 +72,9 @@ class GatewayConfig:
             max_concurrent_invocations=env_int("WASMHOST_MAX_CONCURRENT_INVOCATIONS", cls.max_concurrent_invocations),
             max_total_invocations=env_int("WASMHOST_MAX_INVOCATIONS", cls.max_total_invocations),
             sends_per_minute=env_int("WASMHOST_SENDS_PER_MINUTE", cls.sends_per_minute),
+            max_functions_per_namespace=env_int("WASMHOST_MAX_FUNCTIONS_PER_NAMESPACE",
+                                                cls.max_functions_per_namespace),
+            max_namespace_module_bytes=env_int("WASMHOST_MAX_NAMESPACE_MODULE_BYTES", cls.max_namespace_module_bytes),
             shutdown_grace_seconds=env_int("WASMHOST_SHUTDOWN_GRACE", cls.shutdown_grace_seconds),
             auth_failures_per_minute=env_int("WASMHOST_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
             metrics_public=env_flag("WASMHOST_METRICS_PUBLIC", cls.metrics_public),

@@ -90,6 +90,8 @@ def _body_problem(exc: HTTPException) -> str:
     """FastAPI answers "There was an error parsing the body" when decoding the JSON body raised
     something other than a syntax error; name what it was (never the exception's own text)."""
     cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "body is not valid UTF-8"
     if isinstance(cause, RecursionError):
         return "body is not valid JSON: nested too deeply"
     if isinstance(cause, ValueError) and "digits" in str(cause):

@@ -1,9 +1,7 @@
-"""What the routes share: the opened services plus the gateway's config, caps, metrics and module cache."""
+"""What the routes share: the opened services plus the gateway's config, caps and metrics."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,11 +21,6 @@ __all__ = ["Compiled", "Gateway", "get_gateway"]
 
 Compiled = CompiledModule | CompiledComponent
 
-#: Modules compiled at once (deploys and cold invokes): compiling is CPU-bound and can take seconds.
-MAX_CONCURRENT_COMPILES = 2
-#: Compiled modules kept by the gateway, keyed by the stored sha256 (saves reading the blob per invoke).
-MODULE_CACHE_SIZE = 64
-
 
 @dataclass
 class Gateway:
@@ -40,8 +33,6 @@ class Gateway:
     reads: ReadCache | None = None
     #: Recent invocations and usage counters, written to the store (the console's Functions and Usage pages).
     activity: Activity = field(init=False)
-    modules: OrderedDict[str, Compiled] = field(default_factory=OrderedDict)
-    compiling: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_COMPILES))
 
     def __post_init__(self) -> None:
         self.activity = Activity(lambda: self.services.store if self.services is not None else None)
@@ -72,18 +63,6 @@ class Gateway:
         finally:
             self.metrics.in_flight.dec()
             self.slots.release(namespace)
-
-    def cached_module(self, sha256: str) -> Compiled | None:
-        module = self.modules.get(sha256)
-        if module is not None:
-            self.modules.move_to_end(sha256)
-        return module
-
-    def cache_module(self, module: Compiled) -> None:
-        self.modules[module.sha256] = module
-        self.modules.move_to_end(module.sha256)
-        while len(self.modules) > MODULE_CACHE_SIZE:
-            self.modules.popitem(last=False)
 
 
 async def get_gateway(request: Request) -> Gateway:

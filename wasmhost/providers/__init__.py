@@ -3,8 +3,8 @@ interface they all talk through (`HTTPClient`; `wasmhost.testing.MockClient` is 
 
 from ._client import HTTPClient, HTTPResponse, TransportError
 from ._logs import quiet_http_loggers
-from .factory import ProviderPool
 from .outbox import OutboxProvider, OutboxSpec
+from .pool import ProviderPool
 from .registry import default_specs
 
 __all__ = [

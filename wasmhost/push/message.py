@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["MAX_DATA_DEPTH", "MAX_MESSAGE_BYTES", "MessageError", "MessageTooBig", "PushMessage", "parse_message"]
+__all__ = [
+    "MAX_DATA_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "SURROGATE_ESCAPE",
+    "MessageError",
+    "MessageTooBig",
+    "PushMessage",
+    "has_lone_surrogate",
+    "parse_message",
+]
 
 #: Largest message JSON accepted from any caller, checked on the raw bytes before parsing.
 MAX_MESSAGE_BYTES = 16 * 1024
@@ -88,6 +98,29 @@ def _optional_int(doc: dict[str, Any], key: str, low: int, high: int) -> int | N
     return value
 
 
+#: A ``\uD800``–``\uDFFF`` escape: only JSON holding one can decode to a lone surrogate.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def has_lone_surrogate(doc: Any) -> bool:
+    """Whether any string (key or value) in decoded JSON cannot be encoded as UTF-8. Iterative, so
+    any depth is safe."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
 def _no_constant(name: str) -> Any:
     raise MessageError(f"{name} is not a JSON number")
 
@@ -145,6 +178,8 @@ def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
             raise
         except ValueError:  # an integer of more digits than Python converts
             raise MessageError("message has a number with too many digits") from None
+        if SURROGATE_ESCAPE.search(data) and has_lone_surrogate(doc):
+            raise MessageError("message has a string with a lone UTF-16 surrogate (not valid text)")
     if not isinstance(doc, dict):
         raise MessageError("message must be a JSON object")
     unknown = sorted(set(doc) - _FIELDS)

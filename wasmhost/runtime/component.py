@@ -10,8 +10,9 @@ A binary is a component when its preamble says layer 1 (bytes 4..8 are ``0d 00 0
 modules say layer 0. Components are accepted only if they import nothing but the host interface
 (build with ``--stub-wasi``) and export ``handle: func() -> s32``.
 
-Compiling a component is slow (an 18 MB componentize-py component takes seconds), so compiled
-components are cached like modules: an in-memory LRU, then HMAC-signed artifacts on disk. A disk
+Compiling a component is slow (an 18 MB componentize-py component takes seconds); it runs in a
+bounded child process like a module's (see `compiler`), and compiled components are cached like
+modules, per namespace: an in-memory LRU, then HMAC-signed artifacts on disk. A disk
 artifact is opened once, its MAC checked on a mapping of it, and that same open file handed to
 wasmtime via ``/proc/self/fd`` (no second path lookup, no 40 MB copy through Python), so a cached
 load costs tens of milliseconds instead of seconds.
@@ -38,8 +39,8 @@ from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig
 
 from . import abi
 from .cache import ArtifactCache, write_atomic
+from .compiler import compile_isolated
 from .context import InvocationContext
-from .engine import EngineHost
 from .faults import host_failure
 from .invocation import MAX_TABLE_ELEMENTS, classify, epoch_ticks
 from .limits import Limits
@@ -117,24 +118,15 @@ def validate(engine: Engine, component: wc.Component) -> None:
         raise InvalidModule("component export `handle` must be `func() -> s32`")
 
 
-def compile_component(host: EngineHost, source: bytes, sha: str | None = None) -> CompiledComponent:
-    try:
-        component = wc.Component(host.engine, bytes(source))
-    except WasmtimeError as exc:
-        raise InvalidModule(f"not a valid WebAssembly component: {_first_line(exc)}") from None
-    validate(host.engine, component)
-    return CompiledComponent(sha or hashlib.sha256(source).hexdigest(), host.engine, component, "compiled")
-
-
 # -- cache ---------------------------------------------------------------------------------------
 
 
 class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
     """Memory LRU in front of HMAC-signed serialized components on disk (see the module docstring).
 
-    Files: ``<cache_dir>/<sha256>-<engine fingerprint>.ccwasm`` is wasmtime's artifact as is (so it
-    can be mapped in place) and ``….ccwasm.mac`` holds ``MAGIC || HMAC(key, "component" ||
-    fingerprint || sha256 || artifact)``.
+    Files: ``<cache_dir>/ns-…/<sha256>-<engine fingerprint>.ccwasm`` is wasmtime's artifact as is (so
+    it can be mapped in place) and ``….ccwasm.mac`` holds ``MAGIC || HMAC(key, "component" ||
+    namespace || fingerprint || sha256 || artifact)``.
     """
 
     suffix = ".ccwasm"
@@ -142,14 +134,20 @@ class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
     domain = b"component\0"
     default_capacity = 16
 
-    def _key_of(self, source: bytes) -> str:
+    def key_of(self, source: bytes) -> str:
         return hashlib.sha256(source).hexdigest()
 
-    def _compile(self, source: bytes, sha: str) -> CompiledComponent:
-        return compile_component(self._host, source, sha)
+    def _compile(self, source: bytes, sha: str) -> tuple[CompiledComponent, bytes]:
+        blob = compile_isolated("component", bytes(source), self.limits)
+        try:
+            component = wc.Component.deserialize(self._host.engine, blob)
+        except WasmtimeError as exc:
+            raise InvalidModule(f"the compiled component cannot be loaded: {_first_line(exc)}") from None
+        validate(self._host.engine, component)
+        return CompiledComponent(sha, self._host.engine, component, "compiled"), blob
 
-    def _load(self, sha: str) -> CompiledComponent | None:
-        path = self.path_for(sha)
+    def _load(self, namespace: str, sha: str) -> CompiledComponent | None:
+        path = self.path_for(namespace, sha)
         if path is None:
             return None
         try:
@@ -161,7 +159,7 @@ class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
             return None
         compiled = None
         try:
-            compiled = self._verify_and_load(fd, sha)
+            compiled = self._verify_and_load(fd, namespace, sha)
         except FileNotFoundError:  # no tag: a write was interrupted
             pass
         except (OSError, ValueError, WasmtimeError, InvalidModule) as exc:
@@ -170,8 +168,8 @@ class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
             os.close(fd)
         return self._loaded(compiled, path, Path(f"{path}.mac"))
 
-    def _verify_and_load(self, fd: int, sha: str) -> CompiledComponent | None:
-        path = self.path_for(sha)
+    def _verify_and_load(self, fd: int, namespace: str, sha: str) -> CompiledComponent | None:
+        path = self.path_for(namespace, sha)
         assert path is not None
         tag = Path(f"{path}.mac").read_bytes()
         if len(tag) != len(_MAGIC) + _MAC_LEN or not tag.startswith(_MAGIC):
@@ -180,7 +178,7 @@ class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
         if size == 0:
             return None
         with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
-            digest = self._digest(sha, mapped)
+            digest = self._digest(namespace, sha, mapped)
         if not hmac.compare_digest(tag[len(_MAGIC) :], digest):
             return None
         if sys.platform.startswith("linux"):
@@ -192,10 +190,9 @@ class ComponentCache(ArtifactCache[bytes, CompiledComponent]):
         validate(self._host.engine, component)
         return CompiledComponent(sha, self._host.engine, component, "disk")
 
-    def _write(self, path: Path, sha: str, compiled: CompiledComponent) -> None:
-        blob = compiled.component.serialize()
+    def _write(self, path: Path, namespace: str, sha: str, blob: bytes) -> None:
         # The tag first: a blob without a matching tag is refused, never trusted.
-        write_atomic(Path(f"{path}.mac"), _MAGIC + self._digest(sha, blob))
+        write_atomic(Path(f"{path}.mac"), _MAGIC + self._digest(namespace, sha, blob))
         write_atomic(path, blob)
 
 

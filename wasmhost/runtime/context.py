@@ -3,7 +3,7 @@
 Host functions only validate and hand off; the context is where they hand off to. It owns the
 invocation's output, logs and sends. A guest runs in one of two places, and sends follow it:
 
-* On the event loop's thread (core modules, see `fiber`): ``admit_send`` checks the caps and the
+* On the event loop's thread (core modules, see `ffi`): ``admit_send`` checks the caps and the
   limiter (before the message is parsed, so a refused message counts too), ``submit_send`` queues
   the send. ``push_wait`` on a send not yet started runs it in place
   (``deliver_now``), so a delivery that never waits needs no task. ``pause``, run whenever the guest
@@ -131,7 +131,7 @@ class InvocationContext:
         #: ``push_send_to_user`` calls admitted by `admit_send`, accepted or not: what ``max_sends`` caps.
         self.send_attempts = 0
         self.guest_ms = 0.0
-        #: The guest runs on ``loop``'s own thread (a fiber, see `fiber`) rather than on the worker.
+        #: The guest runs on ``loop``'s own thread (a fiber, see `ffi`) rather than on the worker.
         self.on_loop = on_loop
         #: On the loop: the send whose ``push_wait`` has suspended the guest.
         self.waiting: SendRecord | None = None

@@ -28,13 +28,12 @@ from importlib import metadata
 
 import wasmtime
 from wasmtime import Config, Engine, FuncType, Linker, ValType, WasmtimeError
-from wasmtime import _ffi as ffi
 
 from .._env import env_flag
-from .fiber import HOST_STACK_BYTES
+from .ffi import HOST_STACK_BYTES, configure
 from .hostfuncs import define_host_functions
 
-__all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "engine_host"]
+__all__ = ["POOL_SLOTS", "TICK_SECONDS", "EngineHost", "compile_config", "engine_host"]
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +75,33 @@ def _config(pooling: bool) -> Config:
     cfg.cranelift_opt_level = "speed"
     cfg.max_wasm_stack = MAX_WASM_STACK
     cfg.wasm_threads = False  # shared memories would escape the per-Store memory cap
-    ffi.wasmtime_config_async_stack_size_set(cfg.ptr(), MAX_WASM_STACK + HOST_STACK_BYTES)
-    if pooling:
-        pool = ffi.wasmtime_pooling_allocation_config_new()
-        try:
-            for setter, value in (
-                (ffi.wasmtime_pooling_allocation_config_total_core_instances_set, POOL_SLOTS),
-                (ffi.wasmtime_pooling_allocation_config_total_memories_set, POOL_SLOTS),
-                (ffi.wasmtime_pooling_allocation_config_total_tables_set, POOL_SLOTS),
-                (ffi.wasmtime_pooling_allocation_config_total_stacks_set, POOL_SLOTS),
-                (ffi.wasmtime_pooling_allocation_config_total_component_instances_set, POOL_SLOTS),
-                (ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set, POOL_COMPONENT_INSTANCES),
-                (ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set, POOL_COMPONENT_MEMORIES),
-                (ffi.wasmtime_pooling_allocation_config_max_tables_per_component_set, POOL_COMPONENT_TABLES),
-                (ffi.wasmtime_pooling_allocation_config_max_tables_per_module_set, POOL_MODULE_TABLES),
-                (ffi.wasmtime_pooling_allocation_config_max_memories_per_module_set, POOL_MODULE_MEMORIES),
-                (ffi.wasmtime_pooling_allocation_config_table_elements_set, POOL_TABLE_ELEMENTS),
-                (ffi.wasmtime_pooling_allocation_config_max_memory_size_set, POOL_MEMORY_BYTES),
-                (ffi.wasmtime_pooling_allocation_config_max_core_instance_size_set, POOL_INSTANCE_SIZE),
-                (ffi.wasmtime_pooling_allocation_config_max_component_instance_size_set, POOL_INSTANCE_SIZE),
-            ):
-                setter(pool, value)
-            ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), pool)  # copies the settings
-        finally:
-            ffi.wasmtime_pooling_allocation_config_delete(pool)
+    pooling_settings = {
+        "total_core_instances": POOL_SLOTS,
+        "total_memories": POOL_SLOTS,
+        "total_tables": POOL_SLOTS,
+        "total_stacks": POOL_SLOTS,
+        "total_component_instances": POOL_SLOTS,
+        "max_core_instances_per_component": POOL_COMPONENT_INSTANCES,
+        "max_memories_per_component": POOL_COMPONENT_MEMORIES,
+        "max_tables_per_component": POOL_COMPONENT_TABLES,
+        "max_tables_per_module": POOL_MODULE_TABLES,
+        "max_memories_per_module": POOL_MODULE_MEMORIES,
+        "table_elements": POOL_TABLE_ELEMENTS,
+        "max_memory_size": POOL_MEMORY_BYTES,
+        "max_core_instance_size": POOL_INSTANCE_SIZE,
+        "max_component_instance_size": POOL_INSTANCE_SIZE,
+    }
+    configure(cfg, MAX_WASM_STACK + HOST_STACK_BYTES, pooling_settings if pooling else None)
+    return cfg
+
+
+def compile_config() -> Config:
+    """The settings compiled code depends on, for a compiler process: one thread, no instance pool.
+
+    Neither changes the compiled code, so its artifacts load into the serving engine (pooled or not).
+    """
+    cfg = _config(pooling=False)
+    cfg.parallel_compilation = False
     return cfg
 
 
@@ -112,7 +114,7 @@ def _on_loop_wanted() -> bool:
 class EngineHost:
     def __init__(self) -> None:
         self.pooling = env_flag("WASMHOST_WASM_POOLING", True)
-        #: Core modules run on the event loop's thread as fibers (see `fiber`), else on the worker.
+        #: Core modules run on the event loop's thread as fibers (see `ffi`), else on the worker.
         self.on_loop = _on_loop_wanted()
         try:
             self.engine = Engine(_config(self.pooling))

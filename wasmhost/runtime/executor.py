@@ -1,6 +1,6 @@
 """Where a guest runs: the one seam between `Runtime` and the ways of running wasm.
 
-* `LoopExecutor`: core modules on the calling event loop's thread, each on a fiber (`fiber`), every
+* `LoopExecutor`: core modules on the calling event loop's thread, each on a fiber (`ffi`), every
   poll granted by the loop's `scheduler.GuestScheduler`. No thread is crossed, so this is the fast
   path, and the scheduler keeps any one guest's uninterruptible steps short.
 * `ThreadExecutor`: guests on a few threads shared fairly between namespaces (`threads`):

@@ -31,7 +31,7 @@ import wasmtime
 
 from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
 
-from . import abi, fiber, wasi_poll
+from . import abi, ffi, wasi_poll
 from .context import InvocationContext, SendRecord
 from .faults import host_failure
 from .ffi import (
@@ -268,15 +268,15 @@ def _resume(key: int) -> bool:
     return done
 
 
-_RESUME = fiber.continuation(_resume)
-_READY = fiber.continuation(lambda _key: True)
+_RESUME = ffi.continuation(_resume)
+_READY = ffi.continuation(lambda _key: True)
 
 
 def _suspend(ctx: CoreContext, cont: Any, check: Callable[[], bool]) -> None:
     key = next(_keys)
     _SUSPENDED[key] = check
     ctx.suspended_key = key
-    fiber.set_continuation(cont, _RESUME, key)
+    ffi.set_continuation(cont, _RESUME, key)
 
 
 def _guarded_async(fn: Callable[[CoreContext, int, Any, Any, Any], int | None], failure: int) -> Any:
@@ -295,14 +295,14 @@ def _guarded_async(fn: Callable[[CoreContext, int, Any, Any, Any], int | None], 
         except BaseException as exc:  # never let an exception cross into wasmtime
             host_failure(fn.__name__, exc)
             code = failure
-        fiber.set_i32_result(results, code)
-        fiber.set_continuation(cont, _READY)
+        ffi.set_i32_result(results, code)
+        ffi.set_continuation(cont, _READY)
 
-    return fiber.ASYNC_CALLBACK(cb)
+    return ffi.ASYNC_CALLBACK(cb)
 
 
 def push_wait_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
-    """Event-loop flavour: a send not yet done suspends the guest (see `fiber`) instead of a thread."""
+    """Event-loop flavour: a send not yet done suspends the guest (see `ffi`) instead of a thread."""
     ticket, out, cap = args[0].of.i32, args[1].of.i32, args[2].of.i32
     base, size = _memory(ctx, caller)
     if out < 0 or cap < 0 or out + cap > size:
@@ -317,7 +317,7 @@ def push_wait_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, co
         if not record.done and time.monotonic() < ctx.deadline:
             return False
         # The guest could not run (or grow its memory) meanwhile, so base is still valid.
-        fiber.set_i32_result(results, _report(record, base, out, cap))
+        ffi.set_i32_result(results, _report(record, base, out, cap))
         return True
 
     ctx.waiting = record
@@ -363,7 +363,7 @@ def poll_oneoff_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, 
         if now < wake:  # cut short by the deadline: the invocation has timed out
             ctx.timed_out_in_host = True
         poll.write(base, out, nevents_ptr, poll.ready())
-        fiber.set_i32_result(results, _ESUCCESS)
+        ffi.set_i32_result(results, _ESUCCESS)
         return True
 
     ctx.sleep_until = wake
@@ -401,7 +401,7 @@ def random_get_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, c
         pos += n
         if pos < end:
             return False
-        fiber.set_i32_result(results, _ESUCCESS)
+        ffi.set_i32_result(results, _ESUCCESS)
         return True
 
     _suspend(ctx, cont, check)
@@ -523,7 +523,7 @@ _WASI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
 def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime.FuncType], *, on_loop: bool) -> None:
     """Define ABI v1 and WASI preview 1 (with our stdio) on ``linker``; ``functypes[n]`` is (i32 × n) -> i32.
 
-    ``on_loop``: guests run on the event loop (see `fiber`), so ``push_wait`` suspends rather than blocks.
+    ``on_loop``: guests run on the event loop (see `ffi`), so ``push_wait`` suspends rather than blocks.
     """
     for name, fn in _ABI_FUNCS.items():
         nparams, _ = abi.HOST_FUNCTIONS[name]
@@ -533,10 +533,10 @@ def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime
     for name, fn in _WASI_FUNCS.items():
         define_raw_func(linker, abi.WASI_MODULE, name, functypes[4], _guarded(fn))
     if on_loop:
-        fiber.define_async_func(linker, abi.HOST_MODULE, "push_wait", functypes[3],
+        ffi.define_async_func(linker, abi.HOST_MODULE, "push_wait", functypes[3],
                                 _guarded_async(push_wait_on_loop, abi.UNAVAILABLE))
-        fiber.define_async_func(linker, abi.WASI_MODULE, "poll_oneoff", functypes[4],
+        ffi.define_async_func(linker, abi.WASI_MODULE, "poll_oneoff", functypes[4],
                                 _guarded_async(poll_oneoff_on_loop, _EINVAL))
-        fiber.define_async_func(linker, abi.WASI_MODULE, "random_get", functypes[2],
+        ffi.define_async_func(linker, abi.WASI_MODULE, "random_get", functypes[2],
                                 _guarded_async(random_get_on_loop, _EINVAL))
     linker.allow_shadowing = False

@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable
 
 from wasmtime import ExitTrap, Store, Trap, TrapCode, WasiConfig, WasmtimeError
 
-from . import ffi, fiber
+from . import ffi
 from .engine import TICK_SECONDS
 from .hostfuncs import CoreContext, set_current
 from .limits import Limits
 from .module import CompiledModule
 from .result import InvocationError
 from .scheduler import DeadlinePassed
-from .traps import clean_text, describe_trap
+from .traps import clean_text, describe_trap, describe_trap_text
 
 __all__ = ["classify", "run_core", "run_core_async"]
 
@@ -50,7 +50,7 @@ def classify(exc: Exception, limits: Limits, *, instantiating: bool) -> Invocati
         return InvocationError("memory", f"the module does not fit its limits ({limits.memory_mb} MiB): {text}")
     if instantiating:
         return InvocationError("link", f"instantiation failed: {text}")
-    return InvocationError("trap", f"wasm error: {text}")
+    return InvocationError("trap", describe_trap_text(str(exc), "in handle") or f"wasm error: {text}")
 
 
 def _new_store(compiled: CompiledModule, ctx: CoreContext) -> Store:
@@ -116,35 +116,35 @@ def run_core(compiled: CompiledModule, ctx: CoreContext) -> tuple[int | None, In
 
 
 #: Polls a guest's future to its end on the loop (`scheduler.GuestScheduler.drive`).
-Drive = Callable[[fiber.CallFuture, CoreContext], Awaitable[None]]
+Drive = Callable[[ffi.CallFuture, CoreContext], Awaitable[None]]
 
 
 async def run_core_async(
     compiled: CompiledModule, ctx: CoreContext, drive: Drive
 ) -> tuple[int | None, InvocationError | None, int]:
-    """Instantiate and call ``handle`` on the event loop's thread (see `fiber`), each step polled by
+    """Instantiate and call ``handle`` on the event loop's thread (see `ffi`), each step polled by
     ``drive``; same result as `run_core`."""
     limits = ctx.limits
     ctx.start_clock()
     store = _new_store(compiled, ctx)
-    fiber.yield_every(store, fiber.SLICE_FUEL)  # replaces the epoch deadline trap (see `drive`)
+    ffi.yield_every(store, ffi.SLICE_FUEL)  # replaces the epoch deadline trap (see `drive`)
     ctx.store_context = ffi.context_address(store)
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True
     try:
-        future, instance = fiber.instantiate_async(store, compiled.pre)
+        future, instance = ffi.instantiate_async(store, compiled.pre)
         await drive(future, ctx)
         instantiating = False
         if compiled.has_initialize:
             init = ffi.export_raw(store, instance, "_initialize")
             if init is not None:
-                future, _ = fiber.call_async(store, init, has_result=False)
+                future, _ = ffi.call_async(store, init, has_result=False)
                 await drive(future, ctx)
         handle = ffi.export_raw(store, instance, "handle")
         if handle is None:  # validated at compile time; defensive
             raise WasmtimeError("export `handle` disappeared")
-        future, results = fiber.call_async(store, handle, has_result=True)
+        future, results = ffi.call_async(store, handle, has_result=True)
         await drive(future, ctx)
         code = int(results[0].of.i32)
         if ctx.timed_out_in_host:

@@ -1,30 +1,44 @@
-"""Compiling and validating guest modules against ABI v1.
+"""Guest modules' contract with ABI v1, checked before anything compiles them.
 
-A module is accepted only if it compiles and its whole contract with the host holds: imports only
-from ``wasmhost`` (known names, exact signatures) and ``wasi_snapshot_preview1``; exports
+A module is accepted only if its whole contract with the host holds: imports only from
+``wasmhost`` (known names, exact signatures) and ``wasi_snapshot_preview1``; at most
+`CompileLimits.max_functions` functions, one memory and `MAX_MODULE_TABLES` tables; exports
 ``handle: () -> i32`` and a 32-bit, unshared ``memory`` whose minimum fits the platform memory
-maximum; ``_initialize``, if exported, is ``() -> ()``. The reasons are written for the tenant who
-uploaded the module.
+maximum; ``_initialize``, if exported, is ``() -> ()``. `read_contract` checks it from the binary's
+sections (see `wasmbin`), so a module that breaks it costs no compile; `finish` checks it again on
+the loaded module. The reasons are written for the tenant who uploaded the module.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import wasmtime
-from wasmtime import Engine, ExportType, FuncType, ImportType, InstancePre, MemoryType, Module, WasmtimeError
+from wasmtime import Engine, FuncType, InstancePre, MemoryType, Module, TableType, WasmtimeError
 
 from . import abi
-from .bulk import may_use_bulk_ops
 from .engine import EngineHost
 from .limits import Limits
+from .wasmbin import BinaryError, Export, Import, MemoryLimits, ModuleInfo, TooMany, read_module
 
-__all__ = ["CompiledModule", "InvalidModule", "compile_source", "module_key", "to_wasm", "validate"]
+__all__ = [
+    "HOW_TO_EXPORT_HANDLE",
+    "CompiledModule",
+    "Contract",
+    "InvalidModule",
+    "check_contract",
+    "finish",
+    "module_key",
+    "read_contract",
+    "to_wasm",
+]
 
 _WASM_MAGIC = b"\0asm"
 _PAGE = 65536
+#: Tables one module may define (= the Store limit in ``invocation``).
+MAX_MODULE_TABLES = 4
 
 
 class InvalidModule(ValueError):
@@ -56,8 +70,8 @@ def module_key(source: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def to_wasm(source: bytes | str) -> bytes:
-    """Binary wasm from binary or WAT text."""
+def to_wasm(source: bytes | str, wat2wasm: Callable[[str], bytes]) -> bytes:
+    """Binary wasm from binary or WAT text (converted by ``wat2wasm``, which is bounded by the caller)."""
     if isinstance(source, (bytes, bytearray, memoryview)) and bytes(source[:4]) == _WASM_MAGIC:
         return bytes(source)
     try:
@@ -66,10 +80,7 @@ def to_wasm(source: bytes | str) -> bytes:
         raise InvalidModule("not a WebAssembly module (no \\0asm header) and not WAT text") from None
     if not text.strip():
         raise InvalidModule("the module is empty")
-    try:
-        return bytes(wasmtime.wat2wasm(text))
-    except WasmtimeError as exc:
-        raise InvalidModule(f"WAT text does not parse: {_first_line(exc)}") from None
+    return wat2wasm(text)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -84,23 +95,51 @@ def _i32_sig(nparams: int, nresults: int) -> str:
     return f"({', '.join(['i32'] * nparams)}) -> ({', '.join(['i32'] * nresults)})"
 
 
-def _check_import(imp: ImportType) -> bool:
+#: How each SDK language exports ``handle`` (shown when a module does not).
+HOW_TO_EXPORT_HANDLE = (
+    ("C", 'WASMHOST_EXPORT("handle") int32_t handle(void) { ... }  (guest_examples/sdk/c/wasmhost.h)'),
+    ("Rust", '#[no_mangle] pub extern "C" fn handle() -> i32 { ... }  (crate-type cdylib)'),
+    ("Zig", "export fn handle() i32 { ... }  (build an executable with -fno-entry)"),
+    ("Go", "//go:wasmexport handle  above  func handle() int32 { ... }  (GOOS=wasip1 -buildmode=c-shared)"),
+    ("AssemblyScript", "export function handle(): i32 { ... }  in the entry file"),
+    ("WAT", '(func (export "handle") (result i32) ...)'),
+)
+
+
+def _missing_handle(exports: list[Export]) -> str:
+    functions = [e.name for e in exports if e.kind == "function"]
+    others = [f"{e.kind} `{e.name}`" for e in exports if e.kind != "function"]
+    if not exports:
+        found = "it exports nothing at all"
+    elif not functions:
+        found = f"it exports no functions at all (only {_listing(others)})"
+    else:
+        shown = [f"function `{name}`" for name in functions] + others
+        found = f"it exports {_listing(shown)}"
+    how = "; ".join(f"{lang}: {text}" for lang, text in HOW_TO_EXPORT_HANDLE)
+    return f"the module must export a function `handle: () -> i32`, but {found}. Export it: {how}"
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    shown = items[:limit] + ([f"{len(items) - limit} more"] if len(items) > limit else [])
+    return ", ".join(shown)
+
+
+def _check_import(imp: Import) -> bool:
     """Validate one import; return True if it is a WASI import."""
     where = f"import {imp.module}.{imp.name}"
-    ty = imp.type
     if imp.module == abi.HOST_MODULE:
-        name = imp.name or ""
-        if name not in abi.HOST_FUNCTIONS:
+        if imp.name not in abi.HOST_FUNCTIONS:
             known = ", ".join(abi.HOST_FUNCTIONS)
             raise InvalidModule(f"{where}: ABI v{abi.ABI_VERSION} has no such host function (it has: {known})")
-        if not isinstance(ty, FuncType):
+        if imp.kind != "function":
             raise InvalidModule(f"{where} must be a function")
-        want = _i32_sig(*abi.HOST_FUNCTIONS[name])
-        if _sig(ty) != want:
-            raise InvalidModule(f"{where} has signature {_sig(ty)}; ABI v{abi.ABI_VERSION} defines {want}")
+        want = _i32_sig(*abi.HOST_FUNCTIONS[imp.name])
+        if imp.signature != want:
+            raise InvalidModule(f"{where} has signature {imp.signature}; ABI v{abi.ABI_VERSION} defines {want}")
         return False
     if imp.module == abi.WASI_MODULE:
-        if not isinstance(ty, FuncType):
+        if imp.kind != "function":
             raise InvalidModule(f"{where} must be a function")
         return True
     raise InvalidModule(
@@ -109,35 +148,76 @@ def _check_import(imp: ImportType) -> bool:
     )
 
 
-def validate(module: Module) -> tuple[bool, bool, int]:
-    """Check the contract; return (uses_wasi, has_initialize, memory minimum in bytes)."""
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """What the host needs to know about a module that keeps its contract."""
+
+    uses_wasi: bool
+    has_initialize: bool
+    memory_min_bytes: int
+
+
+def check_contract(info: ModuleInfo) -> Contract:
+    """Check the module's contract with the host from its structure alone (nothing is compiled)."""
     uses_wasi = False
-    for imp in module.imports:
+    for imp in info.imports:
         uses_wasi |= _check_import(imp)
-    exports: dict[str, ExportType] = {e.name: e for e in module.exports}
-    handle = exports.get("handle")
+    if len(info.memories) > 1:
+        raise InvalidModule(f"the module defines {len(info.memories)} memories; a guest has exactly one")
+    if info.tables > MAX_MODULE_TABLES:
+        raise InvalidModule(f"the module defines {info.tables} tables; the limit is {MAX_MODULE_TABLES}")
+    handle = info.export("handle")
     if handle is None:
-        raise InvalidModule("the module must export a function `handle: () -> i32` (it exports none)")
-    if not isinstance(handle.type, FuncType) or _sig(handle.type) != "() -> (i32)":
-        shown = _sig(handle.type) if isinstance(handle.type, FuncType) else "a non-function"
-        raise InvalidModule(f"export `handle` must be () -> (i32), found {shown}")
-    memory = exports.get("memory")
-    if memory is None or not isinstance(memory.type, MemoryType):
+        raise InvalidModule(_missing_handle(info.exports))
+    if handle.kind != "function" or handle.signature != "() -> (i32)":
+        shown = handle.signature if handle.kind == "function" else f"a {handle.kind}"
+        raise InvalidModule(f"export `handle` must be a function () -> (i32), found {shown}")
+    memory = info.export("memory")
+    if memory is None or memory.memory is None:
         raise InvalidModule("the module must export its linear memory as `memory`")
-    mt = memory.type
-    if mt.is_64 or mt.is_shared:
+    mt = memory.memory
+    if mt.is_64 or mt.shared:
         raise InvalidModule("`memory` must be a 32-bit, unshared memory")
-    min_bytes = mt.limits.min * _PAGE
+    min_bytes = mt.min_pages * _PAGE
     cap = Limits.MAXIMA["memory_mb"] << 20
     if min_bytes > cap:
         raise InvalidModule(
-            f"`memory` starts at {mt.limits.min} pages ({min_bytes >> 20} MiB); the platform maximum is {cap >> 20} MiB"
+            f"`memory` starts at {mt.min_pages} pages ({min_bytes >> 20} MiB); the platform maximum is {cap >> 20} MiB"
         )
-    init = exports.get("_initialize")
-    has_initialize = init is not None
-    if init is not None and (not isinstance(init.type, FuncType) or _sig(init.type) != "() -> ()"):
+    init = info.export("_initialize")
+    if init is not None and (init.kind != "function" or init.signature != "() -> ()"):
         raise InvalidModule("export `_initialize` must be a function () -> ()")
-    return uses_wasi, has_initialize, min_bytes
+    return Contract(uses_wasi, init is not None, min_bytes)
+
+
+def read_contract(wasm: bytes, *, max_functions: int | None = None) -> Contract:
+    """Read a core module's structure and check its contract; raise `InvalidModule` with a reason."""
+    try:
+        info = read_module(wasm, max_functions)
+    except TooMany as exc:
+        raise InvalidModule(str(exc)) from None
+    except BinaryError as exc:
+        raise InvalidModule(f"not a valid WebAssembly module: {exc}") from None
+    return check_contract(info)
+
+
+def _info_of(module: Module) -> ModuleInfo:
+    """The structure of a compiled or deserialized module, for the same contract check."""
+    info = ModuleInfo()
+    for imp in module.imports:
+        ty = imp.type
+        kind = "function" if isinstance(ty, FuncType) else "memory" if isinstance(ty, MemoryType) else "other"
+        info.imports.append(Import(imp.module, imp.name or "", kind, _sig(ty) if isinstance(ty, FuncType) else None))
+    for exp in module.exports:
+        ty = exp.type
+        if isinstance(ty, FuncType):
+            info.exports.append(Export(exp.name, "function", _sig(ty)))
+        elif isinstance(ty, MemoryType):
+            lim = MemoryLimits(ty.limits.min, ty.limits.max, ty.is_shared, ty.is_64)
+            info.exports.append(Export(exp.name, "memory", memory=lim))
+        else:
+            info.exports.append(Export(exp.name, "table" if isinstance(ty, TableType) else "global"))
+    return info
 
 
 def finish(
@@ -147,21 +227,11 @@ def finish(
 
     ``bulk_ops``: `bulk.may_use_bulk_ops` of the binary, when the caller has it.
     """
-    uses_wasi, has_initialize, min_bytes = validate(module)
+    contract = check_contract(_info_of(module))
     try:
         pre = host.linker.instantiate_pre(module)
         thread_pre = pre if host.thread_linker is host.linker else host.thread_linker.instantiate_pre(module)
     except WasmtimeError as exc:
         raise InvalidModule(f"the module's imports cannot be linked: {_first_line(exc)}") from None
-    return CompiledModule(sha, host.engine, module, pre, uses_wasi, has_initialize, min_bytes, origin, thread_pre,
-                          bulk_ops)
-
-
-def compile_source(host: EngineHost, source: bytes | str, sha: str | None = None) -> CompiledModule:
-    """Compile and validate; raise `InvalidModule` with a human reason."""
-    wasm = to_wasm(source)
-    try:
-        module = Module(host.engine, wasm)
-    except WasmtimeError as exc:
-        raise InvalidModule(f"not a valid WebAssembly module: {_first_line(exc)}") from None
-    return finish(host, module, sha or module_key(source), "compiled", bulk_ops=may_use_bulk_ops(wasm))
+    return CompiledModule(sha, host.engine, module, pre, contract.uses_wasi, contract.has_initialize,
+                          contract.memory_min_bytes, origin, thread_pre, bulk_ops)

@@ -1,6 +1,6 @@
 """The per-loop guest scheduler: which suspended guest runs next, and when the loop gets a turn.
 
-Guests on the loop (see `fiber`) run in slices: a poll of their future returns when they finish or
+Guests on the loop (see `ffi`) run in slices: a poll of their future returns when they finish or
 suspend (a fuel slice or an epoch tick ended, a host call must wait or is done in chunks). Polling
 each one from its own task would run a slice of every busy guest in every turn of the loop, so eight
 spinning guests of one tenant would hold the loop for eight slices between two HTTP callbacks, and
@@ -24,8 +24,7 @@ from collections import deque
 from typing import Any
 
 from .engine import TICK_SECONDS
-from .ffi import set_yield_interval
-from .fiber import SLICE_FUEL, CallFuture
+from .ffi import SLICE_FUEL, CallFuture, set_yield_interval
 from .hostfuncs import CoreContext, forget_suspended, set_current
 
 __all__ = ["BUDGET", "SLICE", "DeadlinePassed", "GuestScheduler"]

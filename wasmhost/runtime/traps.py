@@ -13,7 +13,7 @@ import re
 
 from wasmtime import Trap, TrapCode
 
-__all__ = ["clean_text", "describe_trap"]
+__all__ = ["clean_text", "describe_trap", "describe_trap_text"]
 
 #: Frames shown at most (innermost first); deep recursion would otherwise repeat one name for pages.
 MAX_FRAMES = 8
@@ -67,15 +67,10 @@ def _demangle(name: str) -> str:
     return text.replace("..", "::")
 
 
-def _frames(trap: Trap) -> list[str]:
-    try:
-        frames = trap.frames
-    except Exception:  # a trap without a backtrace
-        return []
-    runs: list[tuple[str, int]] = []  # consecutive repeats (recursion) collapse into one entry
-    for frame in frames:
-        raw = frame.func_name
-        name = _demangle(raw) if raw else f"func[{frame.func_index}]"
+def _collapse(names: list[str]) -> list[str]:
+    """Leave out the runtime's panic path; consecutive repeats (recursion) become one entry."""
+    runs: list[tuple[str, int]] = []
+    for name in names:
         if _RUNTIME_FRAME.match(name):
             continue
         if runs and runs[-1][0] == name:
@@ -85,13 +80,16 @@ def _frames(trap: Trap) -> list[str]:
     return [name if count == 1 else f"{name} ×{count}" for name, count in runs]
 
 
-def describe_trap(trap: Trap, where: str) -> str:
-    """``wasm trap NAME in handle: what it means; guest frames: inner ← … ← handle``."""
-    code = trap.trap_code
-    name = code.name if code is not None else "UNKNOWN"
-    what = _WHAT.get(code) if code is not None else None
-    text = f"wasm trap {name} {where}: {what or clean_text(trap)}"
-    frames = _frames(trap)
+def _frames(trap: Trap) -> list[str]:
+    try:
+        frames = trap.frames
+    except Exception:  # a trap without a backtrace
+        return []
+    return _collapse([_demangle(f.func_name) if f.func_name else f"func[{f.func_index}]" for f in frames])
+
+
+def _format(name: str, where: str, what: str, frames: list[str]) -> str:
+    text = f"wasm trap {name} {where}: {what}"
     if frames:
         shown = frames[:MAX_FRAMES]
         more = f" ← … ({len(frames) - MAX_FRAMES} more)" if len(frames) > MAX_FRAMES else ""
@@ -99,6 +97,55 @@ def describe_trap(trap: Trap, where: str) -> str:
         if all(f.startswith("func[") for f in shown):
             text += " (the module has no name section: build without stripping to see function names)"
     return text
+
+
+def describe_trap(trap: Trap, where: str) -> str:
+    """``wasm trap NAME in handle: what it means; guest frames: inner ← … ← handle``."""
+    code = trap.trap_code
+    what = _WHAT.get(code) if code is not None else None
+    return _format(code.name if code is not None else "UNKNOWN", where, what or clean_text(trap), _frames(trap))
+
+
+#: wasmtime's trap texts, for traps that arrive as text (components): the same names and words.
+_TEXT_CODES = {
+    "wasm `unreachable` instruction executed": TrapCode.UNREACHABLE,
+    "out of bounds memory access": TrapCode.MEMORY_OUT_OF_BOUNDS,
+    "misaligned memory access": TrapCode.HEAP_MISALIGNED,
+    "call stack exhausted": TrapCode.STACK_OVERFLOW,
+    "integer divide by zero": TrapCode.INTEGER_DIVISION_BY_ZERO,
+    "integer overflow": TrapCode.INTEGER_OVERFLOW,
+    "invalid conversion to integer": TrapCode.BAD_CONVERSION_TO_INTEGER,
+    "undefined element": TrapCode.TABLE_OUT_OF_BOUNDS,
+    "uninitialized element": TrapCode.INDIRECT_CALL_TO_NULL,
+    "indirect call type mismatch": TrapCode.BAD_SIGNATURE,
+}
+_TEXT_FRAME = re.compile(r"^\s*\d+:\s+0x[0-9a-f]+ - (?:[^!\s]*!)?(.+?)\s*$")
+_UNNAMED = re.compile(r"^<wasm function (\d+)>$")
+
+
+def describe_trap_text(text: str, where: str) -> str | None:
+    """`describe_trap` for a trap wasmtime reported only as text (a component's), or None if it is not one."""
+    match = re.search(r"wasm trap: (.+)", text)
+    if match is None:
+        return None
+    reason = match.group(1).strip()
+    code = next((c for phrase, c in _TEXT_CODES.items() if phrase in reason), None)
+    if code is None:
+        return None
+    names = []
+    for line in text.splitlines():
+        frame = _TEXT_FRAME.match(line)
+        if frame:
+            unnamed = _UNNAMED.match(frame.group(1))
+            names.append(f"func[{unnamed.group(1)}]" if unnamed else _demangle(frame.group(1)))
+    what = _WHAT[code]
+    if code is TrapCode.UNREACHABLE:
+        what = ("unreachable code was reached: in a component, usually an uncaught exception (Python, JavaScript) "
+                "or a panic; catch it in handle and log it")
+    frames = _collapse(names)
+    if all(f.startswith("func[") for f in frames):  # an interpreter's internals say nothing about your code
+        frames = []
+    return _format(code.name, where, what, frames)
 
 
 def clean_text(exc: BaseException) -> str:

@@ -64,16 +64,34 @@ def _view(record: FunctionRecord) -> FunctionView:
     )
 
 
-async def _compile(gw: Gateway, source: bytes) -> Compiled:
-    # Compiling is CPU work (milliseconds to seconds): off the event loop, a bounded number at a time.
-    async with gw.compiling:
-        module = await asyncio.to_thread(gw.svc.runtime.compile, source)
-    gw.cache_module(module)
-    return module
+async def _compile(gw: Gateway, namespace: str, source: bytes) -> Compiled:
+    # Bounded in time and memory, in a child process, in a slot shared fairly between namespaces.
+    return await gw.svc.runtime.compile_async(source, namespace=namespace)
+
+
+def _check_quota(gw: Gateway, existing: list[FunctionRecord], name: str, size: int) -> None:
+    """Per-namespace quotas on functions and module bytes (a replaced function's old bytes do not count)."""
+    others = [r for r in existing if r.name != name]
+    cap = gw.config.max_functions_per_namespace
+    if len(others) >= cap:
+        raise ApiError(409, f"the namespace already has {len(others)} functions; the limit is {cap} "
+                            "(WASMHOST_MAX_FUNCTIONS_PER_NAMESPACE); delete one first")
+    total = sum(r.size for r in others) + size
+    cap = gw.config.max_namespace_module_bytes
+    if total > cap:
+        raise ApiError(413, f"the namespace's modules would total {total:,} bytes; the limit is {cap:,} "
+                            "(WASMHOST_MAX_NAMESPACE_MODULE_BYTES); delete or shrink a function first")
+
+
+async def _drop_unused(gw: Gateway, namespace: str, sha256: str) -> None:
+    """Delete the compiled artifacts of ``sha256`` unless another function of the namespace uses the bytes."""
+    remaining = await gw.svc.store.list_functions(namespace)
+    if all(r.sha256 != sha256 for r in remaining):
+        await asyncio.to_thread(gw.svc.runtime.forget, namespace, sha256)
 
 
 @router.put(
-    "/{name}", response_model=FunctionView, responses=responses(400, 401, 413, 503), openapi_extra=_MODULE_BODY,
+    "/{name}", response_model=FunctionView, responses=responses(400, 401, 409, 413, 503), openapi_extra=_MODULE_BODY,
     summary="Deploy a module (validated now); limits are query parameters within the platform maxima",
 )
 async def deploy(
@@ -104,8 +122,10 @@ async def deploy(
     source = await read_capped(request, gw.config.max_module_bytes, "the module limit, WASMHOST_MAX_MODULE_BYTES")
     if not source.strip():
         raise ApiError(400, "the body must be the module (binary wasm or WAT text)")
+    existing = await gw.svc.store.list_functions(admin.namespace)
+    _check_quota(gw, existing, name, len(source))
     try:
-        module = await _compile(gw, source)
+        module = await _compile(gw, admin.namespace, source)
     except InvalidModule as exc:
         raise ApiError(400, f"invalid module: {exc}") from None
     initial = getattr(module, "memory_min_bytes", 0)
@@ -113,6 +133,9 @@ async def deploy(
         raise ApiError(400, f"invalid module: its memory starts at {initial >> 20} MiB, over this function's "
                             f"memory_mb={limits.memory_mb}; raise memory_mb or shrink the module's initial memory")
     record = await gw.svc.store.put_function(admin.namespace, name, source, overrides)
+    replaced = next((r.sha256 for r in existing if r.name == name and r.sha256 != record.sha256), None)
+    if replaced is not None:
+        await _drop_unused(gw, admin.namespace, replaced)
     return _view(record)
 
 
@@ -129,7 +152,9 @@ async def get_function(name: NamePath, gw: GatewayDep, admin: AdminDep) -> Funct
 
 @router.delete("/{name}", response_model=Status, responses=responses(400, 401, 404, 503), summary="Delete a function")
 async def delete_function(name: NamePath, gw: GatewayDep, admin: AdminDep) -> Status:
+    record = await gw.svc.store.get_function(admin.namespace, name, with_module=False)
     await gw.svc.store.delete_function(admin.namespace, name)
+    await _drop_unused(gw, admin.namespace, record.sha256)
     return Status(status="deleted")
 
 
@@ -140,11 +165,11 @@ async def _load(gw: Gateway, namespace: str, name: str) -> tuple[Compiled, Limit
         limits = Limits.from_dict(record.limits)
     except ValueError as exc:
         raise ApiError(400, f"the function's stored limits are no longer valid; deploy it again ({exc})") from None
-    module = gw.cached_module(record.sha256)
+    module = gw.svc.runtime.cached(namespace, record.sha256)
     if module is None:
         full = await store.get_function(namespace, name)
         try:
-            module = await _compile(gw, full.module)
+            module = await _compile(gw, namespace, full.module)
         except InvalidModule as exc:
             raise ApiError(400, f"the stored module no longer validates; deploy it again ({exc})") from None
     return module, limits

@@ -14,6 +14,11 @@ elif [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/$TARGET ]; then
 else
     # No cargo for this target: rustc directly, with the release profile's flags.
     RUSTC=${RUSTC:-$( [ -d /usr/lib/rustlib/$TARGET ] && echo /usr/bin/rustc || echo rustc )}
+    if [ ! -d "$("$RUSTC" --print sysroot)/lib/rustlib/$TARGET" ]; then
+        echo "build.sh: $RUSTC has no $TARGET standard library: run \`rustup target add $TARGET\`" \
+             "(or apt-get install libstd-rust-dev-wasm32 lld-14)" >&2
+        exit 1
+    fi
     mkdir -p "$(dirname "$OUT")"
     "$RUSTC" --edition 2021 --target "$TARGET" --crate-type cdylib --crate-name __IDENT__ \
         -C opt-level=s -C lto -C codegen-units=1 -C panic=abort -C strip=debuginfo -o "$OUT" src/lib.rs
