@@ -271,3 +271,41 @@ async def test_the_artifact_folder_keeps_under_its_cap_evicting_the_least_recent
         assert total <= 2 * size + 4096
     finally:
         await rt.aclose()
+
+
+async def test_one_compile_per_namespace_across_processes_sharing_the_folder(tmp_path: Path) -> None:
+    # Two runtimes on one folder stand for two gateway worker processes (flock locks are per open file).
+    first, second = _runtime(tmp_path), _runtime(tmp_path)
+    try:
+        busy = asyncio.ensure_future(first.compile_async(SLOW, namespace="mallory"))
+        await asyncio.sleep(0.3)
+        other = asyncio.ensure_future(second.compile_async(many_functions(10, salt=1), namespace="mallory"))
+        await second.compile_async(WELCOME_WASM, namespace="victim")  # another namespace does not wait
+        assert not busy.done() and not other.done()  # mallory's second compile waits for its first
+        await busy
+        await other
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_refusals_count_against_the_folder_cap(tmp_path: Path) -> None:
+    rt = Runtime(FakeSender(), cache_dir=tmp_path, cache_key=KEY, cache_max_bytes=4096)
+    try:
+        for i in range(40):
+            with pytest.raises(InvalidModule):
+                rt.compile(many_functions(2, export_handle=False, salt=i), namespace="acme")
+        assert sum(p.stat().st_size for p in tmp_path.glob("*/*")) <= 4096
+        assert rt.cache_stats.evictions > 0
+    finally:
+        await rt.aclose()
+
+
+async def test_messages_stay_short_whatever_the_names(runtime: Runtime) -> None:
+    long = "x" * 100_000
+    with pytest.raises(InvalidModule) as info:
+        runtime.compile(f'(module (memory (export "memory") 1) (func (export "{long}")))', namespace="acme")
+    assert len(str(info.value)) < 2000 and "x" * 64 + "…" in str(info.value)
+    with pytest.raises(InvalidModule) as info:
+        runtime.compile(f'(module (import "{long}" "f" (func)) (memory (export "memory") 1))', namespace="acme")
+    assert len(str(info.value)) < 2000

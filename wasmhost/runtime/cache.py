@@ -285,6 +285,8 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
             write_atomic(path, _REFUSED_MAGIC + self._digest(namespace, sha, text, b"refused\0") + text)
         except OSError as exc:
             log.warning("%s: cannot write %s: %s", self.label, path, exc)
+            return
+        self.enforce_cap()  # refusals count too: a tenant cannot fill the disk with invalid modules
 
     def _load_refusal(self, namespace: str, sha: str) -> str | None:
         path = self._refusal_path(namespace, sha)
@@ -349,7 +351,8 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
         total = 0
         now = time.time()
         try:
-            ns_dirs = [d for d in os.scandir(self._dir) if d.is_dir(follow_symlinks=False)]
+            # Dot-folders are not artifacts (``.locks`` holds the compile locks: never deleted).
+            ns_dirs = [d for d in os.scandir(self._dir) if d.is_dir(follow_symlinks=False) and d.name[:1] != "."]
         except OSError:
             return
         for ns_dir in ns_dirs:

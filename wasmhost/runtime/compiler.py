@@ -46,7 +46,7 @@ class CompileLimits:
     #: Functions (and types, imports, exports) one core module may declare (``WASMHOST_MAX_MODULE_FUNCTIONS``).
     max_functions: int = 50_000
     #: Largest compiled artifact kept (``WASMHOST_MAX_COMPILED_MB``); it lives in memory and on disk.
-    max_artifact_bytes: int = 128 * MIB
+    max_artifact_bytes: int = 64 * MIB
     #: CPU seconds one compile may use (``WASMHOST_COMPILE_CPU_SECONDS``).
     cpu_seconds: int = 60
     #: Memory one compile may allocate beyond the compiler's own (``WASMHOST_COMPILE_MEMORY_MB``).

@@ -106,9 +106,14 @@ HOW_TO_EXPORT_HANDLE = (
 )
 
 
+def _shown(name: str, limit: int = 64) -> str:
+    """A name from the module as it goes into a message: cut, so a message stays short whatever the module."""
+    return name if len(name) <= limit else name[:limit] + "…"
+
+
 def _missing_handle(exports: list[Export]) -> str:
-    functions = [e.name for e in exports if e.kind == "function"]
-    others = [f"{e.kind} `{e.name}`" for e in exports if e.kind != "function"]
+    functions = [_shown(e.name) for e in exports if e.kind == "function"]
+    others = [f"{e.kind} `{_shown(e.name)}`" for e in exports if e.kind != "function"]
     if not exports:
         found = "it exports nothing at all"
     elif not functions:
@@ -127,7 +132,7 @@ def _listing(items: list[str], limit: int = 12) -> str:
 
 def _check_import(imp: Import) -> bool:
     """Validate one import; return True if it is a WASI import."""
-    where = f"import {imp.module}.{imp.name}"
+    where = f"import {_shown(imp.module)}.{_shown(imp.name)}"
     if imp.module == abi.HOST_MODULE:
         if imp.name not in abi.HOST_FUNCTIONS:
             known = ", ".join(abi.HOST_FUNCTIONS)
@@ -136,7 +141,8 @@ def _check_import(imp: Import) -> bool:
             raise InvalidModule(f"{where} must be a function")
         want = _i32_sig(*abi.HOST_FUNCTIONS[imp.name])
         if imp.signature != want:
-            raise InvalidModule(f"{where} has signature {imp.signature}; ABI v{abi.ABI_VERSION} defines {want}")
+            shown = _shown(imp.signature or "", 200)
+            raise InvalidModule(f"{where} has signature {shown}; ABI v{abi.ABI_VERSION} defines {want}")
         return False
     if imp.module == abi.WASI_MODULE:
         if imp.kind != "function":
@@ -170,7 +176,7 @@ def check_contract(info: ModuleInfo) -> Contract:
     if handle is None:
         raise InvalidModule(_missing_handle(info.exports))
     if handle.kind != "function" or handle.signature != "() -> (i32)":
-        shown = handle.signature if handle.kind == "function" else f"a {handle.kind}"
+        shown = _shown(handle.signature or "", 200) if handle.kind == "function" else f"a {handle.kind}"
         raise InvalidModule(f"export `handle` must be a function () -> (i32), found {shown}")
     memory = info.export("memory")
     if memory is None or memory.memory is None:

@@ -25,7 +25,7 @@ from .hostfuncs import CoreContext
 from .limits import Limits
 from .module import CompiledModule, InvalidModule, module_key
 from .result import InvocationError, InvocationResult
-from .slots import FairSlots
+from .slots import FairSlots, namespace_lock
 from .threads import DEFAULT_GUEST_THREADS
 
 __all__ = ["DEFAULT_COMPILE_SLOTS", "DEFAULT_MAX_CONCURRENT", "LOOP_BULK_MEMORY_MB", "MAX_INPUT_BYTES", "Runtime"]
@@ -70,6 +70,7 @@ class Runtime:
         self.send_limiter = send_limiter
         self._host: EngineHost = engine_host()
         self.compile_limits = compile_limits or CompileLimits()
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache = ModuleCache(
             self._host, cache_dir, cache_key, limits=self.compile_limits, max_disk_bytes=cache_max_bytes
         )
@@ -126,7 +127,8 @@ class Runtime:
             return hit
         # A module that breaks its contract is refused now, not after the namespace's other compiles.
         await asyncio.to_thread(cache.precheck, namespace, source)  # type: ignore[arg-type]
-        async with self.compile_slots.hold(namespace):
+        # One compile per namespace at a time in every process sharing the state folder, then a slot here.
+        async with namespace_lock(self._cache_dir, namespace), self.compile_slots.hold(namespace):
             return await asyncio.to_thread(self.compile, source, namespace=namespace)
 
     def cached(self, namespace: str, sha256: str) -> CompiledModule | CompiledComponent | None:

@@ -3,17 +3,26 @@
 At most ``total`` compiles run at once, and one namespace holds at most ``per_namespace`` of them,
 so a tenant deploying a slow module (or many) never holds every slot: another tenant's compile
 starts at once while a slot is free, and when none is, freed slots go to the waiting namespaces in
-turn (round robin), not in arrival order.
+turn (round robin), not in arrival order. `namespace_lock` extends "one compile per namespace at a
+time" to every gateway process sharing the state folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-__all__ = ["FairSlots"]
+from .cache import namespace_dir
+
+__all__ = ["FairSlots", "namespace_lock"]
+
+#: How often a compile waiting for its namespace's lock (held by another process) tries again.
+LOCK_POLL_SECONDS = 0.05
 
 
 class FairSlots:
@@ -98,3 +107,29 @@ class FairSlots:
                 fut.set_result(None)
                 progressed = True
                 break
+
+
+@asynccontextmanager
+async def namespace_lock(folder: Path | None, namespace: str) -> AsyncIterator[None]:
+    """Hold the namespace's compile lock across every process sharing ``folder`` (nothing without one).
+
+    An advisory ``flock`` on ``<folder>/.locks/<namespace folder>.lock``, tried without blocking and
+    polled, so a cancelled wait gives up at once and no thread is held; the kernel releases the lock
+    if its holder dies.
+    """
+    if folder is None:
+        yield
+        return
+    locks = folder / ".locks"
+    locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(locks / f"{namespace_dir(namespace)}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
