@@ -63,7 +63,8 @@ async def test_an_attackers_compiles_do_not_delay_another_tenants_deploy(gateway
     assert r.status_code == 400 and "(WASMHOST_MAX_MODULE_FUNCTIONS)" in r.json()["error"]
     assert await asyncio.gather(*slow) == [200, 200]
     assert finished["echo"] < min(finished["slow0"], finished["slow1"])  # the victim did not wait for the attacker
-    print(f"\nvictim deploy alone {baseline_s * 1000:.0f} ms; during the attacker's compiles: {victim_s * 1000:.0f} ms, "
+    print(f"\nvictim deploy alone {baseline_s * 1000:.0f} ms; during the attacker's compiles: "
+          f"{victim_s * 1000:.0f} ms, "
           f"healthz {healthz_s * 1000:.0f} ms, 300k-function refusal {huge_s * 1000:.0f} ms; "
           f"the attacker's compiles finished at {finished['slow0']:.1f} s and {finished['slow1']:.1f} s")
     async with victim.admin(gateway) as client:
