@@ -1,6 +1,9 @@
 """The gateway under a real load generator: `wasmhost serve` against wrk, with a bare route as the floor.
 
-``python -m bench.gateway [--quick] [--db URL] [--workers N]``; the last line is JSON (see `main`).
+``python -m bench.gateway [--quick] [--db URL [--vs-sqlite]] [--workers N]``; the last line is JSON (see
+`main`). With ``--vs-sqlite`` the paths are measured on SQLite and then on the PostgreSQL URL in one run,
+and ``pg_vs_sqlite_invoke_p50`` (goal ≤ 1.5), ``pg_vs_sqlite_invoke_rps`` (16 connections, goal ≥ 0.7) and
+``pg_vs_sqlite_send_rps`` compare them.
 
 * Floor: a bare FastAPI route served exactly as the gateway is (`bench.floor`: same worker processes,
   uvloop, httptools, server settings), measured in the same run.
@@ -403,6 +406,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (about a minute in all)")
     parser.add_argument("--db", default="sqlite", help="'sqlite' (a fresh file) or a postgresql:// URL")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--vs-sqlite", action="store_true",
+                        help="with a postgresql:// --db: measure the paths on SQLite too, in this run, and report "
+                             "PostgreSQL's ratios to it (pg_vs_sqlite_*)")
     parser.add_argument("--only", action="append", choices=("paths", "apns", "memory", "victims"),
                         help="measure only these parts (repeatable; default all)")
     args = parser.parse_args()
@@ -413,7 +419,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wasmhost-bench-") as tmp:
         result: dict[str, Any] = {"db": args.db.split(":", 1)[0], "workers": args.workers}
         if "paths" in parts:
+            if args.vs_sqlite:
+                (Path(tmp) / "sqlite").mkdir()
+                base = measure_paths(Path(tmp) / "sqlite", "sqlite", args.workers, seconds)
             result.update(measure_paths(Path(tmp), args.db, args.workers, seconds))
+            if args.vs_sqlite:
+                result.update({f"sqlite_{k}": base[k] for k in ("invoke_p50_ms", "invoke_rps", "send_p50_ms",
+                                                                 "send_rps")})
+                result.update(pg_vs_sqlite_invoke_p50=result["invoke_p50_ms"] / base["invoke_p50_ms"],
+                              pg_vs_sqlite_invoke_rps=result["invoke_rps"] / base["invoke_rps"],
+                              pg_vs_sqlite_send_rps=result["send_rps"] / base["send_rps"])
         if "apns" in parts:
             result.update(measure_apns(Path(tmp), args.db, args.workers, seconds, loop))
         if "memory" in parts:
