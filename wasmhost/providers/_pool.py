@@ -20,19 +20,8 @@ from contextlib import contextmanager
 import httpcore
 
 from ..push.urlguard import GuardedBackend, UnsafeConnection
-from ._client import (
-    Blocked,
-    ClientClosed,
-    ConnectFailed,
-    ConnectionLost,
-    HTTPClient,
-    HTTPResponse,
-    InvalidRequest,
-    ProtocolFailure,
-    RequestTimeout,
-    TLSVerifyFailed,
-    TransportError,
-)
+from . import _client as errors
+from ._client import HTTPClient, HTTPResponse, TransportError
 
 __all__ = ["MAX_RESPONSE_BODY", "USER_AGENT", "PoolClient"]
 
@@ -61,19 +50,19 @@ def _mapped() -> Iterator[None]:
     try:
         yield
     except UnsafeConnection as exc:
-        raise Blocked(str(exc)) from None
+        raise errors.Blocked(str(exc)) from None
     except (httpcore.ConnectTimeout, httpcore.ReadTimeout, httpcore.WriteTimeout, httpcore.PoolTimeout) as exc:
-        raise RequestTimeout(f"the push service did not answer in time ({type(exc).__name__})") from None
+        raise errors.RequestTimeout(f"the push service did not answer in time ({type(exc).__name__})") from None
     except httpcore.ConnectError as exc:
         if _caused_by(exc, ssl.SSLCertVerificationError):
-            raise TLSVerifyFailed("the push service's certificate did not verify") from None
-        raise ConnectFailed(f"could not connect ({type(exc).__name__})") from None
+            raise errors.TLSVerifyFailed("the push service's certificate did not verify") from None
+        raise errors.ConnectFailed(f"could not connect ({type(exc).__name__})") from None
     except (httpcore.ReadError, httpcore.WriteError, httpcore.NetworkError) as exc:
-        raise ConnectionLost(f"the connection failed ({type(exc).__name__})") from None
+        raise errors.ConnectionLost(f"the connection failed ({type(exc).__name__})") from None
     except (httpcore.LocalProtocolError, httpcore.UnsupportedProtocol) as exc:
-        raise InvalidRequest(f"the request cannot be sent ({type(exc).__name__})") from None
+        raise errors.InvalidRequest(f"the request cannot be sent ({type(exc).__name__})") from None
     except httpcore.RemoteProtocolError as exc:
-        raise ProtocolFailure(f"the push service broke HTTP ({type(exc).__name__})") from None
+        raise errors.ProtocolFailure(f"the push service broke HTTP ({type(exc).__name__})") from None
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
@@ -85,9 +74,9 @@ def _decoded(body: bytes, encoding: str) -> bytes:
         decoder = zlib.decompressobj(wbits)
         out = decoder.decompress(body, MAX_RESPONSE_BODY + 1)
     except zlib.error:
-        raise ProtocolFailure("the response body does not decode") from None
+        raise errors.ProtocolFailure("the response body does not decode") from None
     if len(out) > MAX_RESPONSE_BODY:
-        raise ProtocolFailure(f"the response body is larger than {MAX_RESPONSE_BODY} bytes")
+        raise errors.ProtocolFailure(f"the response body is larger than {MAX_RESPONSE_BODY} bytes")
     return out
 
 
@@ -111,7 +100,7 @@ def _request(
             extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
         )
     except (ValueError, TypeError, UnicodeError):
-        raise InvalidRequest("the request URL or a header is malformed") from None
+        raise errors.InvalidRequest("the request URL or a header is malformed") from None
 
 
 class PoolClient(HTTPClient):
@@ -150,7 +139,7 @@ class PoolClient(HTTPClient):
         self, method: str, url: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b"", *, timeout: float
     ) -> HTTPResponse:
         if self._closed:
-            raise ClientClosed("the client is closed")
+            raise errors.ClientClosed("the client is closed")
         lane = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[lane] += 1
         try:
@@ -163,13 +152,13 @@ class PoolClient(HTTPClient):
                     async for chunk in response.aiter_stream():  # type: ignore[union-attr]
                         size += len(chunk)
                         if size > MAX_RESPONSE_BODY:
-                            raise ProtocolFailure(f"the response body is larger than {MAX_RESPONSE_BODY} bytes")
+                            raise errors.ProtocolFailure(f"the response body is larger than {MAX_RESPONSE_BODY} bytes")
                         chunks.append(chunk)
                 finally:
                     await response.aclose()
         except TransportError:
             if self._closed:
-                raise ClientClosed("the client was closed") from None
+                raise errors.ClientClosed("the client was closed") from None
             raise
         finally:
             self._busy[lane] -= 1
