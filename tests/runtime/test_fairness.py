@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.attacks import ATTACKS
-from wasmhost.runtime import LIMIT, Limits, Runtime
+from wasmhost.runtime import LIMIT, CompiledModule, Limits, Runtime
 from wasmhost.runtime.engine import engine_host
 from wasmhost.runtime.hostfuncs import RANDOM_CHUNK
 from wasmhost.runtime.limits import MAX_LOG_BYTES
@@ -373,3 +373,20 @@ def test_log_text_has_no_control_characters_and_counts_its_encoded_bytes() -> No
         ctx.add_log(1, b"\0" * 65_536)
     kept = sum(len(e.message.encode()) for e in ctx.logs)
     assert kept <= MAX_LOG_BYTES and ctx.logs_full() and ctx.logs_dropped == 10 - (MAX_LOG_BYTES // (3 * 65_536))
+
+
+@pytest.mark.parametrize("name", ["memory_fill", "spin"])
+async def test_the_bulk_flag_survives_the_disk_cache(tmp_path: Any, name: str) -> None:
+    wasm = ATTACKS[name].wasm()
+    first = Runtime(FakeSender(), cache_dir=tmp_path)
+    try:
+        compiled = first.compile(wasm, namespace="acme")
+    finally:
+        await first.aclose()
+    second = Runtime(FakeSender(), cache_dir=tmp_path)  # a new process would load it from disk
+    try:
+        loaded = second.compile(wasm, namespace="acme")
+    finally:
+        await second.aclose()
+    assert isinstance(loaded, CompiledModule) and loaded.origin == "disk"
+    assert loaded.bulk_ops == compiled.bulk_ops == (name == "memory_fill")

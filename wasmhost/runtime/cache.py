@@ -47,7 +47,9 @@ __all__ = ["DEFAULT_MAX_DISK_BYTES", "ArtifactCache", "CacheStats", "ModuleCache
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"WHMODv1\n"
+#: v2: the blob is one flag byte (1: the module may use bulk memory instructions, see `bulk`; the
+#: binary is not kept, so the flag is) and then the serialized module.
+_MAGIC = b"WHMODv2\n"
 _REFUSED_MAGIC = b"WHREFv1\n"
 _MAC_LEN = 32
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -421,12 +423,13 @@ class ModuleCache(ArtifactCache[bytes | str, CompiledModule]):
     def _compile(self, source: bytes | str, sha: str) -> tuple[CompiledModule, bytes]:
         wasm = to_wasm(source, lambda text: compile_isolated("wat", text.encode(), self.limits))
         read_contract(wasm, max_functions=self.limits.max_functions)  # before compiling anything
-        blob = compile_isolated("module", wasm, self.limits)
+        serialized = compile_isolated("module", wasm, self.limits)
+        bulk_ops = may_use_bulk_ops(wasm)
         try:
-            module = Module.deserialize(self._host.engine, blob)
+            module = Module.deserialize(self._host.engine, serialized)
         except WasmtimeError as exc:
             raise InvalidModule(f"the compiled module cannot be loaded: {exc}") from None
-        return finish(self._host, module, sha, "compiled", bulk_ops=may_use_bulk_ops(wasm)), blob
+        return finish(self._host, module, sha, "compiled", bulk_ops=bulk_ops), bytes([bulk_ops]) + serialized
 
     def _load(self, namespace: str, sha: str) -> CompiledModule | None:
         path = self.path_for(namespace, sha)
@@ -449,8 +452,8 @@ class ModuleCache(ArtifactCache[bytes | str, CompiledModule]):
         compiled = None
         if ok:
             try:
-                module = Module.deserialize(self._host.engine, data[header:])
-                compiled = finish(self._host, module, sha, "disk")
+                module = Module.deserialize(self._host.engine, data[header + 1 :])
+                compiled = finish(self._host, module, sha, "disk", bulk_ops=data[header] != 0)
             except (WasmtimeError, InvalidModule) as exc:
                 log.warning("module cache: discarding %s: %s", path, exc)
         if compiled is None:
