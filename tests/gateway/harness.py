@@ -33,7 +33,9 @@ class GatewayServer:
     def __init__(self, tmp: Path, config: GatewayConfig | None = None, **settings: Any) -> None:
         settings.setdefault("db_url", f"sqlite:///{tmp / 'wasmhost.db'}")
         self.settings = Settings(**settings)
-        self.config = config or GatewayConfig(admin_token=ADMIN_TOKEN)
+        # One server serves a whole test module from one address: its deliberate failed logins must not
+        # add up to the auth throttle (tests/security/test_gateway_access.py tests it with its own budget).
+        self.config = config or GatewayConfig(admin_token=ADMIN_TOKEN, auth_failures_per_minute=100_000)
         self.app = create_app(self.settings, self.config)
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the listening
         # socket says TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
