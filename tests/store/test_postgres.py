@@ -11,6 +11,7 @@ import pytest
 from tests.store.conftest import Backend
 from wasmhost.store import KeyRing, StoreError, open_store
 from wasmhost.store.postgres import PostgresStore
+from wasmhost.store.queue import DeliveryUpdate
 
 
 async def test_two_gateways_racing_for_one_token_leave_exactly_one_owner(
@@ -96,3 +97,30 @@ async def test_unreachable_server_and_bad_settings_are_clear_errors(keyring: Key
         PostgresStore("postgresql://127.0.0.1/x", keyring)
     with pytest.raises(ValueError, match="pool sizes"):
         PostgresStore("postgresql://127.0.0.1/x", keyring, min_size=5, max_size=2)
+
+
+async def test_delivery_outcomes_commit_without_waiting_for_the_disk_and_the_accept_waits(
+    pg_backend: Backend, keyring: KeyRing
+) -> None:
+    """A delivery's outcome (and the outbox's record) may be lost in a server crash — its row still holds
+    its lease and is retried — so those commits skip the disk flush; the accept never does."""
+    store: Any = await open_store(pg_backend.location, keyring)
+    try:
+        seen: list[tuple[bool, str]] = []
+        commit_now = store.driver.commit_now
+
+        async def spy(steps: Any, *, flush: bool = True) -> None:
+            seen.append((flush, steps[0][0].split()[1 if steps[0][0].startswith("UPDATE") else 2]))
+            await commit_now(steps, flush=flush)
+
+        store.driver.commit_now = spy
+        await store.create_namespace("acme")
+        await store.accept_send("acme", "alice", {"body": "hi"}, [], ttl_seconds=60)
+        await store.record_deliveries("acme", [("alice", "phone", {"body": "hi"})])
+        await store.update_deliveries("owner", [])  # nothing to write: no commit at all
+        await store.update_deliveries("owner", [DeliveryUpdate("no-such-row", "delivered")])
+        assert seen == [(True, "sends"), (False, "outbox"), (False, "deliveries")]
+        assert await store.driver.pool.fetchval("SHOW synchronous_commit") == "on"
+        assert await store.driver.unflushed_pool.fetchval("SHOW synchronous_commit") == "off"
+    finally:
+        await store.aclose()

@@ -77,9 +77,13 @@ class Driver(Protocol):
         """One statement, its own transaction; returns the rows written and, if any were, announces `change`."""
         ...
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
         """Run each ``(statement, rows)`` step for all its rows, every step in one transaction committed
-        before this returns (the send path's writes; a driver may commit them without leaving the loop)."""
+        before this returns (the send path's writes; a driver may commit them without leaving the loop).
+
+        With `flush` False the write may be lost in a crash of the database server (never half of it, and
+        never without what was committed before it): for records whose loss only means a retry, such as a
+        delivery's outcome while its row still holds a lease. A driver may then skip waiting for the disk."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...

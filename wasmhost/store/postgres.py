@@ -276,8 +276,12 @@ class PgDriver:
         self.max_size = max_size if max_size is not None else env_int("WASMHOST_PG_POOL_MAX", DEFAULT_POOL_MAX)
         if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
             raise ValueError("PostgreSQL pool sizes need 0 <= min <= max and max >= 1")
+        self.unflushed_max = max(1, self.max_size // 2)
         self._listen = listen
         self._pool: asyncpg.Pool | None = None
+        #: Connections whose commits do not wait for the WAL to reach the disk (``synchronous_commit=off``),
+        #: for `commit_now(flush=False)`: a commit that waits costs a disk flush, milliseconds on a busy disk.
+        self._unflushed: asyncpg.Pool | None = None
         #: Statements sent to the server (a transaction's BEGIN and COMMIT count), for tests and benchmarks
         #: that count what a request costs.
         self.round_trips = 0
@@ -310,10 +314,17 @@ class PgDriver:
                 dsn, min_size=self.min_size, max_size=self.max_size, timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT, server_settings=settings,
             )
+            dsn, settings = self._dsn_and_settings("unflushed")
+            self._unflushed = await asyncpg.create_pool(
+                dsn, min_size=min(1, self.min_size), max_size=self.unflushed_max, timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT, server_settings={**settings, "synchronous_commit": "off"},
+            )
         except _DB_ERRORS as exc:
+            await self._close_pools()
             detail = self._scrub(f"{type(exc).__name__}: {exc}")
             raise StoreError(f"cannot connect to PostgreSQL: {detail}") from None
         except ValueError as exc:  # our URL split or asyncpg's DSN parser
+            await self._close_pools()
             raise StoreError(f"invalid PostgreSQL URL: {self._scrub(str(exc))}") from None
 
     async def started(self) -> None:
@@ -322,9 +333,14 @@ class PgDriver:
 
     async def aclose(self) -> None:
         await self.changes.aclose()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._close_pools()
+
+    async def _close_pools(self) -> None:
+        pools = (self._pool, self._unflushed)
+        self._pool = self._unflushed = None
+        for pool in pools:
+            if pool is not None:
+                await pool.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -332,10 +348,16 @@ class PgDriver:
             raise StoreError("store is not open")
         return self._pool
 
+    @property
+    def unflushed_pool(self) -> asyncpg.Pool:
+        if self._unflushed is None:
+            raise StoreError("store is not open")
+        return self._unflushed
+
     @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _conn(self, flush: bool = True) -> AsyncIterator[asyncpg.Connection]:
         try:
-            async with self.pool.acquire() as conn:
+            async with (self.pool if flush else self.unflushed_pool).acquire() as conn:
                 yield conn
         except StoreError:
             raise
@@ -358,12 +380,12 @@ class PgDriver:
             self.changes.publish(change)
         return count
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
         steps = [(sql, rows) for sql, rows in steps if rows]
         if not steps:
             return
         combined = _one_statement(steps)
-        async with self._conn() as conn:
+        async with self._conn(flush) as conn:
             if combined is not None:  # one statement is its own transaction: one exchange, no BEGIN/COMMIT
                 self.round_trips += 1
                 await conn.execute(dollar_placeholders(combined[0]), *combined[1])

@@ -233,7 +233,9 @@ class QueueStatements:
         now = time.time()
         rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, now, u.id, owner)
                 for u in updates]
-        await self.driver.commit_now([(_UPDATE, rows)])
+        # Unflushed: an outcome lost in a database crash leaves the row leased, and its lease's expiry
+        # retries it (a duplicate at worst); the accept, which the sender was told about, is flushed.
+        await self.driver.commit_now([(_UPDATE, rows)], flush=False)
 
     async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]:
         """Lease up to `limit` deliveries that are due (queued and due, or sending under an expired lease)."""

@@ -438,7 +438,9 @@ class SQLStore(SQLActivity, QueueStatements):
         if not params:
             return
         try:
-            await self.driver.commit_now([(OUTBOX_INSERT, params)])
+            # Unflushed: the delivery's row keeps its lease until its outcome is recorded after this, so a
+            # record lost in a database crash is delivered again (a duplicate at worst), never lost.
+            await self.driver.commit_now([(OUTBOX_INSERT, params)], flush=False)
         except StoreError as exc:
             raise StoreError(f"outbox write failed: {exc}") from None
 

@@ -252,7 +252,7 @@ class SQLiteDriver:
             self.changes.publish(change)
         return count
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
         """On the loop thread when that cannot wait (see `_LoopConnection`), else through aiosqlite."""
         loop_db = self.loop_db
         # While a transaction of ours is open on the aiosqlite connection, the loop path would only hit BUSY.
