@@ -54,6 +54,14 @@ export function lineChart({ title, unit, from, to, step = 60, series }) {
     const line = svg("polyline", { class: `line s${n % 8}`, points });
     line.append(svg("title", {}, s.name));
     root.append(line);
+    // Marks where something happened, so series that share a value stay visible (offset per series).
+    xs.forEach((t, i) => {
+      const v = s.values.get(t) || 0;
+      if (!v) return;
+      const dot = svg("circle", { class: `s${n % 8}`, cx: x(i), cy: y(v) - 3 * n, r: 3 });
+      dot.append(svg("title", {}, `${s.name}: ${Math.round(v * 1000) / 1000} at ${clock(t)}`));
+      root.append(dot);
+    });
   });
   const totals = series.map((s) => [s.name, [...s.values.values()].reduce((a, b) => a + b, 0)]);
   return h("figure", { class: "chart" },
