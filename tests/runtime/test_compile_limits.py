@@ -309,3 +309,18 @@ async def test_messages_stay_short_whatever_the_names(runtime: Runtime) -> None:
     with pytest.raises(InvalidModule) as info:
         runtime.compile(f'(module (import "{long}" "f" (func)) (memory (export "memory") 1))', namespace="acme")
     assert len(str(info.value)) < 2000
+
+
+async def test_artifacts_kept_in_memory_stay_within_a_byte_budget() -> None:
+    from wasmhost.runtime.cache import ModuleCache
+    from wasmhost.runtime.engine import engine_host
+
+    sources = [many_functions(200, salt=i) for i in range(3)]
+    probe = ModuleCache(engine_host())
+    size = len(probe.get("acme", sources[0]).module.serialize())
+    cache = ModuleCache(engine_host(), max_memory_bytes=2 * size + size // 2)  # room for two
+    first = cache.get("acme", sources[0])
+    cache.get("acme", sources[1])
+    cache.get("acme", sources[2])
+    assert cache.cached("acme", first.sha256) is None  # the least recently used went
+    assert all(cache.cached("acme", cache.key_of(s)) is not None for s in sources[1:])

@@ -43,7 +43,14 @@ from .compiler import CompileLimits, CompileRefused, compile_isolated
 from .engine import EngineHost
 from .module import CompiledModule, InvalidModule, finish, module_key, read_contract, to_wasm
 
-__all__ = ["DEFAULT_MAX_DISK_BYTES", "ArtifactCache", "CacheStats", "ModuleCache", "write_atomic"]
+__all__ = [
+    "DEFAULT_MAX_DISK_BYTES",
+    "DEFAULT_MAX_MEMORY_BYTES",
+    "ArtifactCache",
+    "CacheStats",
+    "ModuleCache",
+    "write_atomic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,9 @@ _MAC_LEN = 32
 _PROCESS_KEY = secrets.token_bytes(32)
 #: Default cap on the artifact folder's size (``WASMHOST_MODULE_CACHE_MB``).
 DEFAULT_MAX_DISK_BYTES = 2 << 30
+#: Default cap on the artifacts one cache (modules, or components) keeps loaded in memory, by their
+#: serialized size (a loaded artifact maps about that much code and data).
+DEFAULT_MAX_MEMORY_BYTES = 512 << 20
 #: A file's use refreshes its LRU time at most this often (a memory hit would otherwise cost a syscall).
 _TOUCH_SECONDS = 60.0
 #: Temp files older than this were left by a writer that died; the size check removes them.
@@ -119,6 +129,7 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
         *,
         limits: CompileLimits | None = None,
         max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES,
+        max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     ) -> None:
         self._host = host
         self._dir = Path(cache_dir) if cache_dir is not None else None
@@ -126,7 +137,10 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
         self._capacity = capacity if capacity is not None else self.default_capacity
         self.limits = limits or CompileLimits()
         self.max_disk_bytes = max_disk_bytes
+        self.max_memory_bytes = max_memory_bytes
         self._lru: OrderedDict[tuple[str, str], CompiledT] = OrderedDict()
+        self._sizes: dict[tuple[str, str], int] = {}
+        self._memory_bytes = 0
         self._touched: dict[tuple[str, str], float] = {}
         self._refused: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lock = threading.Lock()
@@ -157,7 +171,12 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
         self._check_refused(namespace, sha)
         compiled = self._load(namespace, sha)
         if compiled is not None:
-            self._remember(namespace, sha, compiled)
+            path = self.path_for(namespace, sha)
+            try:
+                size = path.stat().st_size if path is not None else 0
+            except OSError:
+                size = 0
+            self._remember(namespace, sha, compiled, size)
         return compiled
 
     def get(self, namespace: str, source: SourceT) -> CompiledT:
@@ -175,7 +194,7 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
         with self._lock:
             self.stats.compiles += 1
         self._store(namespace, sha, blob)
-        self._remember(namespace, sha, compiled)
+        self._remember(namespace, sha, compiled, len(blob))
         return compiled
 
     def precheck(self, namespace: str, source: SourceT) -> None:
@@ -197,7 +216,8 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
     def forget(self, namespace: str, sha: str) -> None:
         """Drop one namespace's artifact of ``sha`` from memory and disk (its function is gone)."""
         with self._lock:
-            self._lru.pop((namespace, sha), None)
+            if self._lru.pop((namespace, sha), None) is not None:
+                self._memory_bytes -= self._sizes.pop((namespace, sha), 0)
             self._touched.pop((namespace, sha), None)
         path = self.path_for(namespace, sha)
         if path is not None:
@@ -231,12 +251,21 @@ class ArtifactCache(Generic[SourceT, CompiledT]):
 
     # -- memory --------------------------------------------------------------------------------
 
-    def _remember(self, namespace: str, sha: str, compiled: CompiledT) -> None:
+    def _remember(self, namespace: str, sha: str, compiled: CompiledT, size: int) -> None:
+        """Keep it in memory; drop the least recently used beyond the count or the byte budget."""
+        key = (namespace, sha)
         with self._lock:
-            self._lru[(namespace, sha)] = compiled
-            self._lru.move_to_end((namespace, sha))
-            while len(self._lru) > self._capacity:
+            if key in self._lru:
+                self._memory_bytes -= self._sizes.get(key, 0)
+            self._lru[key] = compiled
+            self._lru.move_to_end(key)
+            self._sizes[key] = size
+            self._memory_bytes += size
+            while len(self._lru) > 1 and (
+                len(self._lru) > self._capacity or self._memory_bytes > self.max_memory_bytes
+            ):
                 old, _ = self._lru.popitem(last=False)
+                self._memory_bytes -= self._sizes.pop(old, 0)
                 self._touched.pop(old, None)
 
     def _touch(self, namespace: str, sha: str) -> None:
