@@ -59,6 +59,8 @@ async def test_a_delivered_send_is_recorded_with_its_id(sqlite_store: SQLiteStor
     report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))
     assert report.ok and report.send_id
     assert [r.state for r in report.results] == ["delivered", "delivered"]
+    assert manager.queue is not None
+    await manager.queue.flush()
     status = await sqlite_store.get_send("acme", report.send_id)
     assert status.state == "completed" and [d.state for d in status.deliveries] == ["delivered", "delivered"]
     await manager.aclose()
@@ -73,6 +75,7 @@ async def test_transient_failures_stay_queued_and_the_worker_retries_them(sqlite
     manager.queue.start()
 
     async def done() -> bool:
+        await manager.queue.flush()  # type: ignore[union-attr]
         return (await sqlite_store.get_send("acme", report.send_id or "")).state == "completed"
 
     await _until(done)
@@ -89,6 +92,7 @@ async def test_retry_after_is_honoured_and_ttl_ends_in_expired(sqlite_store: SQL
     report = await manager.send_to_user("acme", "alice", PushMessage(title="hi", ttl_seconds=5))
     # Retry-After (30 s) reaches past the TTL (5 s): nothing more will be attempted.
     assert [r.state for r in report.results] == ["expired", "expired"]
+    await manager.queue.flush()  # type: ignore[union-attr]
     assert (await sqlite_store.get_send("acme", report.send_id or "")).state == "completed"
     await manager.aclose()
 
@@ -100,6 +104,7 @@ async def test_nothing_is_delivered_after_its_ttl(sqlite_store: SQLiteStore) -> 
     assert manager.queue is not None
     report = await manager.send_to_user("acme", "alice", PushMessage(title="hi", ttl_seconds=1))
     assert [r.state for r in report.results] == ["queued", "queued"]
+    await manager.queue.flush()
     await asyncio.sleep(1.1)
     assert await manager.queue.claim_once() == 2
     status = await sqlite_store.get_send("acme", report.send_id or "")
@@ -113,6 +118,7 @@ async def test_dead_tokens_and_permanent_failures_are_final(sqlite_store: SQLite
     manager = await _manager(sqlite_store, provider)
     report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))
     assert [r.state for r in report.results] == ["dead", "failed"]
+    await manager.queue.flush()  # type: ignore[union-attr]
     status = await sqlite_store.get_send("acme", report.send_id or "")
     assert status.state == "completed" and status.deliveries[1].reason == "BadRequest"
     await manager.aclose()

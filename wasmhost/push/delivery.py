@@ -33,6 +33,9 @@ __all__ = ["DeliveryQueue", "QueueSettings", "QueueStore", "report_from_status"]
 
 LOG = logging.getLogger("wasmhost.push.delivery")
 
+#: Longest a delivery's recorded state waits for its group commit.
+FLUSH_DELAY = 0.01
+
 
 @dataclass(frozen=True)
 class QueueSettings:
@@ -107,6 +110,9 @@ class DeliveryQueue:
         #: namespace -> (deliveries queued or in flight as last counted, plus those accepted here since;
         #: monotonic time of the count)
         self._queued_counts: dict[str, tuple[int, float]] = {}
+        self._pending: list[DeliveryUpdate] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Future[None] | None = None
 
     # -- accepting -------------------------------------------------------------------------------
 
@@ -135,6 +141,7 @@ class DeliveryQueue:
                 lease_seconds=max(0.0, deadline - start) + settings.lease_seconds,
             )
             if not accepted.created:
+                await self.flush()
                 return report_from_status(await self.store.get_send(namespace, accepted.send_id))
         except IdempotencyConflict as exc:
             raise SendConflict(str(exc)) from None
@@ -158,7 +165,7 @@ class DeliveryQueue:
             raise
         expires = time.time() + ttl
         updates = [self._update(ids[d.id], r, 0, expires) for d, r in zip(devices, report.results, strict=True)]
-        await self._record(updates, report.results)
+        self._record(updates)
         report.send_id = accepted.send_id
         return report
 
@@ -189,20 +196,44 @@ class DeliveryQueue:
         result.state = state
         return DeliveryUpdate(delivery_id, state, attempts, result.status, result.reason, result.message, next_at)
 
-    async def _record(self, updates: list[DeliveryUpdate], results: Sequence[DeviceResult] = ()) -> None:
+    def _record(self, updates: list[DeliveryUpdate]) -> None:
+        """Queue the states for the next group commit (within `FLUSH_DELAY`): many sends' results share
+        one transaction. Until it commits the rows keep their ``sending`` lease, so a crash in between
+        costs a repeated delivery of those rows after the lease, never a lost one."""
+        self._pending.extend(updates)
+        if self._flush_handle is None and self._flushing is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        self._flushing = asyncio.ensure_future(self._flush_pending())
+
+    async def flush(self) -> None:
+        """Commit every recorded state now (readers of the store call this first, to see their own sends)."""
+        while self._pending or self._flushing is not None:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            if self._flushing is None:
+                self._flushing = asyncio.ensure_future(self._flush_pending())
+            await asyncio.shield(self._flushing)
+
+    async def _flush_pending(self) -> None:
         try:
-            await self.store.update_deliveries(self.owner, updates)
-        except StoreError as exc:
-            # The rows keep our lease; when it runs out a worker retries them (a duplicate at worst).
-            LOG.error("push: recording delivery states failed: %s", exc)
-            for r in results:
-                if r.state != "delivered":
-                    r.state = "sending"
-            return
-        for u in updates:
-            self._count(u.state)
-        if any(u.state == "queued" for u in updates):
-            self.wake()
+            while self._pending:
+                updates, self._pending = self._pending, []
+                try:
+                    await self.store.update_deliveries(self.owner, updates)
+                except StoreError as exc:
+                    # The rows keep our lease; when it runs out a worker retries them (a duplicate at worst).
+                    LOG.error("push: recording %d delivery states failed: %s", len(updates), exc)
+                    continue
+                for u in updates:
+                    self._count(u.state)
+                if any(u.state == "queued" for u in updates):
+                    self.wake()
+        finally:
+            self._flushing = None
 
     def _count(self, state: str, n: int = 1) -> None:
         self.transitions[state] += n
@@ -225,6 +256,7 @@ class DeliveryQueue:
             t.cancel()
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self.flush()
         try:
             await self.store.release_leases(self.owner)
         except StoreError as exc:
@@ -271,6 +303,7 @@ class DeliveryQueue:
         for c in claimed:
             groups[c.send_id].append(c)
         await asyncio.gather(*(self._deliver(g) for g in groups.values()))
+        await self.flush()
         return len(claimed)
 
     async def _deliver(self, group: list[ClaimedDelivery]) -> None:
@@ -278,14 +311,14 @@ class DeliveryQueue:
         first = group[0]
         now = time.time()
         if first.expires_at <= now:
-            await self._record([DeliveryUpdate(c.id, "expired", 0, reason="Expired",
+            self._record([DeliveryUpdate(c.id, "expired", 0, reason="Expired",
                                                error="the message's ttl_seconds passed before it was delivered")
                                 for c in group])
             return
         try:
             message = parse_message(first.message_json)
         except MessageError as exc:
-            await self._record([DeliveryUpdate(c.id, "failed", 0, reason="BadMessage", error=str(exc))
+            self._record([DeliveryUpdate(c.id, "failed", 0, reason="BadMessage", error=str(exc))
                                 for c in group])
             return
         try:
@@ -297,7 +330,7 @@ class DeliveryQueue:
             updates = [self._update(c.id, DeviceResult(c.device_id, c.provider, False, reason="Unavailable",
                                                        message=str(exc), state="queued"), c.attempts, c.expires_at)
                        for c in group]
-        await self._record(updates)
+        self._record(updates)
 
     async def _attempt(self, dispatcher: Dispatcher, group: list[ClaimedDelivery], devices: list[Device],
                        message: PushMessage, now: float) -> list[DeliveryUpdate]:

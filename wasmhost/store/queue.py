@@ -322,7 +322,8 @@ class QueueStatements:
 
     async def queued_in_namespace(self, namespace: str) -> int:
         [(n,)] = await self.driver.fetch(
-            "SELECT COUNT(*) FROM deliveries WHERE namespace = ? AND state IN ('queued', 'sending')", (namespace,)
+            "SELECT COUNT(*) FROM deliveries WHERE namespace = ? AND state IN ('queued', 'sending')", (namespace,),
+            quick=True,
         )
         return int(n)
 

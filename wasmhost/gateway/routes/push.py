@@ -136,16 +136,19 @@ async def send(
     return JSONResponse(report.to_dict(), status_code=200 if report.ok else 207)
 
 
-def _queue(gw: Gateway) -> Any:
-    if gw.svc.manager.queue is None:
+async def _queue(gw: Gateway) -> Any:
+    """The store to read sends from, once this process's recorded states are committed."""
+    queue = gw.svc.manager.queue
+    if queue is None:
         raise ApiError(503, "durable delivery is not enabled")
+    await queue.flush()
     return gw.svc.store
 
 
 @router.get("/sends/{send_id}", response_model=SendStatusView, responses=responses(400, 401, 404, 503),
             summary="One accepted send: each device's state, attempts, last error and times")
 async def get_send(send_id: Annotated[str, Path(max_length=64)], gw: GatewayDep, admin: AdminDep) -> dict[str, Any]:
-    status = await _queue(gw).get_send(admin.namespace, send_id)
+    status = await (await _queue(gw)).get_send(admin.namespace, send_id)
     return dict(status.to_dict())
 
 
@@ -165,7 +168,7 @@ async def list_sends(
             before = (float(created), last_id)
         except ValueError:
             raise ApiError(400, "cursor is not one this API returned") from None
-    sends = await _queue(gw).list_sends(admin.namespace, user_id=user_id or "", state=state or "", limit=limit,
+    sends = await (await _queue(gw)).list_sends(admin.namespace, user_id=user_id or "", state=state or "", limit=limit,
                                         before=before)
     next_cursor = f"{sends[-1].created_at!r}:{sends[-1].id}" if len(sends) == limit else None
     return {"sends": [s.to_dict() for s in sends], "next_cursor": next_cursor}
