@@ -10,6 +10,7 @@ of the namespace's queued deliveries.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +28,8 @@ REQUESTS = 5
 #: The durable accept (the send and its deliveries, one statement), the outbox's delivery record, and
 #: the deliveries' final state: what must be written, nothing read.
 WRITES_PER_SEND = 3
+#: Longer than push.delivery.FLUSH_DELAY: recorded delivery states have been committed.
+SETTLE = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +78,11 @@ def _round_trips_each(gw: GatewayServer, request: object) -> float:
     assert callable(request)
     request()  # warm
     driver = _driver(gw)
+    time.sleep(SETTLE)  # the warm request's delivery states are committed (group commit, push.delivery)
     before = driver.round_trips
     for _ in range(REQUESTS):
         request()
+    time.sleep(SETTLE)
     return (driver.round_trips - before) / REQUESTS
 
 
@@ -86,7 +91,7 @@ def test_a_warm_invoke_only_writes(pg_gateway: GatewayServer, tenant: Tenant) ->
         r = tenant.admin.post("/v1/functions/welcome/invoke", content=json.dumps({"user": "alice", "name": "A"}))
         assert r.status_code == 200 and r.json()["output"] == "welcomed alice: 1/1 devices", r.text
 
-    assert _round_trips_each(pg_gateway, invoke) == WRITES_PER_SEND
+    assert _round_trips_each(pg_gateway, invoke) <= WRITES_PER_SEND
 
 
 def test_a_warm_send_only_writes(pg_gateway: GatewayServer, tenant: Tenant) -> None:
@@ -94,7 +99,8 @@ def test_a_warm_send_only_writes(pg_gateway: GatewayServer, tenant: Tenant) -> N
         r = tenant.admin.post("/v1/push/send", json={"user_id": "alice", "title": "t", "body": "b"})
         assert r.status_code == 200 and r.json()["devices_succeeded"] == 1, r.text
 
-    assert _round_trips_each(pg_gateway, send) == WRITES_PER_SEND
+    # At most: the states of sends close together share one group commit.
+    assert _round_trips_each(pg_gateway, send) <= WRITES_PER_SEND
 
 
 def test_an_activity_flush_costs_the_same_for_one_invocation_or_many(pg_gateway: GatewayServer,
