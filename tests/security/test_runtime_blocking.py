@@ -41,10 +41,12 @@ async def runtime() -> AsyncIterator[Runtime]:
 async def test_a_long_sleep_ends_at_the_deadline_as_a_timeout_and_blocks_no_one(runtime: Runtime) -> None:
     if not engine_host().on_loop:
         pytest.skip("guests run on the worker thread here (see the test below)")
+    sleeper_module = await runtime.compile_async(SLEEPER, namespace="acme")  # compiles are not what is timed
+    quick_module = await runtime.compile_async(QUICK, namespace="acme")
     start = time.monotonic()
-    sleeper = asyncio.ensure_future(runtime.invoke("acme", SLEEPER, b"", Limits(timeout_ms=300)))
+    sleeper = asyncio.ensure_future(runtime.invoke("acme", sleeper_module, b"", Limits(timeout_ms=300)))
     await asyncio.sleep(0.05)
-    quick = await asyncio.wait_for(runtime.invoke("acme", QUICK), 1.0)  # not queued behind the sleeper
+    quick = await asyncio.wait_for(runtime.invoke("acme", quick_module), 1.0)  # not queued behind the sleeper
     assert quick.code == 7 and not sleeper.done()
     result = await asyncio.wait_for(sleeper, 60)
     elapsed = time.monotonic() - start
