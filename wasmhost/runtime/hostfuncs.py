@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import wasmtime
+from wasmtime import Store
 
 from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
 
@@ -76,8 +77,8 @@ class CoreContext(InvocationContext):
         self.slice_end = _NEVER
         #: The slice was cut short from a host call: restore the yield interval before resuming.
         self.slice_cut = False
-        #: The guest's ``wasmtime_context_t *`` while it runs on the loop.
-        self.store_context = 0
+        #: The guest's Store while it runs on the loop (to restore a slice cut short).
+        self.store: Store | None = None
 
     def write_stderr(self, data: bytes) -> None:
         buf = self.stderr_buf

@@ -128,7 +128,7 @@ async def run_core_async(
     ctx.start_clock()
     store = _new_store(compiled, ctx)
     ffi.yield_every(store, ffi.SLICE_FUEL)  # replaces the epoch deadline trap (see `drive`)
-    ctx.store_context = ffi.context_address(store)
+    ctx.store = store
     code: int | None = None
     error: InvocationError | None = None
     instantiating = True

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any
 
 from .engine import TICK_SECONDS
-from .ffi import SLICE_FUEL, CallFuture, set_yield_interval
+from .ffi import SLICE_FUEL, CallFuture, context_address, set_yield_interval
 from .hostfuncs import CoreContext, forget_suspended, set_current
 
 __all__ = ["BUDGET", "SLICE", "DeadlinePassed", "GuestScheduler"]
@@ -33,7 +33,7 @@ __all__ = ["BUDGET", "SLICE", "DeadlinePassed", "GuestScheduler"]
 BUDGET = 0.0005
 
 #: Longest a guest runs in one poll through host calls (it yields at the first host call after).
-SLICE = 0.0005
+SLICE = 0.001
 
 _clock = time.perf_counter
 
@@ -132,7 +132,8 @@ class GuestScheduler:
     def _poll(self, future: CallFuture, ctx: CoreContext) -> bool:
         if ctx.slice_cut:  # the last slice was cut short from a host call (see `hostfuncs`)
             ctx.slice_cut = False
-            set_yield_interval(ctx.store_context, SLICE_FUEL)
+            assert ctx.store is not None
+            set_yield_interval(context_address(ctx.store), SLICE_FUEL)
         start = _clock()
         ctx.slice_end = start + SLICE
         set_current(ctx)
