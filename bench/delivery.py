@@ -82,7 +82,7 @@ async def accept(store: SQLiteStore, iterations: int, rounds: int) -> dict[str, 
         await durable.send_to_user("bench", "alice", message, wait=False)
 
     runtimes = {name: Runtime(m) for name, m in (("durable", durable), ("memory", memory))}
-    module = runtimes["durable"].compile(WELCOME)
+    module = runtimes["durable"].compile(WELCOME, namespace="bench")
     limits = Limits()
 
     def invoker(name: str) -> Any:
