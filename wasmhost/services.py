@@ -81,6 +81,7 @@ class Settings:
                 poll_interval=env_float("WASMHOST_DELIVERY_POLL", QueueSettings.poll_interval),
                 retry_base=env_float("WASMHOST_RETRY_BASE", QueueSettings.retry_base),
                 retry_max=env_float("WASMHOST_RETRY_MAX", QueueSettings.retry_max),
+                retention=env_float("WASMHOST_SEND_RETENTION", QueueSettings.retention),
             ),
             compile_limits=CompileLimits.from_env(),
             compile_slots=env_int("WASMHOST_COMPILE_SLOTS", DEFAULT_COMPILE_SLOTS),

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import RecordingProvider, dead
 from wasmhost.push import Defaults, Manager, PushMessage, QueueSettings, SendConflict
 from wasmhost.push.provider import FailureKind, Outcome, ResolvedConfig
-from wasmhost.store import SQLiteStore
+from wasmhost.store import NotFound, SQLiteStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -159,4 +159,19 @@ async def test_the_namespace_queue_cap_refuses_a_send(sqlite_store: SQLiteStore)
     await manager.send_to_user("acme", "alice", PushMessage(title="1"), wait=False)
     with pytest.raises(QueueFull):
         await manager.send_to_user("acme", "alice", PushMessage(title="2"), wait=False)
+    await manager.aclose()
+
+
+async def test_finished_sends_past_the_retention_are_pruned(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p", [transient(), Outcome.ok()])
+    manager = await _manager(sqlite_store, provider, QueueSettings(retention=0.2, retry_base=60, retry_max=60))
+    assert manager.queue is not None
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))  # phone queued, tablet delivered
+    done = await manager.send_to_user("acme", "bob", PushMessage(title="hi"))  # no devices: completed
+    await manager.queue.flush()
+    await asyncio.sleep(0.3)
+    assert await manager.queue.prune() == 1
+    assert (await sqlite_store.get_send("acme", report.send_id or "")).state == "pending"  # kept: unfinished
+    with pytest.raises(NotFound):
+        await sqlite_store.get_send("acme", done.send_id or "")
     await manager.aclose()

@@ -54,6 +54,8 @@ class QueueSettings:
     retry_max: float = 600.0
     #: How long one worker attempt may take.
     attempt_timeout: float = DEFAULT_SEND_TIMEOUT
+    #: Sends whose deliveries have all ended are deleted this many seconds after they were accepted.
+    retention: float = 7 * 24 * 3600.0
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         delay = min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
@@ -62,6 +64,8 @@ class QueueSettings:
 
 #: Longest a namespace's count of queued deliveries is reused while it is far below `max_queued`.
 QUEUED_RECOUNT = 1.0
+#: Seconds between a worker's prunings of finished sends past their retention.
+PRUNE_EVERY = 600.0
 #: Namespaces whose count is kept between sends.
 QUEUED_COUNTS_KEPT = 10_000
 
@@ -77,6 +81,7 @@ class QueueStore(Protocol):
     async def get_send(self, namespace: str, send_id: str) -> SendStatus: ...
     async def queued_in_namespace(self, namespace: str) -> int: ...
     async def devices_by_row_ids(self, namespace: str, row_ids: Sequence[str]) -> list[Device]: ...
+    async def prune_sends(self, older_than: float) -> int: ...
 
 
 class DispatcherSource(Protocol):
@@ -273,9 +278,22 @@ class DeliveryQueue:
             LOG.error("push: delivery task failed: %s", type(task.exception()).__name__)
         self._wake.set()
 
+    async def prune(self) -> int:
+        """Delete finished sends older than the retention period (every gateway's worker does this
+        now and then; deleting what another already deleted is harmless)."""
+        try:
+            return await self.store.prune_sends(time.time() - self.settings.retention)
+        except StoreError as exc:
+            LOG.warning("push: pruning old sends failed: %s", exc)
+            return 0
+
     async def _run(self) -> None:
         settings = self.settings
+        next_prune = time.monotonic()
         while True:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY
+                await self.prune()
             room = settings.batch - len(self._in_flight)
             claimed: list[ClaimedDelivery] = []
             if room > 0:
