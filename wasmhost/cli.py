@@ -1,4 +1,4 @@
-"""The `wasmhost` command: demo, run, send, devices, credentials, outbox, namespaces, serve.
+"""The `wasmhost` command: demo, run, send, sends, devices, credentials, outbox, namespaces, serve.
 
 Every command opens the state named by ``--db`` / ``WASMHOST_DB`` (default ``sqlite:///./wasmhost.db``);
 ``--db`` may be given before or after the command. Bad input ends with one line on stderr and a non-zero
@@ -277,6 +277,34 @@ async def cmd_outbox(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_sends(services: Services, args: argparse.Namespace) -> int:
+    """`sends list` (newest first) or `sends show SEND_ID`: each device's state, attempts and last error."""
+    from .store.sql import SQLStore
+
+    await _require_namespace(services, args.namespace)
+    store = services.store
+    if not isinstance(store, SQLStore):  # pragma: no cover - every store is an SQLStore today
+        raise CLIError("this store keeps no sends")
+    if args.action == "show":
+        sends = [await store.get_send(args.namespace, args.send_id)]
+    else:
+        sends = await store.list_sends(args.namespace, user_id=args.user or "", state=args.state or "",
+                                       limit=args.limit)
+    if args.json:
+        _print_json(sends[0].to_dict() if args.action == "show" else [s.to_dict() for s in sends])
+        return 0
+    if not sends:
+        print("(no sends)")
+    for s in sends:
+        counts = ", ".join(f"{n} {state}" for state, n in s.counts().items() if n)
+        print(f"{s.id}  to {s.user_id}: {s.state} ({counts or 'no devices'})")
+        if args.action == "show":
+            for d in s.deliveries:
+                why = f"  {d.reason}: {d.error}" if d.reason or d.error else ""
+                print(f"  {d.device_id} ({d.provider}): {d.state}, {d.attempts} attempt(s){why}")
+    return 0
+
+
 async def cmd_check(services: Services, args: argparse.Namespace) -> int:
     from .store.check import check_store
     from .store.sql import SQLStore
@@ -435,6 +463,21 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--limit", type=int, default=1000)
     outbox.add_argument("--json", action="store_true")
     outbox.set_defaults(handler=cmd_outbox)
+
+    sends = sub.add_parser("sends", help="accepted sends and each device's delivery state").add_subparsers(
+        dest="action", required=True)
+    slist = sends.add_parser("list", help="sends in a namespace, newest first")
+    slist.add_argument("--namespace", required=True)
+    slist.add_argument("--user")
+    slist.add_argument("--state", choices=["pending", "completed"])
+    slist.add_argument("--limit", type=int, default=50)
+    slist.add_argument("--json", action="store_true")
+    slist.set_defaults(handler=cmd_sends)
+    show = sends.add_parser("show", help="one send: each device's state, attempts and last error")
+    show.add_argument("send_id")
+    show.add_argument("--namespace", required=True)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_sends)
 
     check = sub.add_parser("check", help="check the store's rows are whole and consistent (e.g. after a crash)")
     check.set_defaults(handler=cmd_check)

@@ -95,6 +95,16 @@ def test_send_without_a_guest(acme: Path) -> None:
     assert "0/0 devices" in text
 
 
+def test_sends_list_and_show_what_each_device_got(acme: Path) -> None:
+    report = json.loads(ok(wasmhost(acme, "send", "--namespace", "acme", "--user", "alice", "--title", "Hi",
+                                    "--json")))
+    listed = json.loads(ok(wasmhost(acme, "sends", "list", "--namespace", "acme", "--json")))
+    assert [s["send_id"] for s in listed] == [report["send_id"]] and listed[0]["state"] == "completed"
+    shown = ok(wasmhost(acme, "sends", "show", report["send_id"], "--namespace", "acme"))
+    assert "phone (outbox): delivered, 1 attempt(s)" in shown and "SECRET" not in shown
+    one_line_error(wasmhost(acme, "sends", "show", "nope", "--namespace", "acme"), "not found")
+
+
 def test_run_exit_code_follows_the_guest(acme: Path, tmp_path: Path) -> None:
     wat = tmp_path / "three.wat"
     wat.write_text('(module (memory (export "memory") 1) (func (export "handle") (result i32) i32.const 3))')
