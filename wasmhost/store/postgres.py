@@ -310,14 +310,17 @@ class PgDriver:
     async def open(self) -> None:
         try:
             dsn, settings = self._dsn_and_settings("pool")
+            # Connections are kept once opened (asyncpg would close one idle for 5 minutes): a request
+            # after a quiet spell must not pay for a connection's setup.
             self._pool = await asyncpg.create_pool(
                 dsn, min_size=self.min_size, max_size=self.max_size, timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT, server_settings=settings,
+                command_timeout=COMMAND_TIMEOUT, server_settings=settings, max_inactive_connection_lifetime=0,
             )
             dsn, settings = self._dsn_and_settings("unflushed")
             self._unflushed = await asyncpg.create_pool(
                 dsn, min_size=min(1, self.min_size), max_size=self.unflushed_max, timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT, server_settings={**settings, "synchronous_commit": "off"},
+                max_inactive_connection_lifetime=0,
             )
         except _DB_ERRORS as exc:
             await self._close_pools()
