@@ -390,3 +390,17 @@ async def test_the_bulk_flag_survives_the_disk_cache(tmp_path: Any, name: str) -
         await second.aclose()
     assert isinstance(loaded, CompiledModule) and loaded.origin == "disk"
     assert loaded.bulk_ops == compiled.bulk_ops == (name == "memory_fill")
+
+
+async def test_guest_threads_yield_the_cpu_to_the_loop() -> None:
+    import os
+    import threading
+
+    from wasmhost.runtime.threads import GUEST_THREAD_NICE, GuestThreads
+
+    threads = GuestThreads(2)
+    try:
+        nice = await threads.run("acme", lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    finally:
+        threads.close()
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + GUEST_THREAD_NICE)

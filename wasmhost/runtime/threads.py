@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 #: Threads per process for guests off the loop (each namespace may hold half of them).
 DEFAULT_GUEST_THREADS = 4
+#: How much lower the guest threads' CPU priority is than the event loop's: when spinning guests
+#: and the loops of every process want the same cores, the loops (HTTP, guests on the loop) win.
+GUEST_THREAD_NICE = 10
 
 
 class GuestThreads:
@@ -77,7 +80,7 @@ class GuestThreads:
         if self._idle:
             worker = self._idle.pop()
         elif len(self._workers) < self.size:
-            worker = Worker(f"{self._name}-{len(self._workers)}")
+            worker = Worker(f"{self._name}-{len(self._workers)}", nice=GUEST_THREAD_NICE)
             self._workers.append(worker)
         else:
             return None

@@ -12,6 +12,7 @@ workers, so a guest is never torn down mid-call.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 import weakref
@@ -35,8 +36,13 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_exception(exc)
 
 
-def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
+def _serve(jobs: queue.SimpleQueue[_Job | None], nice: int) -> None:
     # Holds only the queue, never the Worker, so an unclosed Worker can still be collected.
+    if nice:
+        try:  # Linux: a thread's id is a process id for setpriority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        except (AttributeError, OSError):
+            pass
     while True:
         job = jobs.get()
         if job is None:
@@ -59,9 +65,10 @@ def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
 class Worker:
     """A single daemon thread fed by a queue; ``await worker.run(fn, *args)`` runs ``fn`` on it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, nice: int = 0) -> None:
+        """``nice``: how much lower than the process the thread's CPU priority is (Linux)."""
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=_serve, args=(self._jobs,), name=name, daemon=True)
+        self._thread = threading.Thread(target=_serve, args=(self._jobs, nice), name=name, daemon=True)
         self._thread.start()
         self._closed = False
         # A Worker dropped without close() still lets its thread exit.
