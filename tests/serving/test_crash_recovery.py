@@ -118,6 +118,9 @@ async def test_sigkill_mid_delivery_then_restart_delivers_every_accepted_send(tm
             assert [d["state"] for d in status["deliveries"]] == ["delivered"], (title, status)
         late = (await admin.get(f"/v1/push/sends/{late_id}")).json()
         assert [d["state"] for d in late["deliveries"]] == ["expired"], late
+        metrics = (await admin.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text
+        assert "wasmhost_delivery_queue_depth" in metrics and "wasmhost_delivery_oldest_queued_seconds" in metrics
+        assert "# TYPE wasmhost_delivery_transitions counter" in metrics  # per worker process: values vary
         await admin.aclose()
     finally:
         if proc.poll() is None:

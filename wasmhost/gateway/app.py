@@ -17,7 +17,7 @@ from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
-from .metrics import ChangeFeedCollector, Metrics
+from .metrics import ChangeFeedCollector, DeliveryQueueCollector, Metrics
 from .readcache import ReadCache
 from .routes import activity, devices, functions, namespace, operator, ops, push, users
 from .sharedcaps import WorkerGroup
@@ -121,6 +121,7 @@ def create_app(
         auth_throttle=AuthFailureThrottle(config.auth_failures_per_minute, caps),
     )
     metrics.registry.register(ChangeFeedCollector(lambda: gateway.services))  # fleet: listener health
+    metrics.registry.register(DeliveryQueueCollector(lambda: gateway.services))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -222,3 +223,31 @@ class ChangeFeedCollector:
             ("wasmhost_changes_received", "received", "Change notifications received from other gateways"),
         ):
             yield CounterMetricFamily(name, text, value=int(getattr(feed, attr, 0)))
+
+
+class DeliveryQueueCollector:
+    """Prometheus view of durable delivery: queue depth, age of the oldest queued delivery (both as the
+    worker last read them, every few seconds, across every gateway on the database) and this process's
+    state transitions."""
+
+    def __init__(self, services: Callable[[], Services | None]) -> None:
+        self._services = services
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self._services()
+        queue = svc.manager.queue if svc is not None else None
+        if queue is None:
+            return
+        yield GaugeMetricFamily("wasmhost_delivery_queue_depth", "Deliveries queued or being sent (all gateways)",
+                                value=queue.depth)
+        age = time.time() - queue.oldest_at if queue.oldest_at else 0.0
+        yield GaugeMetricFamily("wasmhost_delivery_oldest_queued_seconds",
+                                "Age of the oldest send with a delivery still queued or being sent", value=age)
+        transitions = CounterMetricFamily("wasmhost_delivery_transitions", "Deliveries that reached each state in this process",
+                                          labels=["state"])
+        for state, n in sorted(queue.transitions.items()):
+            transitions.add_metric([state], n)
+        yield transitions

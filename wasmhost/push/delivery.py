@@ -66,6 +66,8 @@ class QueueSettings:
 QUEUED_RECOUNT = 1.0
 #: Seconds between a worker's prunings of finished sends past their retention.
 PRUNE_EVERY = 600.0
+#: Seconds between a worker's readings of the queue's depth and oldest entry (for /metrics).
+STATS_EVERY = 5.0
 #: Namespaces whose count is kept between sends.
 QUEUED_COUNTS_KEPT = 10_000
 
@@ -82,6 +84,7 @@ class QueueStore(Protocol):
     async def queued_in_namespace(self, namespace: str) -> int: ...
     async def devices_by_row_ids(self, namespace: str, row_ids: Sequence[str]) -> list[Device]: ...
     async def prune_sends(self, older_than: float) -> int: ...
+    async def queue_stats(self) -> dict[str, float]: ...
 
 
 class DispatcherSource(Protocol):
@@ -116,6 +119,10 @@ class DeliveryQueue:
         #: monotonic time of the count)
         self._queued_counts: dict[str, tuple[int, float]] = {}
         self._pending: list[DeliveryUpdate] = []
+        #: Deliveries queued or in flight (every gateway) and the acceptance time of the oldest, as the
+        #: worker last read them.
+        self.depth = 0
+        self.oldest_at = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Future[None] | None = None
 
@@ -278,6 +285,15 @@ class DeliveryQueue:
             LOG.error("push: delivery task failed: %s", type(task.exception()).__name__)
         self._wake.set()
 
+    async def read_stats(self) -> None:
+        try:
+            stats = await self.store.queue_stats()
+        except StoreError as exc:
+            LOG.warning("push: reading the queue's depth failed: %s", exc)
+            return
+        self.depth = int(stats["depth"])
+        self.oldest_at = time.time() - stats["oldest_age"] if self.depth else 0.0
+
     async def prune(self) -> int:
         """Delete finished sends older than the retention period (every gateway's worker does this
         now and then; deleting what another already deleted is harmless)."""
@@ -289,11 +305,14 @@ class DeliveryQueue:
 
     async def _run(self) -> None:
         settings = self.settings
-        next_prune = time.monotonic()
+        next_prune = next_stats = time.monotonic()
         while True:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY
                 await self.prune()
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + STATS_EVERY
+                await self.read_stats()
             room = settings.batch - len(self._in_flight)
             claimed: list[ClaimedDelivery] = []
             if room > 0:
