@@ -246,8 +246,8 @@ class DeliveryQueueCollector:
         age = time.time() - queue.oldest_at if queue.oldest_at else 0.0
         yield GaugeMetricFamily("wasmhost_delivery_oldest_queued_seconds",
                                 "Age of the oldest send with a delivery still queued or being sent", value=age)
-        transitions = CounterMetricFamily("wasmhost_delivery_transitions", "Deliveries that reached each state in this process",
-                                          labels=["state"])
+        transitions = CounterMetricFamily("wasmhost_delivery_transitions",
+                                          "Deliveries that reached each state in this process", labels=["state"])
         for state, n in sorted(queue.transitions.items()):
             transitions.add_metric([state], n)
         yield transitions
