@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -100,7 +101,8 @@ async def test_sigkill_mid_delivery_then_restart_delivers_every_accepted_send(tm
         await admin.aclose()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        in_flight = sum(ntfy.attempts.values()) - len(ntfy.published)
+        with sqlite3.connect(db) as conn:  # in flight at the kill: leased, result not committed
+            [(in_flight,)] = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'sending'").fetchall()
         await asyncio.sleep(2.5)  # the dead process's leases and the late message's TTL run out
 
         proc = await _serve(db, port, ntfy.url)
