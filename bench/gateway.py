@@ -369,7 +369,7 @@ async def _pressure(url: str, auth: dict[str, str], stop: asyncio.Event) -> int:
 def measure_victims(tmp: Path, db: str, workers: int, seconds: float, loop: LoopThread) -> dict[str, Any]:
     """A second namespace's invoke and /healthz while an attacker keeps `CONCURRENCY` invocations of each
     attack running (default caps, so the attacker is at its per-namespace cap)."""
-    from .attacks import ATTACKS, CONCURRENCY, VICTIM
+    from .attacks import ATTACKS, CONCURRENCY, VICTIM, VICTIM_COMPONENT
 
     out: dict[str, Any] = {}
     worst = 0.0
@@ -380,8 +380,10 @@ def measure_victims(tmp: Path, db: str, workers: int, seconds: float, loop: Loop
             with attacker.admin() as admin:
                 admin.put(f"/v1/functions/attack?{query}", content=attack.wasm(),
                           headers={"Content-Type": "application/wasm"}).raise_for_status()
+            # A component attack is measured against the other tenant's component: those run on guest threads.
+            victim_guest = VICTIM_COMPONENT if attack.name.startswith("component") else VICTIM
             with victim.admin() as admin:
-                admin.put("/v1/functions/victim", content=VICTIM.wasm(),
+                admin.put("/v1/functions/victim", content=victim_guest.wasm(),
                           headers={"Content-Type": "application/wasm"}).raise_for_status()
             stop = asyncio.Event()
 
