@@ -242,3 +242,31 @@ def test_bad_cache_settings_rejected(sqlite_store: SQLiteStore) -> None:
         Manager(sqlite_store, CountingFactory(), cache_size=0)
     with pytest.raises(ValueError):
         Manager(sqlite_store, CountingFactory(), ttl=0)
+
+
+class _InstantStore:
+    """Answers without suspending, so a build finishes within its task's first step."""
+
+    async def get_push_config(self, namespace: str) -> None:
+        return None
+
+    async def all_credentials(self, namespace: str) -> dict[str, Any]:
+        return {"outbox": {}}
+
+
+async def test_callers_that_find_the_build_done_before_it_settles_keep_its_providers() -> None:
+    """Two sends arrive after the build finished but before its done-callback ran; the first holds and
+    drops the dispatcher in one go. The second must still find it held (it raised KeyError, a 500)."""
+    factory = CountingFactory()
+    manager = Manager(_InstantStore(), factory, Defaults())  # type: ignore[arg-type]
+
+    async def use() -> None:
+        async with manager.held("acme"):
+            pass
+
+    first = asyncio.ensure_future(use())
+    await asyncio.sleep(0)  # `first` starts the build and waits for it
+    late = [asyncio.ensure_future(use()) for _ in range(2)]  # run after the build, before its callbacks
+    await asyncio.gather(first, *late)
+    assert factory.released == []  # the cache still holds the dispatcher: nothing was given back
+    assert (await manager.dispatcher_for("acme")) is (await manager.dispatcher_for("acme"))

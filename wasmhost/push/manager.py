@@ -229,8 +229,7 @@ class Manager:
         if task.cancelled() or task.exception() is not None:
             return
         dispatcher = task.result()
-        self._hold(dispatcher)  # for the waiters, until each has its own hold
-        build.held = dispatcher
+        build.held = dispatcher  # the build's own hold (`_build`) now keeps it for the waiters
         # Only the build that is still current may be cached: an invalidate during the build
         # removed it from `_building`, and its (possibly stale) result must not outlive that.
         if current:
@@ -307,7 +306,10 @@ class Manager:
         if not providers:
             raise PushNotConfigured(namespace)
         dispatcher = Dispatcher(self.store, providers, retry=self.retry, observer=self.observer)
-        self._leases[dispatcher] = _Lease(tuple(providers))
+        # Held from the moment it exists, until `_settle` hands the hold on: a caller that finds the build
+        # done before `_settle` has run holds and drops it in between, and must not release its providers.
+        lease = self._leases[dispatcher] = _Lease(tuple(providers))
+        lease.count = 1
         return dispatcher
 
     async def aclose(self) -> None:
