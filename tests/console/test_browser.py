@@ -250,8 +250,10 @@ def test_guest_text_that_looks_like_markup_stays_text(page: Any, gateway: Gatewa
     detail.get_by_label("Input (JSON or text)").fill(XSS)
     detail.get_by_role("button", name="Invoke").click()
     logs = detail.locator(".result ul.logs li")
-    logs.first.wait_for()
-    assert logs.count() == 5 and all(XSS in line for line in logs.all_inner_texts())
+    # Waits until the result is rendered whole (the page may redraw it while recent invocations refresh).
+    expect(logs).to_have_count(5)
+    for i in range(5):
+        expect(logs.nth(i)).to_contain_text(XSS)
     detail.locator("details.recent-invocation summary").first.click()
     assert XSS in detail.locator("details.recent-invocation ul.logs").first.inner_text()
     page.wait_for_timeout(300)  # give an image error handler the time it would need
