@@ -67,7 +67,7 @@ def test_a_missing_handle_names_the_exports_and_the_fix(server: GatewayServer) -
 
 def test_a_compile_beyond_its_cpu_time_is_a_400_and_is_not_compiled_again(server: GatewayServer) -> None:
     tenant = _tenant(server)
-    slow = many_functions(20_000, body_ops=4)
+    slow = many_functions(45_000, body_ops=8)  # seconds of CPU even on a fast quiet machine, 2 MB
     stats = _runtime(server).cache_stats
     for _ in range(2):
         r = tenant.admin.put("/v1/functions/slow", content=slow)
