@@ -247,7 +247,11 @@ def test_guest_text_that_looks_like_markup_stays_text(page: Any, gateway: Gatewa
     page.get_by_text("Deployed logger").wait_for()
     page.get_by_role("button", name="logger").click()
     detail = page.locator("section", has=page.get_by_role("heading", name="Function logger"))
+    # The page settles first (the list refresh after the deploy may redraw the detail, input and all).
+    detail.get_by_text("No invocations yet.").wait_for()
+    page.wait_for_load_state("networkidle")
     detail.get_by_label("Input (JSON or text)").fill(XSS)
+    expect(detail.get_by_label("Input (JSON or text)")).to_have_value(XSS)
     detail.get_by_role("button", name="Invoke").click()
     logs = detail.locator(".result ul.logs li")
     # Waits until the result is rendered whole (the page may redraw it while recent invocations refresh).
