@@ -112,7 +112,7 @@ def create_app(
     config = config or GatewayConfig.from_env()
     group = group or WorkerGroup.single()
     caps = group.caps
-    metrics = Metrics(group.metrics_dir)
+    metrics = Metrics(group.metrics_dir, group.caps.worker)
     gateway = Gateway(
         config=config,
         metrics=metrics,

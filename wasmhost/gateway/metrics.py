@@ -5,14 +5,14 @@ leak tenant names and grow without bound.
 
 A gateway of several worker processes answers ``/metrics`` from whichever worker the scrape reaches, so
 each worker leaves a snapshot of its own registry in the group's folder (every `SNAPSHOT_SECONDS`, and
-right before it answers a scrape) and the answer sums every worker's samples: counters and histograms of
-every worker that ever ran (a replaced worker's totals stay counted), gauges of the live ones only.
+right before it answers a scrape) and the answer sums every worker's samples. A snapshot is named by the
+worker's index, so the folder holds one file per worker however often workers are replaced; a
+replacement's counters start again from zero, as Prometheus expects of a restarted process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,8 +50,9 @@ SNAPSHOT_SECONDS = 1.0
 
 
 class Metrics:
-    def __init__(self, shared_dir: Path | None = None) -> None:
+    def __init__(self, shared_dir: Path | None = None, worker: int = 0) -> None:
         self.shared_dir = shared_dir
+        self.worker = worker
         self._timer: asyncio.TimerHandle | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -102,7 +103,7 @@ class Metrics:
 
     def _snapshot(self, text: bytes | None = None) -> None:
         assert self.shared_dir is not None
-        path = self.shared_dir / f"{os.getpid()}.prom"
+        path = self.shared_dir / f"worker-{self.worker}.prom"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(generate_latest(self.registry) if text is None else text)
         tmp.replace(path)
@@ -133,29 +134,16 @@ class Metrics:
                 pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _merge(folder: Path) -> bytes:
-    """Every worker's snapshot, summed sample by sample (gauges of live workers only)."""
+    """Every worker's snapshot, summed sample by sample."""
     families: dict[str, tuple[str, str]] = {}
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for path in sorted(folder.glob("*.prom")):
+    for path in sorted(folder.glob("worker-*.prom")):
         try:
-            pid, text = int(path.stem), path.read_text()
-        except (ValueError, OSError):
+            text = path.read_text()
+        except OSError:
             continue
-        alive = _alive(pid)
         for family in text_string_to_metric_families(text):
-            if family.type == "gauge" and not alive:
-                continue
             families.setdefault(family.name, (family.type, family.documentation))
             samples = sums.setdefault(family.name, {})
             for sample in family.samples:
