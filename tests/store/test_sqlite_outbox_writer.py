@@ -1,5 +1,6 @@
-"""The SQLite outbox write path: committed on the loop thread when that cannot wait, through
-aiosqlite otherwise, one transaction per send, and never reported written before its COMMIT."""
+"""The SQLite send-path writes: committed on the loop thread when that cannot wait, otherwise in a group
+with every other write waiting then (`_GroupWriter`, its own thread), one transaction per send, and
+never reported written before its COMMIT."""
 
 from __future__ import annotations
 
@@ -39,13 +40,15 @@ async def store(tmp_path: Path, keyring: KeyRing) -> Any:
 
 def _spy_thread_path(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    original = store.driver._commit_on_thread
+    writer = store.driver._writer
+    assert writer is not None
+    original = writer.commit
 
     async def spy(steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         calls.append(sum(len(rows) for _, rows in steps))
         await original(steps)
 
-    monkeypatch.setattr(store.driver, "_commit_on_thread", spy)
+    monkeypatch.setattr(writer, "commit", spy)
     return calls
 
 
@@ -107,6 +110,30 @@ async def test_a_held_write_lock_sends_the_row_through_the_thread_without_blocki
         other.close()
     await asyncio.wait_for(write, 10)
     assert _count(tmp_path / "w.db") == 1
+
+
+async def test_writes_that_find_the_file_locked_commit_together_and_fail_alone(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    writer = store.driver._writer
+    assert writer is not None
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock: no write can run on the loop
+    try:
+        first = asyncio.ensure_future(store.record_delivery("acme", "alice", "first", MSG))
+        await asyncio.sleep(0.02)  # the first group is now waiting for the lock on the writer's thread
+        rest = [asyncio.ensure_future(store.record_delivery("acme", "alice", f"d{i}", MSG)) for i in range(5)]
+        bad = asyncio.ensure_future(store.record_delivery("no-such-namespace", "alice", "x", MSG))
+        await asyncio.sleep(0.02)
+        assert not first.done() and not any(w.done() for w in rest)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    with pytest.raises(StoreError, match="outbox write failed"):
+        await bad  # its rows alone were refused: the others in its transaction are committed
+    assert writer.groups == 2 and writer.writes == 7
+    assert sorted(r.device_id for r in await store.list_deliveries("acme")) == ["d0", "d1", "d2", "d3", "d4", "first"]
 
 
 async def test_slow_commits_turn_the_loop_path_off(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:

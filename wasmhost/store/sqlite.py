@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from .sql import SQLStore
 __all__ = ["SQLiteDriver", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
+
+#: One transaction's statements, each with the rows it runs for.
+Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 
 #: LOOP_WRITE_STRIKES commits in a row on the loop thread slower than LOOP_WRITE_BUDGET (a slow or
 #: saturated disk; one slow commit is usually just the process being descheduled) send the send path's
@@ -155,6 +159,110 @@ class _LoopConnection:
         self.conn.close()
 
 
+class _GroupWriter:
+    """Commits the send path's writes that could not run on the loop: every write waiting at one moment
+    shares one transaction, on a thread and connection of its own.
+
+    Why: a write that finds the file locked (another process's commit, or one of ours) cannot wait on
+    the loop. Sent to aiosqlite's thread one by one, each held the write lock across four thread hops
+    (BEGIN, two statements, COMMIT) while the loop served the next request, whose write then found the
+    lock held too: under steady load every write took the thread path, one transaction each (bench/README.md,
+    "Gateway"). Here the writes that arrive while a group is committing form the next group: one
+    ``BEGIN IMMEDIATE`` … ``COMMIT`` per group, each caller's steps inside a savepoint, so one caller's
+    refused rows (a constraint) roll back only its own steps and raise only for it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="wasmhost-sqlite-writer")
+        self._next: list[tuple[Steps, asyncio.Future[None]]] = []
+        self._draining: asyncio.Future[None] | None = None
+        #: Transactions committed, and the callers' writes they carried.
+        self.groups = 0
+        self.writes = 0
+
+    @property
+    def busy(self) -> bool:
+        """A group is committing: a new write joins the next one rather than try the locked file."""
+        return self._draining is not None
+
+    async def commit(self, steps: Steps) -> None:
+        """Commit `steps` with whatever else is waiting, before returning. Raises `StoreError`."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next.append((steps, fut))
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+        await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._next:
+                group, self._next = self._next, []
+                try:
+                    errors = await loop.run_in_executor(self._thread, self._commit_group, [s for s, _ in group])
+                except StoreError as exc:
+                    errors = [exc] * len(group)
+                else:
+                    self.groups += 1
+                    self.writes += len(group)
+                for (_, fut), error in zip(group, errors, strict=True):
+                    if fut.done():  # its caller was cancelled; the rows are committed all the same
+                        continue
+                    if error is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(error)
+        finally:
+            self._draining = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in ("busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+                conn.execute(f"PRAGMA {pragma}")
+            self._conn = conn
+        return self._conn
+
+    def _commit_group(self, group: list[Steps]) -> list[StoreError | None]:
+        """On the writer thread: one transaction for the whole group; per caller, None or its error."""
+        errors: list[StoreError | None] = []
+        try:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for steps in group:
+                    conn.execute("SAVEPOINT caller")
+                    try:
+                        for sql, rows in steps:
+                            conn.executemany(sql, rows)
+                    except sqlite3.Error as exc:
+                        if _is_busy(exc):
+                            raise
+                        conn.execute("ROLLBACK TO caller")
+                        errors.append(_store_error(exc))
+                    else:
+                        errors.append(None)
+                    conn.execute("RELEASE caller")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from None
+        return errors
+
+    async def aclose(self) -> None:
+        while self._draining is not None:
+            await asyncio.wait([self._draining])
+        self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class _SQLiteTx:
     """A ``BEGIN IMMEDIATE`` transaction: it holds the file's write lock, so `lock` has nothing to add."""
 
@@ -195,6 +303,7 @@ class SQLiteDriver:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self.loop_db: _LoopConnection | None = None
+        self._writer: _GroupWriter | None = None
         # One connection serialises statements but not transactions: writes take this lock so a
         # statement of one coroutine never lands inside (or is rolled back with) another's transaction.
         self._writing = asyncio.Lock()
@@ -222,11 +331,16 @@ class SQLiteDriver:
         """After migrations: the loop connection opens on the current schema."""
         if self.path != ":memory:":
             self.loop_db = _LoopConnection(str(Path(self.path).resolve()))
+            self._writer = _GroupWriter(str(Path(self.path).resolve()))
+
 
     async def aclose(self) -> None:
         if self.loop_db is not None:
             loop_db, self.loop_db = self.loop_db, None
             await loop_db.aclose()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await writer.aclose()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -252,15 +366,19 @@ class SQLiteDriver:
             self.changes.publish(change)
         return count
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
-        """On the loop thread when that cannot wait (see `_LoopConnection`), else through aiosqlite."""
-        loop_db = self.loop_db
-        # While a transaction of ours is open on the aiosqlite connection, the loop path would only hit BUSY.
-        if loop_db is not None and not self._writing.locked() and loop_db.write(steps):
+    async def commit_now(self, steps: Steps, *, flush: bool = True) -> None:
+        """On the loop thread when that cannot wait (see `_LoopConnection`), else in the next group of
+        `_GroupWriter`. While a group is committing, or a transaction of ours is open on the aiosqlite
+        connection, the loop path would only hit BUSY: the write joins the next group at once."""
+        loop_db, writer = self.loop_db, self._writer
+        if loop_db is None or writer is None:  # a private in-memory database
+            await self._commit_on_thread(steps)
             return
-        await self._commit_on_thread(steps)
+        if not self._writing.locked() and not writer.busy and loop_db.write(steps):
+            return
+        await writer.commit(steps)
 
-    async def _commit_on_thread(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    async def _commit_on_thread(self, steps: Steps) -> None:
         """The aiosqlite path: waits for the write lock on aiosqlite's thread, never on the loop."""
         if len(steps) == 1 and len(steps[0][1]) == 1:
             await self.execute(steps[0][0], steps[0][1][0])
