@@ -124,3 +124,18 @@ async def test_delivery_outcomes_commit_without_waiting_for_the_disk_and_the_acc
         assert await store.driver.unflushed_pool.fetchval("SHOW synchronous_commit") == "off"
     finally:
         await store.aclose()
+
+
+async def test_a_pooled_connection_goes_back_without_a_round_trip(pg_backend: Backend, keyring: KeyRing) -> None:
+    """asyncpg's default release runs a reset query: one more exchange after every hot-path statement."""
+    store: Any = await open_store(pg_backend.location, keyring)
+    try:
+        for pool in (store.driver.pool, store.driver.unflushed_pool):
+            queries: list[str] = []
+            async with pool.acquire() as conn:
+                conn.add_query_logger(lambda record, seen=queries: seen.append(record.query))
+                await conn.execute("SELECT 1")
+            # Released by now: the default reset would have logged its query too.
+            assert queries == ["SELECT 1"]
+    finally:
+        await store.aclose()

@@ -264,6 +264,14 @@ class _PgTx:
         self.changes.append(change)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pooled connection goes back as it is. asyncpg's default reset sends ``pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`` on every release: a hidden round trip after every statement of the
+    hot path (bench/README.md, "Gateway on PostgreSQL"). Nothing here leaves session state to reset: locks
+    are transaction-scoped (``pg_advisory_xact_lock``), LISTEN has its own connection, no statement SETs
+    a session variable or opens a cursor, and asyncpg itself still rolls back a transaction left open."""
+
+
 class PgDriver:
     """An asyncpg pool per gateway, plus the change feed's LISTEN connection."""
 
@@ -315,12 +323,13 @@ class PgDriver:
             self._pool = await asyncpg.create_pool(
                 dsn, min_size=self.min_size, max_size=self.max_size, timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT, server_settings=settings, max_inactive_connection_lifetime=0,
+                reset=_keep_session,
             )
             dsn, settings = self._dsn_and_settings("unflushed")
             self._unflushed = await asyncpg.create_pool(
                 dsn, min_size=min(1, self.min_size), max_size=self.unflushed_max, timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT, server_settings={**settings, "synchronous_commit": "off"},
-                max_inactive_connection_lifetime=0,
+                max_inactive_connection_lifetime=0, reset=_keep_session,
             )
         except _DB_ERRORS as exc:
             await self._close_pools()
