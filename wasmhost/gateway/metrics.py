@@ -242,8 +242,9 @@ class DeliveryQueueCollector:
 
 
 class WebhookCollector:
-    """Prometheus view of tenant webhooks: this process's attempts by outcome, events dropped by reason,
-    endpoints disabled, and events waiting (every gateway, as the worker last read them)."""
+    """Prometheus view of tenant webhooks: this process's attempts by outcome, events dropped by reason and
+    endpoints disabled (counters only: a gateway's workers' snapshots are summed, so a database-wide gauge
+    read by each of them would be counted once per worker)."""
 
     def __init__(self, services: Callable[[], Services | None]) -> None:
         self._services = services
@@ -269,5 +270,3 @@ class WebhookCollector:
         yield dropped
         yield CounterMetricFamily("wasmhost_webhook_endpoints_disabled", "Webhooks disabled for failing too long",
                                   value=worker.disabled)
-        yield GaugeMetricFamily("wasmhost_webhook_events_pending", "Webhook events waiting (all gateways)",
-                                value=worker.pending)

@@ -190,7 +190,6 @@ class WebhookStore(Protocol):
     async def release_webhook_leases(self, owner: str) -> int: ...
     async def cap_webhook_events(self, max_pending: int) -> int: ...
     async def prune_webhook_events(self, older_than: float) -> int: ...
-    async def pending_webhook_events(self) -> int: ...
 
 
 class WebhookWorker:
@@ -208,11 +207,10 @@ class WebhookWorker:
         self.on_namespaces = on_namespaces
         self.namespaces: frozenset[str] = frozenset()
         #: Attempts by outcome (success, http_error, timeout, unreachable, blocked, no_secret), events dropped
-        #: by reason (cap, disabled), endpoints disabled, events waiting (every gateway, as last read).
+        #: by reason (cap, disabled), endpoints disabled.
         self.attempts: dict[str, int] = defaultdict(int)
         self.dropped: dict[str, int] = defaultdict(int)
         self.disabled = 0
-        self.pending = 0
         self._wake = asyncio.Event()
         self._stale = True
         self._task: asyncio.Task[None] | None = None
@@ -269,7 +267,6 @@ class WebhookWorker:
                 LOG.warning("webhooks: dropped %d events over the per-namespace cap", dropped)
             if prune:
                 await self.store.prune_webhook_events(time.time() - self.settings.retention)
-            self.pending = await self.store.pending_webhook_events()
         except StoreError as exc:
             LOG.warning("webhooks: sweeping events failed: %s", exc)
 

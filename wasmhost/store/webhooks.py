@@ -388,7 +388,3 @@ class WebhookStatements:
         return done + await self.driver.execute(
             "DELETE FROM webhook_events WHERE state = 'pending' AND occurred_at < ?", (older_than,)
         )
-
-    async def pending_webhook_events(self) -> int:
-        [(n,)] = await self.driver.fetch("SELECT COUNT(*) FROM webhook_events WHERE state = 'pending'")
-        return int(n)
