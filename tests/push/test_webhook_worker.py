@@ -3,6 +3,7 @@ outcome is classified (Retry-After honoured, 3xx a failure, transport errors nam
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -124,3 +125,79 @@ async def test_an_unopenable_secret_is_a_failure_without_a_request() -> None:
     worker = WebhookWorker(store, client=client)  # type: ignore[arg-type]
     await worker.attempt(_event(secret=""))
     assert client.sent == [] and not store.finished[0].success and worker.attempts == {"no_secret": 1}
+
+
+class _QueueStore(_Store):
+    """Hands out one batch of claimed events, then none; records what was given back."""
+
+    def __init__(self, batch: list[ClaimedEvent]) -> None:
+        super().__init__()
+        self.batch = batch
+        self.deferred: list[str] = []
+
+    async def webhook_namespaces(self) -> set[str]:
+        return {"a", "b"}
+
+    async def claim_webhook_events(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedEvent]:
+        out, self.batch = self.batch[:limit], self.batch[limit:]
+        return out
+
+    async def defer_webhook_events(self, owner: str, ids: Sequence[str], until: float) -> int:
+        assert until > time.time()
+        self.deferred += ids
+        return len(ids)
+
+    async def release_webhook_leases(self, owner: str) -> int:
+        return 0
+
+    async def cap_webhook_events(self, max_pending: int) -> int:
+        return 0
+
+    async def prune_webhook_events(self, older_than: float) -> int:
+        return 0
+
+
+class _SlowClient(_Client):
+    def __init__(self) -> None:
+        super().__init__(HTTPResponse(204, {}, b""))
+        self.release = asyncio.Event()
+
+    async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b"", *,
+                      timeout: float) -> HTTPResponse:
+        self.sent.append((url, headers, body))
+        await self.release.wait()
+        return HTTPResponse(204, {}, b"")
+
+
+async def test_one_namespace_cannot_take_every_slot() -> None:
+    from wasmhost.push.webhooks import MAX_IN_FLIGHT_PER_NAMESPACE
+
+    hog = [_event(id=f"a{i}", namespace="a") for i in range(MAX_IN_FLIGHT_PER_NAMESPACE + 3)]
+    store = _QueueStore([*hog, _event(id="b0", namespace="b")])
+    client = _SlowClient()
+    worker = WebhookWorker(store, WebhookSettings(poll_interval=0.01), client=client)  # type: ignore[arg-type]
+    worker.start()
+    try:
+        for _ in range(200):
+            if len(client.sent) == MAX_IN_FLIGHT_PER_NAMESPACE + 1:
+                break
+            await asyncio.sleep(0.01)
+        assert len(client.sent) == MAX_IN_FLIGHT_PER_NAMESPACE + 1  # the hog's share, and b's event
+        assert sorted(store.deferred) == sorted(e.id for e in hog[MAX_IN_FLIGHT_PER_NAMESPACE:])
+        client.release.set()
+        for _ in range(200):
+            if len(store.finished) == len(client.sent):
+                break
+            await asyncio.sleep(0.01)
+        assert all(o.success for o in store.finished) and len(store.finished) == MAX_IN_FLIGHT_PER_NAMESPACE + 1
+    finally:
+        await worker.aclose()
+
+
+async def test_a_drip_fed_answer_is_cut_at_the_timeout() -> None:
+    store = _Store()
+    client = _SlowClient()  # never answers
+    worker = WebhookWorker(store, WebhookSettings(timeout=0.1), client=client)  # type: ignore[arg-type]
+    start = time.monotonic()
+    await worker.attempt(_event())
+    assert time.monotonic() - start < 1 and worker.attempts == {"timeout": 1} and not store.finished[0].success

@@ -37,8 +37,17 @@ async def _events(backend: Backend) -> list[tuple[Any, ...]]:
 
 async def test_the_secret_is_sealed_and_the_public_view_never_shows_it(store: Any, backend: Backend) -> None:
     await store.create_namespace("acme")
-    hook = await store.put_webhook("acme", "https://example.com/hook", ALL, SECRET)
-    assert hook.secret == "" and "secret" not in json.dumps(hook.public()) and hook.public()["state"] == "enabled"
+    hook, shown = await store.put_webhook("acme", "https://example.com/hook", ALL, SECRET)
+    assert shown == SECRET and hook.secret == "" and hook.public()["state"] == "enabled"
+    assert "secret" not in json.dumps(hook.public())
+    # A change of url/events keeps the secret (and returns none to show); a rotation replaces it.
+    hook, shown = await store.put_webhook("acme", "https://example.com/new", ALL[:1], "whsec_" + "B" * 44)
+    assert shown is None and hook.url == "https://example.com/new" and hook.events == ALL[:1]
+    assert (await store.get_webhook("acme", with_secret=True)).secret == SECRET
+    rotated = "whsec_" + "C" * 44
+    assert (await store.put_webhook("acme", "https://example.com/hook", ALL, rotated, rotate=True))[1] == rotated
+    assert (await store.get_webhook("acme", with_secret=True)).secret == rotated
+    await store.put_webhook("acme", "https://example.com/hook", ALL, SECRET, rotate=True)
     [(sealed,)] = await backend.fetchall("SELECT secret_sealed FROM webhooks")
     assert SECRET not in sealed and sealed.startswith("wh1:")
     assert (await store.get_webhook("acme", with_secret=True)).secret == SECRET
@@ -116,8 +125,30 @@ async def test_claims_attempts_health_and_disabling(store: Any, backend: Backend
     assert await store.webhook_namespaces() == set()
     assert await store.claim_webhook_events("w1", 30, 10) == []
     # A PUT enables it again, with a clean streak.
-    hook = await store.put_webhook("acme", "https://example.com/hook", ALL, SECRET)
-    assert hook.enabled and hook.failures == 0 and not hook.failing_since
+    hook, shown = await store.put_webhook("acme", "https://example.com/hook", ALL, "whsec_other")
+    assert hook.enabled and hook.failures == 0 and not hook.failing_since and shown is None
+
+
+async def test_concurrent_first_puts_agree_on_one_secret(store: Any) -> None:
+    await store.create_namespace("acme")
+    secrets = [f"whsec_{i}" + "A" * 40 for i in range(4)]
+    results = await asyncio.gather(*(store.put_webhook("acme", "https://example.com/hook", ALL, s) for s in secrets))
+    shown = [s for _, s in results if s is not None]
+    assert len(shown) == 1 and (await store.get_webhook("acme", with_secret=True)).secret == shown[0]
+
+
+async def test_deferred_events_come_back_later_unattempted(store: Any) -> None:
+    await store.create_namespace("acme")
+    await store.put_webhook("acme", "https://example.com/hook", ALL, SECRET)
+    _, (a, _b) = await _leased_send(store)
+    await store.update_deliveries("w", [DeliveryUpdate(a, "dead", 1)], events=True)
+    [event] = await store.claim_webhook_events("w", 30, 10)
+    assert await store.defer_webhook_events("other", [event.id], time.time() + 0.2) == 0  # not its lease
+    assert await store.defer_webhook_events("w", [event.id], time.time() + 0.2) == 1
+    assert await store.claim_webhook_events("w", 30, 10) == []
+    await asyncio.sleep(0.25)
+    [again] = await store.claim_webhook_events("w", 30, 10)
+    assert again.id == event.id and again.attempts == 0
 
 
 async def test_a_success_ends_the_failure_streak(store: Any) -> None:

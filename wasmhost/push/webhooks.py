@@ -63,6 +63,10 @@ REFRESH_EVERY = 5.0
 #: Seconds between the worker's sweeps: the per-namespace cap, then (less often) retention.
 CAP_EVERY = 10.0
 PRUNE_EVERY = 600.0
+#: Events of one namespace in flight at once in one worker: a slow endpoint cannot take every slot. Claimed
+#: events beyond it are given back, due a little later (`DEFER_SECONDS`), so other namespaces' come first.
+MAX_IN_FLIGHT_PER_NAMESPACE = 8
+DEFER_SECONDS = 1.0
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 
@@ -76,13 +80,13 @@ class WebhookSettings:
     disable_after: float = 3 * 24 * 3600.0
     #: Events a namespace may have waiting; beyond it the oldest are dropped (``WASMHOST_WEBHOOK_MAX_PENDING``).
     max_pending: int = 10_000
-    #: Bound on one POST: connect, send, and read the answer (``WASMHOST_WEBHOOK_TIMEOUT``).
+    #: Bound on one whole POST: connect, send, and read the answer (``WASMHOST_WEBHOOK_TIMEOUT``).
     timeout: float = 10.0
     #: Backoff after a failed attempt: doubling from `retry_base`, at most `retry_max` (never below Retry-After).
     retry_base: float = 5.0
     retry_max: float = 3600.0
     lease_seconds: float = 60.0
-    #: Events one worker holds in flight at most.
+    #: Events one worker holds in flight at most (also its connections: no request waits for one).
     batch: int = 50
     poll_interval: float = 1.0
     #: Delivered or dropped events are deleted this long after their last attempt (pending ones this long
@@ -187,6 +191,7 @@ class WebhookStore(Protocol):
     async def claim_webhook_events(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedEvent]: ...
     async def finish_webhook_event(self, owner: str, outcome: EventOutcome, *, disable_after: float
                                    ) -> FinishedEvent: ...
+    async def defer_webhook_events(self, owner: str, ids: Sequence[str], until: float) -> int: ...
     async def release_webhook_leases(self, owner: str) -> int: ...
     async def cap_webhook_events(self, max_pending: int) -> int: ...
     async def prune_webhook_events(self, older_than: float) -> int: ...
@@ -202,8 +207,11 @@ class WebhookWorker:
         self.store = store
         self.settings = settings or WebhookSettings()
         self.owner = owner or uuid.uuid4().hex
+        # One pool with a connection per event in flight: a request never queues for a connection (where
+        # the wait would count against its endpoint's timeout), and connections to one endpoint are reused.
         self.client = client or PoolClient(ssl_context=TLSContexts().get(), guarded=True,
-                                           allow_private_endpoints=allow_private_endpoints, lanes=4)
+                                           allow_private_endpoints=allow_private_endpoints,
+                                           connections=self.settings.batch, keepalive_expiry=30.0)
         self.on_namespaces = on_namespaces
         self.namespaces: frozenset[str] = frozenset()
         #: Attempts by outcome (success, http_error, timeout, unreachable, blocked, no_secret), events dropped
@@ -215,6 +223,7 @@ class WebhookWorker:
         self._stale = True
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._by_namespace: dict[str, int] = defaultdict(int)
 
     # -- which namespaces have a webhook ------------------------------------------------------------
 
@@ -292,17 +301,37 @@ class WebhookWorker:
                     claimed = await self.store.claim_webhook_events(self.owner, s.lease_seconds, room)
                 except StoreError as exc:
                     LOG.warning("webhooks: claiming events failed: %s", exc)
-            for event in claimed:
-                task = asyncio.ensure_future(self.attempt(event))
-                self._in_flight.add(task)
-                task.add_done_callback(self._done)
-            if claimed:
+            deferred = [e.id for e in claimed if not self._spawn(e)]
+            if deferred:
+                try:
+                    await self.store.defer_webhook_events(self.owner, deferred, time.time() + DEFER_SECONDS)
+                except StoreError as exc:  # their leases run out instead
+                    LOG.warning("webhooks: giving back deferred events failed: %s", exc)
+            if len(deferred) < len(claimed):
                 continue
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), s.poll_interval)
             except TimeoutError:
                 pass
+
+    def _spawn(self, event: ClaimedEvent) -> bool:
+        """Start the event's attempt, unless its namespace already has its share in flight."""
+        ns = event.namespace
+        if self._by_namespace[ns] >= MAX_IN_FLIGHT_PER_NAMESPACE:
+            return False
+        self._by_namespace[ns] += 1
+        task = asyncio.ensure_future(self.attempt(event))
+        self._in_flight.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._by_namespace[ns] -= 1
+            if not self._by_namespace[ns]:
+                del self._by_namespace[ns]
+            self._done(t)
+
+        task.add_done_callback(done)
+        return True
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -351,7 +380,11 @@ class WebhookWorker:
             ("webhook-signature", sign(event.secret, event.id, stamp, body)),
         ]
         try:
-            response = await self.client.request("POST", event.url, headers, body, timeout=self.settings.timeout)
+            # The client's timeout bounds each phase; this bounds the whole request (a drip-fed answer too).
+            async with asyncio.timeout(self.settings.timeout):
+                response = await self.client.request("POST", event.url, headers, body, timeout=self.settings.timeout)
+        except TimeoutError:
+            return failed("timeout", f"no answer within {self.settings.timeout:g} s")
         except http_errors.Blocked:
             return failed("blocked", "the URL guard refused the address (not a public address)")
         except http_errors.RequestTimeout:

@@ -16,6 +16,7 @@ without a success for longer than the caller's `disable_after`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,11 @@ _EVENT_COLUMNS = (
     "e.id, e.namespace, e.event, e.send_id, e.delivery_id, e.user_id, e.device_id, e.provider, e.delivery_state,"
     " e.status, e.reason, e.error, e.counts_json, e.occurred_at, e.attempts, w.url, w.secret_sealed"
 )
+
+
+def _lock_key(namespace: str) -> int:
+    """A signed 64-bit lock key for one namespace's webhook row."""
+    return int.from_bytes(hashlib.sha256(f"webhook\x00{namespace}".encode()).digest()[:8], "big", signed=True)
 
 
 def _marks(n: int) -> str:
@@ -192,18 +198,33 @@ class WebhookStatements:
 
     # -- the endpoint ----------------------------------------------------------------------------
 
-    async def put_webhook(self, namespace: str, url: str, events: Sequence[str], secret: str) -> Webhook:
-        """Create or replace the namespace's webhook; (re-)enables it and clears its failure streak."""
+    async def put_webhook(self, namespace: str, url: str, events: Sequence[str], new_secret: str, *,
+                          rotate: bool = False) -> tuple[Webhook, str | None]:
+        """Create or replace the namespace's webhook; (re-)enables it and clears its failure streak.
+
+        The signing secret stays what it was unless `rotate`; a new webhook (or a rotation) takes
+        `new_secret`, which is then returned (else None) so the caller can show it once. One transaction
+        under a per-namespace lock: two PUTs at once cannot both believe they created the webhook."""
         now = time.time()
-        sealed = self.keyring.seal(secret.encode(), WEBHOOK_SECRET, namespace)
+        sealed = self.keyring.seal(new_secret.encode(), WEBHOOK_SECRET, namespace)
         try:
-            await self.driver.execute(
-                "INSERT INTO webhooks (namespace, url, events, secret_sealed, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET url = excluded.url,"
-                " events = excluded.events, secret_sealed = excluded.secret_sealed, updated_at = excluded.updated_at,"
-                " disabled_at = 0, disabled_reason = '', failing_since = 0, failures = 0, last_error = ''",
-                (namespace, url, _events_text(events), sealed, now, now), Change(namespace, "webhook"),
-            )
+            async with self.driver.transaction() as tx:
+                await tx.lock(_lock_key(namespace))
+                existing = await tx.fetch("SELECT secret_sealed FROM webhooks WHERE namespace = ?" + tx.for_update,
+                                          (namespace,))
+                made = rotate or not existing
+                if not existing:
+                    await tx.execute(
+                        "INSERT INTO webhooks (namespace, url, events, secret_sealed, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)", (namespace, url, _events_text(events), sealed, now, now),
+                    )
+                else:
+                    await tx.execute(
+                        "UPDATE webhooks SET url = ?, events = ?, secret_sealed = ?, updated_at = ?, disabled_at = 0,"
+                        " disabled_reason = '', failing_since = 0, failures = 0, last_error = '' WHERE namespace = ?",
+                        (url, _events_text(events), sealed if made else existing[0][0], now, namespace),
+                    )
+                tx.announce(Change(namespace, "webhook"))
         except IntegrityError as exc:
             if exc.kind == "foreign_key":
                 raise NotFound(f"namespace {namespace!r} not found") from None
@@ -211,7 +232,7 @@ class WebhookStatements:
         hook = await self.get_webhook(namespace)
         if hook is None:  # deleted in between by another request
             raise NotFound("webhook not found")
-        return hook
+        return hook, new_secret if made else None
 
     async def get_webhook(self, namespace: str, *, with_secret: bool = False) -> Webhook | None:
         rows = await self.driver.fetch(
@@ -355,6 +376,16 @@ class WebhookStatements:
                 )
                 tx.announce(Change(ns, "webhook"))
         return FinishedEvent(True, bool(disabled), dropped)
+
+    async def defer_webhook_events(self, owner: str, ids: Sequence[str], until: float) -> int:
+        """Give back claimed events unattempted, due again at `until` (not an attempt: no count, no health)."""
+        done = 0
+        for chunk in _chunks(ids):
+            done += await self.driver.execute(
+                "UPDATE webhook_events SET lease_owner = '', lease_until = 0, next_attempt_at = ?"
+                f" WHERE lease_owner = ? AND id IN ({_marks(len(chunk))})", (until, owner, *chunk),
+            )
+        return done
 
     async def release_webhook_leases(self, owner: str) -> int:
         """Put back what `owner` still holds (it is stopping)."""

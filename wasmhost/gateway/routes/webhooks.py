@@ -52,14 +52,9 @@ async def put_webhook(body: WebhookIn, gw: GatewayDep, admin: AdminDep) -> dict[
     except WebhookError as exc:
         raise ApiError(400, str(exc)) from None
     store: Any = svc.store
-    current = None if body.rotate_secret else await store.get_webhook(admin.namespace, with_secret=True)
-    secret = current.secret if current is not None else new_secret()
-    saved = await store.put_webhook(admin.namespace, url, events, secret)
+    saved, secret = await store.put_webhook(admin.namespace, url, events, new_secret(), rotate=body.rotate_secret)
     await _changed(gw)
-    view = dict(saved.public())
-    if current is None:
-        view["secret"] = secret
-    return view
+    return {**saved.public(), "secret": secret}
 
 
 @router.delete("/webhook", response_model=Status, responses=responses(401, 404, 503),
