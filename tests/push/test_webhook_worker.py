@@ -201,3 +201,14 @@ async def test_a_drip_fed_answer_is_cut_at_the_timeout() -> None:
     start = time.monotonic()
     await worker.attempt(_event())
     assert time.monotonic() - start < 1 and worker.attempts == {"timeout": 1} and not store.finished[0].success
+
+
+async def test_the_sweep_counts_what_the_cap_dropped() -> None:
+    class Capped(_QueueStore):
+        async def cap_webhook_events(self, max_pending: int) -> int:
+            assert max_pending == 5
+            return 3
+
+    worker = WebhookWorker(Capped([]), WebhookSettings(max_pending=5), client=_Client(HTTPResponse(204, {}, b"")))  # type: ignore[arg-type]
+    await worker.sweep(prune=True)
+    assert worker.dropped == {"cap": 3}
