@@ -16,6 +16,7 @@ from .providers import ProviderPool, default_specs, quiet_http_loggers
 from .push import Defaults, Manager, PushObserver, QueueSettings
 from .push.credentials import ProviderSpec
 from .push.delivery import QueueStore
+from .push.webhooks import WebhookSettings, WebhookStore, WebhookWorker
 from .runtime import CompileLimits, Runtime, SendLimiter
 from .runtime.cache import DEFAULT_MAX_DISK_BYTES
 from .runtime.runtime import DEFAULT_COMPILE_SLOTS
@@ -59,6 +60,8 @@ class Settings:
     compile_slots: int = DEFAULT_COMPILE_SLOTS
     #: Cap on the compiled-artifact folder, least recently used deleted first (``WASMHOST_MODULE_CACHE_MB``).
     module_cache_bytes: int = DEFAULT_MAX_DISK_BYTES
+    #: Tenant webhooks (``WASMHOST_WEBHOOK_*``; events are kept as long as sends, ``WASMHOST_SEND_RETENTION``).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls, db_url: str | None = None) -> Settings:
@@ -86,6 +89,14 @@ class Settings:
             compile_limits=CompileLimits.from_env(),
             compile_slots=env_int("WASMHOST_COMPILE_SLOTS", DEFAULT_COMPILE_SLOTS),
             module_cache_bytes=env_int("WASMHOST_MODULE_CACHE_MB", DEFAULT_MAX_DISK_BYTES >> 20) << 20,
+            webhooks=WebhookSettings(
+                disable_after=env_float("WASMHOST_WEBHOOK_DISABLE_AFTER", WebhookSettings.disable_after),
+                max_pending=env_int("WASMHOST_WEBHOOK_MAX_PENDING", WebhookSettings.max_pending),
+                timeout=env_float("WASMHOST_WEBHOOK_TIMEOUT", WebhookSettings.timeout),
+                retry_base=env_float("WASMHOST_WEBHOOK_RETRY_BASE", WebhookSettings.retry_base),
+                retry_max=env_float("WASMHOST_WEBHOOK_RETRY_MAX", WebhookSettings.retry_max),
+                retention=env_float("WASMHOST_SEND_RETENTION", WebhookSettings.retention),
+            ),
         )
 
     @property
@@ -114,6 +125,8 @@ class Services:
         self.runtime = runtime
         self.changes: ChangeFeed | None = store.changes if isinstance(store, HasChangeFeed) else None
         self.invalidations = 0  # dispatcher invalidations caused by announced changes
+        #: The webhook sender (with durable delivery only: its events are written with delivery states).
+        self.webhooks: WebhookWorker | None = None
         self._unsubscribe: Callable[[], None] | None = None
         if self.changes is not None:
             self._unsubscribe = self.changes.subscribe(self._on_change)
@@ -127,6 +140,8 @@ class Services:
         elif change.kind in DISPATCHER_KINDS:
             self.manager.invalidate(change.namespace)
             self.invalidations += 1
+        if self.webhooks is not None and (change.is_everything or change.kind == "webhook"):
+            self.webhooks.changed()
 
     @property
     def specs(self) -> dict[str, ProviderSpec]:
@@ -165,12 +180,25 @@ class Services:
         except BaseException:
             await store.aclose()
             raise
-        return cls(settings, keyring, store, factory, manager, runtime)
+        services = cls(settings, keyring, store, factory, manager, runtime)
+        if manager.queue is not None:
+            services.webhooks = WebhookWorker(cast(WebhookStore, store), settings.webhooks,
+                                              allow_private_endpoints=settings.allow_private_endpoints,
+                                              on_namespaces=manager.queue.set_webhook_namespaces)
+            manager.queue.on_events = services.webhooks.wake
+            try:
+                await services.webhooks.refresh()  # before the first send: its events must not be missed
+            except BaseException:
+                await services.aclose()
+                raise
+        return services
 
     def start_delivery(self) -> None:
         """Start this process's delivery worker: it retries queued deliveries and takes over expired leases."""
         if self.manager.queue is not None:
             self.manager.queue.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     async def aclose(self) -> None:
         if self._unsubscribe is not None:
@@ -179,5 +207,7 @@ class Services:
         try:
             await self.runtime.aclose()
             await self.manager.aclose()
+            if self.webhooks is not None:
+                await self.webhooks.aclose()
         finally:
             await self.store.aclose()

@@ -16,12 +16,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from svix.webhooks import Webhook as SvixWebhook
 
 from tests.fleet.gateways import ADMIN_TOKEN, GatewayProcess
 from tests.gateway.guests import BAD_IMPORT, LOGGER, WELCOME_WASM
+from wasmhost.testing._server import FakeServer, Request, Response
 from wasmhost.testing.ntfy import FakeNtfy
 
-from .conftest import SHOTS
+from .conftest import SHOTS, Loop
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -228,6 +230,73 @@ def test_a_tenants_whole_journey(page: Any, gateway: GatewayProcess, ntfy: FakeN
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("button", name="Sign in").wait_for()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_the_webhook_card_shows_the_secret_once_and_the_endpoints_health(
+    page: Any, gateway: GatewayProcess, fakes: Loop
+) -> None:
+    namespace, key, secret = _namespace(gateway)
+    received: list[Request] = []
+
+    def handle(req: Request) -> Response:
+        received.append(req)
+        return Response(204)
+
+    receiver = fakes.run(FakeServer(handle).start())
+    try:
+        _sign_in(page, gateway, key)
+        page.get_by_text(f"namespace {namespace}").wait_for()
+        _go(page, "Push setup")
+        card = page.locator("section[data-card=webhook]")
+        card.get_by_text("No webhook.").wait_for()
+        url = card.get_by_label("Endpoint URL (https)")
+        url.fill("ftp://example.com/hook")
+        card.get_by_role("button", name="Add webhook").click()
+        card.locator(".field-error").filter(has_text="url rejected").wait_for()  # next to its field
+        assert url.get_attribute("aria-invalid") == "true"
+        url.fill(f"{receiver.url}/hook")
+        card.get_by_label("delivery.failed").uncheck()
+        card.get_by_role("button", name="Add webhook").click()
+        card.get_by_text("Webhook saved.").wait_for()
+        signing = card.locator("[data-secret]").inner_text()
+        assert signing.startswith("whsec_")
+        assert "enabled" in card.locator("h2").inner_text()
+        unlabelled = page.evaluate(
+            "[...document.querySelectorAll('main input, main textarea, main select')]"
+            ".filter(f => !f.labels.length && !f.getAttribute('aria-label')).map(f => f.outerHTML)")
+        assert unlabelled == [], unlabelled
+        r = httpx.get(f"{gateway.url}/v1/namespace/webhook", headers={"Authorization": f"Bearer {key}"})
+        assert r.json()["events"] == ["delivery.dead_token", "send.completed"]
+
+        # An event reaches the endpoint, signed with that secret; the card then shows the success, and the
+        # secret is not shown again.
+        httpx.put(f"{gateway.url}/v1/namespace/push-credentials/outbox", json={},
+                  headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+        _register(gateway, namespace, secret, "alice", "phone", "outbox", "outbox-token-hook")
+        httpx.post(f"{gateway.url}/v1/push/send", json={"user_id": "alice", "title": "hi"},
+                   headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+        deadline = time.monotonic() + 15
+        while not received:
+            assert time.monotonic() < deadline, "no webhook request"
+            time.sleep(0.05)
+        SvixWebhook(signing).verify(received[0].body, dict(received[0].headers))
+        deadline = time.monotonic() + 15
+        while True:  # the attempt's outcome is recorded just after the receiver answers
+            _go(page, "Sends")
+            _go(page, "Push setup")
+            last_success = card.locator("dt:text-is('Last success') + dd")
+            last_success.wait_for()
+            if last_success.inner_text() != "never":
+                break
+            assert time.monotonic() < deadline, "the success was not shown"
+        assert signing not in page.content()
+        assert card.get_by_label("delivery.failed").is_checked() is False
+
+        card.get_by_role("button", name="Remove webhook").click()
+        card.get_by_text("Webhook removed.").wait_for()
+        card.get_by_text("No webhook.").wait_for()
+    finally:
+        fakes.run(receiver.aclose())
 
 
 def test_guest_text_that_looks_like_markup_stays_text(page: Any, gateway: GatewayProcess) -> None:

@@ -17,9 +17,9 @@ from .config import GatewayConfig
 from .errors import install_error_handlers
 from .identity import NAMESPACE_HEADER
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
-from .metrics import ChangeFeedCollector, DeliveryQueueCollector, Metrics
+from .metrics import ChangeFeedCollector, DeliveryQueueCollector, Metrics, WebhookCollector
 from .readcache import ReadCache
-from .routes import activity, devices, functions, namespace, operator, ops, push, users
+from .routes import activity, devices, functions, namespace, operator, ops, push, users, webhooks
 from .sharedcaps import WorkerGroup
 from .state import Gateway
 
@@ -122,6 +122,7 @@ def create_app(
     )
     metrics.registry.register(ChangeFeedCollector(lambda: gateway.services))  # fleet: listener health
     metrics.registry.register(DeliveryQueueCollector(lambda: gateway.services))
+    metrics.registry.register(WebhookCollector(lambda: gateway.services))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,7 +155,8 @@ def create_app(
     )
     app.state.gateway = gateway
     install_error_handlers(app)
-    routers = [module.router for module in (operator, namespace, push, devices, users, functions, activity, ops)]
+    modules = (operator, namespace, webhooks, push, devices, users, functions, activity, ops)
+    routers = [module.router for module in modules]
     for router in routers:
         app.include_router(router)
     # For the 405 handler's Allow header: every method of every route, whatever the path.

@@ -239,3 +239,34 @@ class DeliveryQueueCollector:
         for state, n in sorted(queue.transitions.items()):
             transitions.add_metric([state], n)
         yield transitions
+
+
+class WebhookCollector:
+    """Prometheus view of tenant webhooks: this process's attempts by outcome, events dropped by reason and
+    endpoints disabled (counters only: a gateway's workers' snapshots are summed, so a database-wide gauge
+    read by each of them would be counted once per worker)."""
+
+    def __init__(self, services: Callable[[], Services | None]) -> None:
+        self._services = services
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self._services()
+        worker = svc.webhooks if svc is not None else None
+        if worker is None:
+            return
+        attempts = CounterMetricFamily("wasmhost_webhook_attempts", "Webhook POSTs by outcome (success, http_error,"
+                                       " timeout, unreachable, blocked, no_secret)", labels=["outcome"])
+        for outcome, n in sorted(worker.attempts.items()):
+            attempts.add_metric([outcome], n)
+        yield attempts
+        dropped = CounterMetricFamily("wasmhost_webhook_events_dropped", "Webhook events given up, by reason"
+                                      " (cap: over the per-namespace cap, disabled: the endpoint was disabled)",
+                                      labels=["reason"])
+        for reason, n in sorted(worker.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield CounterMetricFamily("wasmhost_webhook_endpoints_disabled", "Webhooks disabled for failing too long",
+                                  value=worker.disabled)

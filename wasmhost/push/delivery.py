@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,7 +77,8 @@ class QueueStore(Protocol):
         self, namespace: str, user_id: str, message: dict[str, Any], targets: Sequence[Target], *,
         ttl_seconds: float, idempotency_key: str = "", lease_owner: str = "", lease_seconds: float = 0.0,
     ) -> AcceptedSend: ...
-    async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate]) -> None: ...
+    async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate], *, events: bool = False
+                                ) -> None: ...
     async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]: ...
     async def release_leases(self, owner: str) -> int: ...
     async def get_send(self, namespace: str, send_id: str) -> SendStatus: ...
@@ -119,6 +120,11 @@ class DeliveryQueue:
         #: monotonic time of the count)
         self._queued_counts: dict[str, tuple[int, float]] = {}
         self._pending: list[DeliveryUpdate] = []
+        #: Namespaces of the pending updates (those with a webhook make their flush write webhook events).
+        self._pending_namespaces: set[str] = set()
+        #: Namespaces with an enabled webhook, and who to wake when events were written (`push.webhooks`).
+        self.webhook_namespaces: frozenset[str] = frozenset()
+        self.on_events: Callable[[], None] | None = None
         #: Deliveries queued or in flight (every gateway) and the acceptance time of the oldest, as the
         #: worker last read them.
         self.depth = 0
@@ -177,7 +183,7 @@ class DeliveryQueue:
             raise
         expires = time.time() + ttl
         updates = [self._update(ids[d.id], r, 0, expires) for d, r in zip(devices, report.results, strict=True)]
-        self._record(updates)
+        self._record(updates, namespace)
         report.send_id = accepted.send_id
         return report
 
@@ -208,11 +214,12 @@ class DeliveryQueue:
         result.state = state
         return DeliveryUpdate(delivery_id, state, attempts, result.status, result.reason, result.message, next_at)
 
-    def _record(self, updates: list[DeliveryUpdate]) -> None:
+    def _record(self, updates: list[DeliveryUpdate], namespace: str) -> None:
         """Queue the states for the next group commit (within `FLUSH_DELAY`): many sends' results share
         one transaction. Until it commits the rows keep their ``sending`` lease, so a crash in between
         costs a repeated delivery of those rows after the lease, never a lost one."""
         self._pending.extend(updates)
+        self._pending_namespaces.add(namespace)
         if self._flush_handle is None and self._flushing is None:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._start_flush)
 
@@ -234,8 +241,10 @@ class DeliveryQueue:
         try:
             while self._pending:
                 updates, self._pending = self._pending, []
+                namespaces, self._pending_namespaces = self._pending_namespaces, set()
+                events = not namespaces.isdisjoint(self.webhook_namespaces)
                 try:
-                    await self.store.update_deliveries(self.owner, updates)
+                    await self.store.update_deliveries(self.owner, updates, events=events)
                 except StoreError as exc:
                     # The rows keep our lease; when it runs out a worker retries them (a duplicate at worst).
                     LOG.error("push: recording %d delivery states failed: %s", len(updates), exc)
@@ -244,11 +253,16 @@ class DeliveryQueue:
                     self._count(u.state)
                 if any(u.state == "queued" for u in updates):
                     self.wake()
+                if events and self.on_events is not None:
+                    self.on_events()
         finally:
             self._flushing = None
 
     def _count(self, state: str, n: int = 1) -> None:
         self.transitions[state] += n
+
+    def set_webhook_namespaces(self, namespaces: frozenset[str]) -> None:
+        self.webhook_namespaces = namespaces
 
     # -- the worker ------------------------------------------------------------------------------
 
@@ -350,13 +364,13 @@ class DeliveryQueue:
         if first.expires_at <= now:
             self._record([DeliveryUpdate(c.id, "expired", 0, reason="Expired",
                                                error="the message's ttl_seconds passed before it was delivered")
-                                for c in group])
+                                for c in group], first.namespace)
             return
         try:
             message = parse_message(first.message_json)
         except MessageError as exc:
             self._record([DeliveryUpdate(c.id, "failed", 0, reason="BadMessage", error=str(exc))
-                                for c in group])
+                                for c in group], first.namespace)
             return
         try:
             async with self.dispatchers.held(first.namespace) as dispatcher:
@@ -367,7 +381,7 @@ class DeliveryQueue:
             updates = [self._update(c.id, DeviceResult(c.device_id, c.provider, False, reason="Unavailable",
                                                        message=str(exc), state="queued"), c.attempts, c.expires_at)
                        for c in group]
-        self._record(updates)
+        self._record(updates, first.namespace)
 
     async def _attempt(self, dispatcher: Dispatcher, group: list[ClaimedDelivery], devices: list[Device],
                        message: PushMessage, now: float) -> list[DeliveryUpdate]:

@@ -30,7 +30,7 @@ __all__ = [
 LOG = logging.getLogger("wasmhost.store.changes")
 
 #: What a change can be about; `key` names the object within the namespace (provider, function, device id…).
-KINDS = frozenset({"push_config", "credentials", "auth", "api_key", "function", "device"})
+KINDS = frozenset({"push_config", "credentials", "auth", "api_key", "function", "device", "webhook"})
 #: The kind of `Change.everything()`: any cached state may be stale.
 EVERYTHING = "everything"
 

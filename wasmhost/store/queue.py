@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import NotFound, StoreError
-from .driver import Driver, IntegrityError, Row
+from .driver import Driver, IntegrityError, Row, Tx
 
 __all__ = [
     "FINAL_STATES",
@@ -160,6 +160,10 @@ class QueueStatements:
 
     driver: Driver
 
+    async def update_with_events(self, tx: Tx, update_sql: str, rows: Sequence[Sequence[Any]],
+                                 final_ids: Sequence[str]) -> None:
+        raise NotImplementedError  # `webhooks.WebhookStatements`, mixed in beside this class
+
     async def accept_send(
         self,
         namespace: str,
@@ -226,13 +230,21 @@ class QueueStatements:
                 raise NotFound(f"namespace {namespace!r} not found") from None
             raise
 
-    async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate]) -> None:
-        """Write each delivery's next state in one transaction, where `owner` still holds its lease."""
+    async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate], *, events: bool = False) -> None:
+        """Write each delivery's next state in one transaction, where `owner` still holds its lease.
+
+        With `events` (some namespace concerned has a webhook), the webhook events these states cause are
+        written in the same transaction (`webhooks.WebhookStatements.update_with_events`)."""
         if not updates:
             return
         now = time.time()
         rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, now, u.id, owner)
                 for u in updates]
+        final = [u.id for u in updates if u.state in FINAL_STATES]
+        if events and final:
+            async with self.driver.transaction() as tx:
+                await self.update_with_events(tx, _UPDATE, rows, final)
+            return
         # Unflushed: an outcome lost in a database crash leaves the row leased, and its lease's expiry
         # retries it (a duplicate at worst); the accept, which the sender was told about, is flushed.
         await self.driver.commit_now([(_UPDATE, rows)], flush=False)

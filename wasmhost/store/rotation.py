@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._rows import AUTH, CONFIG_EXPO_TOKEN, CONFIG_NTFY_TOKEN, CREDENTIALS, FINGERPRINT_KEY, TOKENS
 from .sealing import KeyRing, SealError
+from .webhooks import WEBHOOK_SECRET
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -81,6 +82,7 @@ def sealed_columns() -> tuple[SealedColumn, ...]:
                      ("namespace", "provider")),
         SealedColumn("namespace_auth", "settings_sealed", ("namespace",), AUTH, ("namespace",)),
         SealedColumn("devices", "token_sealed", ("id",), TOKENS, ("namespace", "id")),
+        SealedColumn("webhooks", "secret_sealed", ("namespace",), WEBHOOK_SECRET, ("namespace",)),
     )
 
 

@@ -53,6 +53,7 @@ from .migrations import MIGRATIONS, render
 from .queue import QueueStatements
 from .rotation import SealedColumn, SealedRow, page_sql, swap_sql
 from .sealing import KeyRing, fingerprint
+from .webhooks import WebhookStatements
 
 __all__ = ["SQLStore"]
 
@@ -85,7 +86,7 @@ def _namespace_missing(namespace: str) -> NotFound:
     return NotFound(f"namespace {namespace!r} not found")
 
 
-class SQLStore(SQLActivity, QueueStatements):
+class SQLStore(SQLActivity, WebhookStatements, QueueStatements):
     """Implements every protocol in `store.base`. Secrets are sealed with the key ring."""
 
     def __init__(self, driver: Driver, keyring: KeyRing) -> None:

@@ -4,6 +4,7 @@
 import { api, enc, get } from "./api.js";
 import { append, badge, busy, clear, describe, field, h, kv, setError } from "./dom.js";
 import { sendReport } from "./report.js";
+import { webhookCard } from "./webhooks.js";
 
 // What each provider's credentials document holds. Secrets are never prefilled: the server shows only
 // `has_<field>`, and saving replaces the whole document, so a secret is typed again to keep it.
@@ -142,6 +143,6 @@ export function pushPage(root) {
       append(status, [h("p", { class: "error", role: "alert" }, describe(err))]);
     }
   };
-  root.append(h("h1", {}, "Push setup"), status, testSend(), cards);
+  root.append(h("h1", {}, "Push setup"), status, testSend(), webhookCard(), cards);
   load();
 }
