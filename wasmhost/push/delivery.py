@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ..store.base import Device, NotFound, StoreError
 from ..store.queue import AcceptedSend, ClaimedDelivery, DeliveryUpdate, IdempotencyConflict, SendStatus, Target
+from .collapse import with_send_key
 from .dispatcher import DEFAULT_SEND_TIMEOUT, Dispatcher
 from .errors import PushError, PushUnavailable, QueueFull, SendConflict
 from .message import MAX_TTL_SECONDS, MessageError, PushMessage, parse_message
@@ -168,6 +169,8 @@ class DeliveryQueue:
             return SendReport([DeviceResult(d.device_id, d.provider, False, state="queued") for d in devices],
                               send_id=accepted.send_id)
         ids = accepted.delivery_ids
+        # The same key as any later retry of this send (which reads the stored key and send id back).
+        message = with_send_key(message, namespace, idempotency_key or message.message_id, accepted.send_id)
         try:
             report = await dispatcher.send_to_devices(namespace, devices, message, deadline=deadline)
         except asyncio.CancelledError:
@@ -353,7 +356,8 @@ class DeliveryQueue:
                                 for c in group])
             return
         try:
-            message = parse_message(first.message_json)
+            message = with_send_key(parse_message(first.message_json), first.namespace, first.idempotency_key,
+                                    first.send_id)
         except MessageError as exc:
             self._record([DeliveryUpdate(c.id, "failed", 0, reason="BadMessage", error=str(exc))
                                 for c in group])

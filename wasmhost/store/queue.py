@@ -79,6 +79,8 @@ class ClaimedDelivery:
     attempts: int
     message_json: str
     expires_at: float
+    #: The send's idempotency key ("" without one): with `send_id`, what its collapse key derives from.
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +261,13 @@ class QueueStatements:
             )
             rows = await tx.fetch(
                 "SELECT d.id, d.send_id, d.namespace, s.user_id, d.device_row_id, d.device_id, d.provider,"
-                " d.attempts, s.message_json, s.expires_at FROM deliveries d JOIN sends s ON s.id = d.send_id"
-                f" WHERE d.id IN ({_marks(len(ids))}) ORDER BY d.id", ids,
+                " d.attempts, s.message_json, s.expires_at, s.idempotency_key FROM deliveries d"
+                f" JOIN sends s ON s.id = d.send_id WHERE d.id IN ({_marks(len(ids))}) ORDER BY d.id", ids,
             )
-        return [ClaimedDelivery(*r) for r in rows]
+        # A key is freed (set NULL) only when a new send takes it over after `IDEMPOTENCY_WINDOW`; a retry
+        # of the old send then derives its collapse key from its send id instead.
+        return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10] or "")
+                for r in rows]
 
     async def release_leases(self, owner: str) -> int:
         """Put back what `owner` still holds (it is stopping), due now."""
