@@ -156,6 +156,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX deliveries_leased ON deliveries (state, lease_until)",
         "CREATE INDEX deliveries_by_namespace ON deliveries (namespace, state)",
     )),
+    Migration(5, "receipts awaited on deliveries (Expo): the receipt id and when its ticket came", (
+        "ALTER TABLE deliveries ADD COLUMN receipt_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE deliveries ADD COLUMN receipt_at {real} NOT NULL DEFAULT 0",
+    )),
 )
 
 
