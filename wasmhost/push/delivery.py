@@ -19,12 +19,13 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..store.base import Device, NotFound, StoreError
+from ..store.changes import Change, HasChangeFeed
 from ..store.queue import (
     AcceptedSend,
     ClaimedDelivery,
@@ -143,6 +144,7 @@ class DeliveryQueue:
         self.oldest_at = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Future[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- accepting -------------------------------------------------------------------------------
 
@@ -279,11 +281,22 @@ class DeliveryQueue:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="wasmhost-delivery-worker")
+            if isinstance(self.store, HasChangeFeed):  # PostgreSQL: NOTIFY from every gateway
+                self._unsubscribe = self.store.changes.subscribe(self._on_change)
 
     def wake(self) -> None:
         self._wake.set()
 
+    def _on_change(self, change: Change) -> None:
+        """Deliveries became due somewhere (a send accepted for the workers, leases put back), or the feed
+        may have missed some: look now rather than at the next poll."""
+        if change.kind == "deliveries" or change.is_everything:
+            self._wake.set()
+
     async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

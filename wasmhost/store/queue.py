@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import NotFound, StoreError
+from .changes import Change
 from .driver import Driver, IntegrityError, Row
 
 __all__ = [
@@ -222,12 +223,14 @@ class QueueStatements:
             "INSERT INTO deliveries (id, send_id, namespace, device_row_id, device_id, provider, state,"
             " next_attempt_at, lease_owner, lease_until, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        # Rows queued for the workers (nobody delivers them at once): wake every gateway's idle worker.
+        due = Change(namespace, "deliveries") if rows and not lease_owner else None
         try:
             if not idempotency_key:
                 steps: list[tuple[str, Sequence[Sequence[Any]]]] = [(insert_send, [send_row])]
                 if rows:
                     steps.append((insert_deliveries, rows))
-                await self.driver.commit_now(steps)
+                await self.driver.commit_now(steps, change=due)
                 return AcceptedSend(send_id, True, ids)
             async with self.driver.transaction() as tx:
                 # A key older than the window no longer names its send: free it for this one.
@@ -247,6 +250,8 @@ class QueueStatements:
                     return AcceptedSend(str(earlier), False)
                 for row in rows:
                     await tx.execute(insert_deliveries, row)
+                if due is not None:
+                    tx.announce(due)
             return AcceptedSend(send_id, True, ids)
         except IntegrityError as exc:
             if exc.kind == "foreign_key":
@@ -323,7 +328,7 @@ class QueueStatements:
         now = time.time()
         released = await self.driver.execute(
             "UPDATE deliveries SET state = 'queued', lease_owner = '', lease_until = 0, next_attempt_at = ?"
-            " WHERE state = 'sending' AND lease_owner = ?", (now, owner),
+            " WHERE state = 'sending' AND lease_owner = ?", (now, owner), change=Change("", "deliveries"),
         )
         return released + await self.driver.execute(
             "UPDATE deliveries SET lease_owner = '', lease_until = 0, next_attempt_at = ?"

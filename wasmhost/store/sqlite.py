@@ -252,13 +252,15 @@ class SQLiteDriver:
             self.changes.publish(change)
         return count
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True,
+                         change: Change | None = None) -> None:
         """On the loop thread when that cannot wait (see `_LoopConnection`), else through aiosqlite."""
         loop_db = self.loop_db
         # While a transaction of ours is open on the aiosqlite connection, the loop path would only hit BUSY.
-        if loop_db is not None and not self._writing.locked() and loop_db.write(steps):
-            return
-        await self._commit_on_thread(steps)
+        if loop_db is None or self._writing.locked() or not loop_db.write(steps):
+            await self._commit_on_thread(steps)
+        if change is not None:
+            self.changes.publish(change)
 
     async def _commit_on_thread(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """The aiosqlite path: waits for the write lock on aiosqlite's thread, never on the loop."""
