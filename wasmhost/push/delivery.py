@@ -88,6 +88,9 @@ PRUNE_EVERY = 600.0
 STATS_EVERY = 5.0
 #: Namespaces whose count is kept between sends.
 QUEUED_COUNTS_KEPT = 10_000
+#: Longest an idle worker goes between looks for due receipts (receipts wait minutes anyway: an idle
+#: worker's every poll need not be a second transaction); shorter when `receipt_retry` is.
+RECEIPTS_EVERY = 10.0
 
 
 class QueueStore(Protocol):
@@ -351,7 +354,8 @@ class DeliveryQueue:
                 next_stats = time.monotonic() + STATS_EVERY
                 await self.read_stats()
             if time.monotonic() >= next_receipts:
-                next_receipts = time.monotonic() + settings.poll_interval
+                next_receipts = time.monotonic() + max(settings.poll_interval,
+                                                       min(settings.receipt_retry, RECEIPTS_EVERY))
                 for receipts in await self._claim_receipts():
                     self._spawn(self._read_receipts(receipts))
             room = settings.batch - len(self._in_flight)
