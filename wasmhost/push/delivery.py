@@ -284,7 +284,7 @@ class DeliveryQueue:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="wasmhost-delivery-worker")
-            if isinstance(self.store, HasChangeFeed):  # PostgreSQL: NOTIFY from every gateway
+            if isinstance(self.store, HasChangeFeed):  # every gateway (NOTIFY) or process (SQLite ring)
                 self._unsubscribe = self.store.changes.subscribe(self._on_change)
 
     def wake(self) -> None:
