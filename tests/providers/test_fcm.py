@@ -153,10 +153,10 @@ def test_data_values_are_strings_and_overrides_apply() -> None:
     assert out["token"] == "tok" and out["notification"] == {"title": "T", "body": "B"}
     assert out["data"] == {"n": "1", "obj": '{"a":[1]}', "s": "x", "flag": "true"}
     assert out["android"] == {"priority": "HIGH", "ttl": "60s", "collapse_key": "m1",
-                              "notification": {"channel_id": "chat", "sound": "ping"}}
+                              "notification": {"channel_id": "chat", "sound": "ping", "tag": "m1"}}
     assert out["apns"]["headers"]["apns-priority"] == "10" and out["apns"]["headers"]["apns-collapse-id"] == "m1"
     assert out["apns"]["payload"] == {"aps": {"badge": 2, "sound": "ping", "thread-id": "chat"}}
-    assert out["webpush"]["headers"] == {"Urgency": "high", "TTL": "60"}
+    assert out["webpush"]["headers"] == {"Urgency": "high", "TTL": "60", "Topic": "m1"}
 
 
 def test_content_available_only_is_a_background_apns_override() -> None:

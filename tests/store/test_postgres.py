@@ -109,9 +109,9 @@ async def test_delivery_outcomes_commit_without_waiting_for_the_disk_and_the_acc
         seen: list[tuple[bool, str]] = []
         commit_now = store.driver.commit_now
 
-        async def spy(steps: Any, *, flush: bool = True) -> None:
+        async def spy(steps: Any, *, flush: bool = True, change: Any = None) -> None:
             seen.append((flush, steps[0][0].split()[1 if steps[0][0].startswith("UPDATE") else 2]))
-            await commit_now(steps, flush=flush)
+            await commit_now(steps, flush=flush, change=change)
 
         store.driver.commit_now = spy
         await store.create_namespace("acme")

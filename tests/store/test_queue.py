@@ -136,3 +136,28 @@ async def test_pruning_keeps_what_is_unfinished(store: Any, backend: Backend) ->
     assert await store.prune_sends(time.time() + 1) == 1
     assert [s.user_id for s in await store.list_sends("acme")] == ["bob"]
     assert len(await backend.fetchall("SELECT id FROM deliveries")) == 1
+
+
+async def test_sent_deliveries_wait_for_their_receipt_under_a_lease(store: Any) -> None:
+    await _setup(store)
+    accepted = await store.accept_send("acme", "alice", MSG, TARGETS[:1], ttl_seconds=60, lease_owner="fast",
+                                       lease_seconds=30)
+    [delivery_id] = accepted.delivery_ids.values()
+    sent_at = 1_000.0
+    await store.update_deliveries("fast", [DeliveryUpdate(delivery_id, "sent", 1, 200, next_attempt_at=0.0,
+                                                          receipt_id="rcpt-1", receipt_at=sent_at)])
+    assert await store.claim_deliveries("w1", 30, 10) == []  # the service has it: never sent again
+    status = await store.get_send("acme", accepted.send_id)
+    assert status.state == "pending" and status.counts()["sent"] == 1
+    assert await store.queued_in_namespace("acme") == 0 and (await store.queue_stats())["depth"] == 0
+    [claimed] = await store.claim_receipts("w1", 0.3, 10)
+    assert (claimed.id, claimed.receipt_id, claimed.receipt_at) == (delivery_id, "rcpt-1", sent_at)
+    assert await store.claim_receipts("w2", 30, 10) == []  # held
+    await asyncio.sleep(0.4)
+    [taken] = await store.claim_receipts("w2", 30, 10)  # w1 "crashed": its lease ran out
+    assert taken.id == delivery_id
+    await store.update_deliveries("w1", [DeliveryUpdate(delivery_id, "failed", 0, reason="Late")])  # w1 is late
+    await store.update_deliveries("w2", [DeliveryUpdate(delivery_id, "delivered", 0, 200)])
+    [d] = (await store.get_send("acme", accepted.send_id)).deliveries
+    assert (d.state, d.reason, d.attempts) == ("delivered", "", 1)
+    assert await store.claim_receipts("w3", 30, 10) == []

@@ -171,7 +171,8 @@ class DeviceResultView(BaseModel):
     message: str
     unregistered: bool
     attempts: int
-    state: str = Field(description="queued, sending, delivered, failed, dead or expired")
+    state: str = Field(description="queued, sending, sent (Expo: awaiting its receipt), delivered, failed, dead"
+                                   " or expired")
 
 
 class SendReportView(BaseModel):
@@ -191,7 +192,8 @@ class DeliveryStatusView(BaseModel):
     id: str
     device_id: str
     provider: str
-    state: str = Field(description="queued, sending, delivered, failed, dead or expired")
+    state: str = Field(description="queued, sending, sent (Expo: awaiting its receipt), delivered, failed, dead"
+                                   " or expired")
     attempts: int
     next_attempt_at: float | None
     status: int

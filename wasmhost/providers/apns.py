@@ -159,7 +159,8 @@ def build_request(message: PushMessage, *, bundle_id: str, voip: bool, now: floa
             raise PayloadRefused(
                 "BadCollapseId", "message_id must be printable, without surrounding spaces (apns-collapse-id)"
             )
-        headers["apns-collapse-id"] = message.message_id
+    if message.collapse_id:  # the device shows one notification per collapse id: a retried send's once
+        headers["apns-collapse-id"] = message.collapse_id
     return ApnsRequest(headers, body)
 
 

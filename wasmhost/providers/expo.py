@@ -1,6 +1,8 @@
-"""Expo push service: batches of up to 100, tickets mapped back by position, receipts polled in the
-background so `DeviceNotRegistered` in a receipt prunes the device too (Expo reports most dead tokens
-there, not in the ticket).
+"""Expo push service: batches of up to 100, tickets mapped back by position, and receipts read later so
+`DeviceNotRegistered` in a receipt prunes the device too (Expo reports most dead tokens there, not in the
+ticket). For durable deliveries (`Delivery.durable`) an ``ok`` ticket's receipt id goes back in the outcome
+and the delivery queue reads it through `check_receipts`, from the store, in any process and after a
+restart; for sends that live only in memory this provider polls the receipts itself, in the background.
 
 A provider instance belongs to one namespace's credentials, and the dispatcher batches per provider,
 so one request never mixes two tenants' access tokens. A request that mixes Expo projects
@@ -61,6 +63,8 @@ RECEIPT_RETRY = 5 * 60.0
 RECEIPT_MAX_AGE = 24 * 3600.0
 #: Receipts waiting to be read, per provider; the oldest are dropped beyond this.
 MAX_PENDING_RECEIPTS = 100_000
+#: Longest receipt id recorded (Expo's are UUIDs); a ticket with a longer one counts as delivered.
+MAX_RECEIPT_ID_CHARS = 200
 MAX_ERROR_TEXT = 512
 
 _TOKEN = re.compile(r"^(?:ExponentPushToken|ExpoPushToken)\[[^\[\]\s]{1,256}\]$")
@@ -109,6 +113,16 @@ def _ticket_outcome(ticket: Any) -> Outcome:
         return Outcome.failed(FailureKind.PERMANENT, "BadResponse", "Expo returned a malformed ticket", 200)
     if ticket.get("status") == "ok":
         return _OK
+    return _error_outcome(ticket)
+
+
+def _receipt_outcome(receipt: dict[str, Any]) -> Outcome:
+    """A receipt's verdict: ``ok`` (Apple or Google accepted the message) or the same errors as tickets
+    (DeviceNotRegistered prunes, MessageRateExceeded is worth a later resend, the rest are final)."""
+    return _OK if receipt.get("status") == "ok" else _error_outcome(receipt)
+
+
+def _error_outcome(ticket: dict[str, Any]) -> Outcome:
     details = _details(ticket)
     error = str(details.get("error") or "ExpoError")
     kind = _TICKET_ERRORS.get(error, FailureKind.PERMANENT)
@@ -220,7 +234,11 @@ class ExpoProvider:
         for delivery, ticket in zip(deliveries, tickets, strict=True):
             outcome = _ticket_outcome(ticket)
             if outcome.success and isinstance(ticket.get("id"), str):
-                receipts.append((ticket["id"], delivery))
+                if delivery.durable:  # the caller records it and reads the receipt back (`check_receipts`)
+                    rid = ticket["id"]
+                    outcome = Outcome.ok(receipt_id=rid) if 0 < len(rid) <= MAX_RECEIPT_ID_CHARS else outcome
+                else:
+                    receipts.append((ticket["id"], delivery))
             outcomes.append(outcome)
         if receipts:
             self._track(receipts)
@@ -242,6 +260,33 @@ class ExpoProvider:
         return outcomes
 
     # -- receipts ------------------------------------------------------------------------------------------
+
+    async def check_receipts(self, receipt_ids: Sequence[str]) -> dict[str, Outcome]:
+        """The receipts Expo has ready, by id (at most `MAX_RECEIPT_IDS` per request). An id that is absent
+        is not ready yet, or its request failed: the caller asks again later."""
+        out: dict[str, Outcome] = {}
+        ids = list(dict.fromkeys(receipt_ids))
+        for i in range(0, len(ids), MAX_RECEIPT_IDS):
+            chunk = ids[i:i + MAX_RECEIPT_IDS]
+            data = await self._read_receipts(chunk)
+            for rid in chunk:
+                receipt = data.get(rid)
+                if isinstance(receipt, dict):
+                    out[rid] = _receipt_outcome(receipt)
+        return out
+
+    async def _read_receipts(self, ids: list[str]) -> dict[str, Any]:
+        try:
+            body = json.dumps({"ids": ids}, separators=(",", ":")).encode()
+            response = await self.client.request("POST", self.receipts_url, self._headers, body, timeout=self.timeout)
+            data = json.loads(response.body).get("data") if response.status == 200 else None
+        except (TransportError, ValueError, AttributeError) as exc:
+            LOG.warning("push: expo receipts request failed: %s", type(exc).__name__)
+            return {}
+        if not isinstance(data, dict):
+            LOG.warning("push: expo receipts request answered %s", response.status)
+            return {}
+        return data
 
     def _track(self, receipts: list[tuple[str, Delivery]]) -> None:
         # `_pending` stays ordered by due time (every receipt waits the same delay; postponed ones move to
@@ -281,16 +326,7 @@ class ExpoProvider:
             await self._check_receipts(self._due(now))
 
     async def _check_receipts(self, ids: list[str]) -> None:
-        try:
-            body = json.dumps({"ids": ids}, separators=(",", ":")).encode()
-            response = await self.client.request("POST", self.receipts_url, self._headers, body, timeout=self.timeout)
-            data = json.loads(response.body).get("data") if response.status == 200 else None
-        except (TransportError, ValueError, AttributeError) as exc:
-            LOG.warning("push: expo receipts request failed: %s", type(exc).__name__)
-            data = None
-        if not isinstance(data, dict):
-            self._postpone(ids)
-            return
+        data = await self._read_receipts(ids)  # empty when the request failed: every id is asked again later
         for rid in ids:
             receipt = data.get(rid)
             pending = self._pending.get(rid)
@@ -309,10 +345,6 @@ class ExpoProvider:
             elif receipt.get("status") == "error":
                 LOG.info("push: expo receipt error for device %s in %s: %s", pending.device_row_id, pending.namespace,
                          str(details.get("error") or "unknown"))
-
-    def _postpone(self, ids: list[str]) -> None:
-        for rid in ids:
-            self._retry_later(rid)
 
     def _retry_later(self, rid: str) -> None:
         pending = self._pending.pop(rid, None)

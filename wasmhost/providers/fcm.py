@@ -24,6 +24,7 @@ from ._fields import check_saved_urls, check_tenant_url, endpoint_fields, reject
 from ._jwt_oauth import GoogleTokenCache, ServiceAccount, TokenRefused, load_rsa_key
 from ._pool import PoolClient
 from ._tls import ALPN_H2, TLSContexts
+from ._topic import topic_for
 
 __all__ = [
     "FCM_CONCURRENCY",
@@ -105,6 +106,11 @@ def build_message(token: str, message: PushMessage) -> dict[str, Any]:
     if message.message_id:
         android["collapse_key"] = message.message_id
     android_note = {k: v for k, v in (("channel_id", message.channel), ("sound", message.sound)) if v}
+    if notification and message.collapse_id:
+        # Notification messages ignore collapse_key; the tag replaces a shown notification with the same
+        # one on the device. A derived send key is not made a collapse_key: FCM keeps at most four collapse
+        # keys per device while it is offline, so one per send could drop other sends.
+        android_note["tag"] = message.collapse_id
     if android_note:
         android["notification"] = android_note
     out["android"] = android
@@ -125,8 +131,8 @@ def build_message(token: str, message: PushMessage) -> dict[str, Any]:
     if message.ttl_seconds is not None:
         apns_headers["apns-expiration"] = "0" if message.ttl_seconds == 0 else str(int(time.time()) +
                                                                                   message.ttl_seconds)
-    if message.message_id:
-        apns_headers["apns-collapse-id"] = message.message_id
+    if message.collapse_id:
+        apns_headers["apns-collapse-id"] = message.collapse_id
     apns: dict[str, Any] = {"headers": apns_headers}
     if aps:
         apns["payload"] = {"aps": aps}
@@ -135,6 +141,8 @@ def build_message(token: str, message: PushMessage) -> dict[str, Any]:
     webpush_headers = {"Urgency": "high" if high else "normal"}
     if message.ttl_seconds is not None:
         webpush_headers["TTL"] = str(message.ttl_seconds)
+    if message.collapse_id:
+        webpush_headers["Topic"] = topic_for(message.collapse_id)
     out["webpush"] = {"headers": webpush_headers}
     return {"message": out}
 

@@ -8,7 +8,6 @@ origin until shortly before it expires (pywebpush re-signs on every call).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import time
@@ -32,6 +31,7 @@ from ._failures import parse_retry_after, transport_failure
 from ._fields import MAX_SECRET_BYTES, check_ca_bundle, reject_unknown_fields, require_string
 from ._pool import PoolClient
 from ._tls import TLSContexts
+from ._topic import topic_for
 
 __all__ = [
     "DEFAULT_TTL",
@@ -54,12 +54,10 @@ WEBPUSH_CONCURRENCY = 64
 LANES_PER_ORIGIN = 64
 MAX_ORIGINS = 32
 MAX_SUBSCRIPTION_BYTES = 4096
-MAX_TOPIC_CHARS = 32
 
 _FIELDS = {"vapid_private_key", "vapid_subject", "ca_bundle"}
 #: A raw P-256 private scalar: 32 bytes in unpadded (or once-padded) base64url.
 _RAW_VAPID_KEY = re.compile(r"[A-Za-z0-9_-]{43}=?")
-_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +98,6 @@ class Subscription:
     def to_token(self) -> str:
         keys = {"p256dh": b64url_encode(self.p256dh), "auth": b64url_encode(self.auth)}
         return json.dumps({"endpoint": self.endpoint, "keys": keys}, separators=(",", ":"))
-
-
-def topic_for(message_id: str) -> str:
-    """RFC 8030 `Topic`: at most 32 URL-safe base64 characters; other collapse ids are hashed to fit."""
-    if _TOPIC.match(message_id):
-        return message_id
-    return b64url_encode(hashlib.sha256(message_id.encode()).digest())[:MAX_TOPIC_CHARS]
 
 
 def build_payload(message: PushMessage) -> bytes:
@@ -238,8 +229,8 @@ class WebPushProvider(BaseProvider):
             ("TTL", str(message.ttl_seconds if message.ttl_seconds is not None else DEFAULT_TTL)),
             ("Urgency", "high" if message.priority == "high" else "normal"),
         ]
-        if message.message_id:
-            headers.append(("Topic", topic_for(message.message_id)))
+        if message.collapse_id:  # replaces a copy still queued at the push service (a retried send's)
+            headers.append(("Topic", topic_for(message.collapse_id)))
         body = encrypt(plaintext, sub.p256dh, sub.auth)
         try:
             response = await self._client_for(audience).request("POST", str(url), headers, body, timeout=self.timeout)

@@ -6,7 +6,9 @@ the caller's deadline, and writes each device's state. What is not finished (a t
 deadline) stays ``queued``; `DeliveryQueue`'s worker claims due rows under a lease and retries them with
 backoff (honouring ``Retry-After``) until the message's ``ttl_seconds``, then marks them ``expired``.
 A process that dies mid-delivery leaves its rows ``sending`` under a lease that expires; any worker (this
-process after a restart, or another gateway on the same database) then takes them over.
+process after a restart, or another gateway on the same database) then takes them over. A success a service
+confirms later (an Expo ticket) leaves the row ``sent`` with its receipt id; workers read the receipt when it
+is due (`push.receipts`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..store.base import Device, NotFound, StoreError
-from ..store.queue import AcceptedSend, ClaimedDelivery, DeliveryUpdate, IdempotencyConflict, SendStatus, Target
+from ..store.changes import Change, HasChangeFeed
+from ..store.queue import (
+    AcceptedSend,
+    ClaimedDelivery,
+    ClaimedReceipt,
+    DeliveryUpdate,
+    IdempotencyConflict,
+    SendStatus,
+    Target,
+)
+from .collapse import with_send_key
 from .dispatcher import DEFAULT_SEND_TIMEOUT, Dispatcher
 from .errors import PushError, PushUnavailable, QueueFull, SendConflict
 from .message import MAX_TTL_SECONDS, MessageError, PushMessage, parse_message
+from .receipts import receipt_updates, unread
 from .report import DeviceResult, SendReport
 
 __all__ = ["DeliveryQueue", "QueueSettings", "QueueStore", "report_from_status"]
@@ -56,6 +69,11 @@ class QueueSettings:
     attempt_timeout: float = DEFAULT_SEND_TIMEOUT
     #: Sends whose deliveries have all ended are deleted this many seconds after they were accepted.
     retention: float = 7 * 24 * 3600.0
+    #: Receipts (Expo): first read this long after the ticket (Expo advises ~15 min), then every
+    #: `receipt_retry` while not ready, until `receipt_window` after the ticket (Expo keeps them 24 h).
+    receipt_delay: float = 15 * 60.0
+    receipt_retry: float = 5 * 60.0
+    receipt_window: float = 24 * 3600.0
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         delay = min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
@@ -70,6 +88,9 @@ PRUNE_EVERY = 600.0
 STATS_EVERY = 5.0
 #: Namespaces whose count is kept between sends.
 QUEUED_COUNTS_KEPT = 10_000
+#: Longest an idle worker goes between looks for due receipts (receipts wait minutes anyway: an idle
+#: worker's every poll need not be a second transaction); shorter when `receipt_retry` is.
+RECEIPTS_EVERY = 10.0
 
 
 class QueueStore(Protocol):
@@ -80,6 +101,7 @@ class QueueStore(Protocol):
     async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate], *, events: bool = False
                                 ) -> None: ...
     async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]: ...
+    async def claim_receipts(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedReceipt]: ...
     async def release_leases(self, owner: str) -> int: ...
     async def get_send(self, namespace: str, send_id: str) -> SendStatus: ...
     async def queued_in_namespace(self, namespace: str) -> int: ...
@@ -96,7 +118,7 @@ class DispatcherSource(Protocol):
 
 def report_from_status(status: SendStatus) -> SendReport:
     """An earlier send's report, from what the store knows now (an idempotent repeat)."""
-    results = [DeviceResult(d.device_id, d.provider, d.state == "delivered", d.status, d.reason, d.error,
+    results = [DeviceResult(d.device_id, d.provider, d.state in ("delivered", "sent"), d.status, d.reason, d.error,
                             d.state == "dead", d.attempts, d.state) for d in status.deliveries]
     return SendReport(results, send_id=status.id)
 
@@ -131,6 +153,7 @@ class DeliveryQueue:
         self.oldest_at = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Future[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- accepting -------------------------------------------------------------------------------
 
@@ -174,8 +197,10 @@ class DeliveryQueue:
             return SendReport([DeviceResult(d.device_id, d.provider, False, state="queued") for d in devices],
                               send_id=accepted.send_id)
         ids = accepted.delivery_ids
+        # The same key as any later retry of this send (which reads the stored key and send id back).
+        message = with_send_key(message, namespace, idempotency_key or message.message_id, accepted.send_id)
         try:
-            report = await dispatcher.send_to_devices(namespace, devices, message, deadline=deadline)
+            report = await dispatcher.send_to_devices(namespace, devices, message, deadline=deadline, durable=True)
         except asyncio.CancelledError:
             # Put them back for a worker now rather than when the lease runs out.
             self._spawn(self.store.update_deliveries(self.owner, [
@@ -206,13 +231,17 @@ class DeliveryQueue:
                 ) -> DeliveryUpdate:
         attempts = result.attempts
         state = result.state or ("delivered" if result.success else "failed")
-        next_at = 0.0
+        next_at = receipt_at = 0.0
         if state == "queued":
             next_at = time.time() + self.settings.backoff(attempts_before + attempts, result.retry_after)
             if next_at >= expires_at:
                 state = "expired"
+        elif state == "delivered" and result.receipt_id:  # the service confirms it later: read the receipt then
+            state, receipt_at = "sent", time.time()
+            next_at = receipt_at + self.settings.receipt_delay
         result.state = state
-        return DeliveryUpdate(delivery_id, state, attempts, result.status, result.reason, result.message, next_at)
+        return DeliveryUpdate(delivery_id, state, attempts, result.status, result.reason, result.message, next_at,
+                              result.receipt_id if state == "sent" else "", receipt_at)
 
     def _record(self, updates: list[DeliveryUpdate], namespace: str) -> None:
         """Queue the states for the next group commit (within `FLUSH_DELAY`): many sends' results share
@@ -269,11 +298,22 @@ class DeliveryQueue:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="wasmhost-delivery-worker")
+            if isinstance(self.store, HasChangeFeed):  # every gateway (NOTIFY) or process (SQLite ring)
+                self._unsubscribe = self.store.changes.subscribe(self._on_change)
 
     def wake(self) -> None:
         self._wake.set()
 
+    def _on_change(self, change: Change) -> None:
+        """Deliveries became due somewhere (a send accepted for the workers, leases put back), or the feed
+        may have missed some: look now rather than at the next poll."""
+        if change.kind == "deliveries" or change.is_everything:
+            self._wake.set()
+
     async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -319,7 +359,7 @@ class DeliveryQueue:
 
     async def _run(self) -> None:
         settings = self.settings
-        next_prune = next_stats = time.monotonic()
+        next_prune = next_stats = next_receipts = time.monotonic()
         while True:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY
@@ -327,6 +367,11 @@ class DeliveryQueue:
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + STATS_EVERY
                 await self.read_stats()
+            if time.monotonic() >= next_receipts:
+                next_receipts = time.monotonic() + max(settings.poll_interval,
+                                                       min(settings.receipt_retry, RECEIPTS_EVERY))
+                for receipts in await self._claim_receipts():
+                    self._spawn(self._read_receipts(receipts))
             room = settings.batch - len(self._in_flight)
             claimed: list[ClaimedDelivery] = []
             if room > 0:
@@ -357,6 +402,39 @@ class DeliveryQueue:
         await self.flush()
         return len(claimed)
 
+    # -- receipts (see push.receipts) ----------------------------------------------------------------
+
+    async def _claim_receipts(self) -> list[list[ClaimedReceipt]]:
+        """Due receipts, leased to this worker, one group per (namespace, provider)."""
+        try:
+            claimed = await self.store.claim_receipts(self.owner, self.settings.lease_seconds, self.settings.batch)
+        except StoreError as exc:
+            LOG.warning("push: claiming receipts failed: %s", exc)
+            return []
+        groups: dict[tuple[str, str], list[ClaimedReceipt]] = defaultdict(list)
+        for c in claimed:
+            groups[(c.namespace, c.provider)].append(c)
+        return list(groups.values())
+
+    async def _read_receipts(self, group: list[ClaimedReceipt]) -> None:
+        settings = self.settings
+        try:
+            async with self.dispatchers.held(group[0].namespace) as dispatcher:
+                updates = await receipt_updates(
+                    dispatcher, group, retry=settings.receipt_retry, window=settings.receipt_window,
+                    requeue=lambda c, r: self._update(c.id, r, c.attempts, c.expires_at))
+        except (PushError, StoreError) as exc:
+            LOG.warning("push: reading receipts in namespace %s failed: %s", group[0].namespace, exc)
+            updates = unread(group, settings.receipt_retry, settings.receipt_window)
+        self._record(updates, group[0].namespace)
+
+    async def receipts_once(self) -> int:
+        """Claim and read one batch of due receipts, awaiting it (tests drive the worker with this)."""
+        groups = await self._claim_receipts()
+        await asyncio.gather(*(self._read_receipts(g) for g in groups))
+        await self.flush()
+        return sum(len(g) for g in groups)
+
     async def _deliver(self, group: list[ClaimedDelivery]) -> None:
         """Deliver one send's claimed rows (one namespace, one message)."""
         first = group[0]
@@ -367,7 +445,8 @@ class DeliveryQueue:
                                 for c in group], first.namespace)
             return
         try:
-            message = parse_message(first.message_json)
+            message = with_send_key(parse_message(first.message_json), first.namespace, first.idempotency_key,
+                                    first.send_id)
         except MessageError as exc:
             self._record([DeliveryUpdate(c.id, "failed", 0, reason="BadMessage", error=str(exc))
                                 for c in group], first.namespace)
@@ -396,7 +475,7 @@ class DeliveryQueue:
         if present:
             deadline = time.monotonic() + min(self.settings.attempt_timeout, first.expires_at - now)
             report = await dispatcher.send_to_devices(
-                first.namespace, [by_row[c.device_row_id] for c in present], message, deadline=deadline
+                first.namespace, [by_row[c.device_row_id] for c in present], message, deadline=deadline, durable=True
             )
             updates += [self._update(c.id, r, c.attempts, c.expires_at)
                         for c, r in zip(present, report.results, strict=True)]

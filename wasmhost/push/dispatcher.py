@@ -84,8 +84,11 @@ class Dispatcher:
         return devices
 
     async def send_to_devices(
-        self, namespace: str, devices: Sequence[Device], message: PushMessage, *, deadline: float
+        self, namespace: str, devices: Sequence[Device], message: PushMessage, *, deadline: float,
+        durable: bool = False,
     ) -> SendReport:
+        """Deliver to `devices`; with `durable` the caller records each result and reads receipts back
+        itself (`Delivery.durable`)."""
         results: dict[str, DeviceResult] = {}
         groups: dict[str, list[Delivery]] = defaultdict(list)
         for device in devices:
@@ -96,7 +99,8 @@ class Dispatcher:
                 )
                 continue
             groups[device.provider].append(Delivery(
-                namespace, device.user_id, device.device_id, device.id, device.token, message, device.updated_at
+                namespace, device.user_id, device.device_id, device.id, device.token, message, device.updated_at,
+                durable,
             ))
         batches = [
             self._deliver(self.providers[name], deliveries[i:i + self.providers[name].max_batch], deadline)
@@ -160,7 +164,7 @@ class Dispatcher:
             outcome.kind.value if outcome.kind else "failed"))
         if outcome.success:
             return DeviceResult(delivery.device_id, provider.name, True, outcome.status or 200, attempts=attempts,
-                                state="delivered")
+                                state="delivered", receipt_id=outcome.receipt_id)
         reason = redact(outcome.reason, delivery.token) or "Failed"
         text = redact(outcome.message, delivery.token)
         unregistered = outcome.kind is FailureKind.DEAD_TARGET

@@ -62,6 +62,15 @@ class PushMessage:
     content_available: bool = False
     target_provider: str = ""
     exclude_provider: str = ""
+    #: Set by the delivery queue, never parsed from a caller's JSON nor stored with the message: a stable
+    #: id of the durable send (see `push.collapse`), the same for every attempt of that send in any process.
+    send_key: str = ""
+
+    @property
+    def collapse_id(self) -> str:
+        """What providers send as the push service's collapse id: the tenant's own ``message_id`` when it
+        set one, else the send's `send_key` (so a delivery repeated after a crash shows once)."""
+        return self.message_id or self.send_key
 
     def has_visible_content(self) -> bool:
         """Whether an alert push would show anything; Apple silently drops alerts that would not."""
@@ -215,4 +224,5 @@ def parse_message(raw: bytes | str | dict[str, Any]) -> PushMessage:
     )
 
 
-_FIELD_ORDER = tuple(f.name for f in fields(PushMessage))
+#: The message's JSON fields, in order (`send_key` is the queue's, not the caller's: never serialised).
+_FIELD_ORDER = tuple(f.name for f in fields(PushMessage) if f.name in _FIELDS)

@@ -22,6 +22,7 @@ __all__ = [
     "Outcome",
     "Provider",
     "ProviderFactory",
+    "ReceiptSource",
     "ResolvedConfig",
 ]
 
@@ -44,6 +45,10 @@ class Delivery:
     token: str
     message: PushMessage
     registered_at: float = 0.0
+    #: The caller records each outcome durably (the delivery queue): a provider whose service confirms
+    #: delivery later returns the receipt id in `Outcome.receipt_id` for the caller to read back through
+    #: `ReceiptSource`, instead of following it up in memory.
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +62,12 @@ class Outcome:
     #: For dead targets that carry a timestamp (APNs 410): the token is dead only if it died after the
     #: device's last registration; otherwise the app re-registered it since and it must be kept.
     dead_since: float | None = None
+    #: A success the service confirms later (Expo's ticket): the id to read its receipt with.
+    receipt_id: str = ""
 
     @classmethod
-    def ok(cls, status: int = 200) -> Outcome:
-        return cls(success=True, status=status)
+    def ok(cls, status: int = 200, receipt_id: str = "") -> Outcome:
+        return cls(success=True, status=status, receipt_id=receipt_id)
 
     @classmethod
     def failed(
@@ -113,6 +120,16 @@ class BaseProvider:
         if len(deliveries) == 1:
             return [await self._bounded(deliveries[0])]
         return list(await asyncio.gather(*(self._bounded(d) for d in deliveries)))
+
+
+@runtime_checkable
+class ReceiptSource(Protocol):
+    """A provider whose successes are confirmed later by a receipt (Expo)."""
+
+    async def check_receipts(self, receipt_ids: Sequence[str]) -> dict[str, Outcome]:
+        """The receipts that are ready, by id: absent means not ready yet, or not readable now (a failed
+        request): ask again later. Never raises for the service's answers."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ class DeviceResult:
     state: str = ""
     #: A transient failure's Retry-After, in seconds (not reported).
     retry_after: float | None = None
+    #: A success the service confirms later: the receipt's id (not reported; see `Outcome.receipt_id`).
+    receipt_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {

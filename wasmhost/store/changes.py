@@ -30,7 +30,9 @@ __all__ = [
 LOG = logging.getLogger("wasmhost.store.changes")
 
 #: What a change can be about; `key` names the object within the namespace (provider, function, device id…).
-KINDS = frozenset({"push_config", "credentials", "auth", "api_key", "function", "device", "webhook"})
+#: ``deliveries`` caches nothing: it says deliveries became due now (a send accepted for the workers, leases
+#: put back), so idle delivery workers of every gateway claim them at once instead of at their next poll.
+KINDS = frozenset({"push_config", "credentials", "auth", "api_key", "function", "device", "webhook", "deliveries"})
 #: The kind of `Change.everything()`: any cached state may be stale.
 EVERYTHING = "everything"
 

@@ -77,9 +77,11 @@ class Driver(Protocol):
         """One statement, its own transaction; returns the rows written and, if any were, announces `change`."""
         ...
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True,
+                         change: Change | None = None) -> None:
         """Run each ``(statement, rows)`` step for all its rows, every step in one transaction committed
-        before this returns (the send path's writes; a driver may commit them without leaving the loop).
+        before this returns (the send path's writes; a driver may commit them without leaving the loop),
+        then announce `change`, if given (a fleet driver in the same transaction).
 
         With `flush` False the write may be lost in a crash of the database server (never half of it, and
         never without what was committed before it): for records whose loss only means a retry, such as a

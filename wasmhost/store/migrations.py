@@ -200,6 +200,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX webhook_events_by_namespace ON webhook_events (namespace, state, occurred_at)",
         "CREATE INDEX webhook_events_by_age ON webhook_events (updated_at)",
     )),
+    Migration(6, "receipts awaited on deliveries (Expo): the receipt id and when its ticket came", (
+        "ALTER TABLE deliveries ADD COLUMN receipt_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE deliveries ADD COLUMN receipt_at {real} NOT NULL DEFAULT 0",
+    )),
 )
 
 

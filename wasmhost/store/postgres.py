@@ -220,11 +220,13 @@ def _written(status: str) -> int:
 MAX_COMBINED_PARAMS = 4096
 
 
-def _one_statement(steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> tuple[str, list[Any]] | None:
+def _one_statement(steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], payload: str | None = None
+                   ) -> tuple[str, list[Any]] | None:
     """Plain ``INSERT … VALUES (?, …)`` steps as one statement: multi-row VALUES, all but the last in
     data-modifying CTEs. Foreign keys are checked at the end of the statement, so the order of the
-    steps does not matter; the statement commits all rows or none. None when a step is not such an
-    INSERT (an UPDATE) or the rows are too many to send at once."""
+    steps does not matter; the statement commits all rows or none. With a NOTIFY `payload`, every step is
+    a CTE (each runs exactly once) and the statement sends it. None when a step is not such an INSERT
+    (an UPDATE) or the rows are too many to send at once."""
     parts: list[str] = []
     args: list[Any] = []
     for sql, rows in steps:
@@ -235,6 +237,9 @@ def _one_statement(steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> tupl
         args.extend(v for row in rows for v in row)
         if len(args) > MAX_COMBINED_PARAMS:
             return None
+    if payload is not None:
+        ctes = ", ".join(f"s{i} AS ({part})" for i, part in enumerate(parts))
+        return f"WITH {ctes} SELECT pg_notify('{CHANNEL}', ?)", [*args, payload]
     ctes = ", ".join(f"s{i} AS ({part})" for i, part in enumerate(parts[:-1]))
     return (f"WITH {ctes} {parts[-1]}" if ctes else parts[-1]), args
 
@@ -392,25 +397,30 @@ class PgDriver:
             self.changes.publish(change)
         return count
 
-    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True) -> None:
+    async def commit_now(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, flush: bool = True,
+                         change: Change | None = None) -> None:
         steps = [(sql, rows) for sql, rows in steps if rows]
         if not steps:
             return
-        combined = _one_statement(steps)
+        payload = change.to_payload(self.changes.origin) if change is not None else None
+        combined = _one_statement(steps, payload)
         async with self._conn(flush) as conn:
             if combined is not None:  # one statement is its own transaction: one exchange, no BEGIN/COMMIT
                 self.round_trips += 1
                 await conn.execute(dollar_placeholders(combined[0]), *combined[1])
-                return
-            if len(steps) == 1:  # asyncpg's executemany is atomic on its own too
+            elif len(steps) == 1 and payload is None:  # asyncpg's executemany is atomic on its own too
                 self.round_trips += 1
                 sql, rows = steps[0]
                 await conn.executemany(dollar_placeholders(sql), rows)
-                return
-            self.round_trips += 2 + len(steps)
-            async with conn.transaction():
-                for sql, rows in steps:
-                    await conn.executemany(dollar_placeholders(sql), rows)
+            else:
+                self.round_trips += 2 + len(steps) + (payload is not None)
+                async with conn.transaction():
+                    for sql, rows in steps:
+                        await conn.executemany(dollar_placeholders(sql), rows)
+                    if payload is not None:  # sent to the other gateways when (and only if) this commits
+                        await conn.execute(f"SELECT pg_notify('{CHANNEL}', $1)", payload)
+        if change is not None:
+            self.changes.publish(change)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:

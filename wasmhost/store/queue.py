@@ -1,11 +1,13 @@
 """The durable delivery queue's statements: sends, their per-device deliveries, claims and leases.
 
 A send is accepted by committing its row and one delivery row per target device in one transaction.
-A delivery is then in exactly one state (`STATES`). Whoever delivers holds a lease (`lease_owner`,
-`lease_until`): the accepting process leases the rows it delivers at once, workers lease what they
-claim, and a lease that expires (its holder crashed) makes the row claimable again. Every state change
-after a claim names the lease owner, so a holder whose lease was taken over cannot overwrite the new
-holder's result. Timestamps are wall-clock seconds: they outlive the process.
+A delivery is then in exactly one state (`STATES`). A push service that confirms delivery later (Expo's
+receipts) leaves it ``sent`` with the receipt's id until a worker reads the receipt (`claim_receipts`).
+Whoever delivers holds a lease (`lease_owner`, `lease_until`): the accepting process leases the rows it
+delivers at once, workers lease what they claim, and a lease that expires (its holder crashed) makes the
+row claimable again. Every state change after a claim names the lease owner, so a holder whose lease was
+taken over cannot overwrite the new holder's result. Timestamps are wall-clock seconds: they outlive the
+process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import NotFound, StoreError
+from .changes import Change
 from .driver import Driver, IntegrityError, Row, Tx
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "STATES",
     "AcceptedSend",
     "ClaimedDelivery",
+    "ClaimedReceipt",
     "DeliveryStatus",
     "DeliveryUpdate",
     "IdempotencyConflict",
@@ -34,16 +38,19 @@ __all__ = [
     "Target",
 ]
 
-STATES = ("queued", "sending", "delivered", "failed", "dead", "expired")
+STATES = ("queued", "sending", "sent", "delivered", "failed", "dead", "expired")
 FINAL_STATES = frozenset({"delivered", "failed", "dead", "expired"})
 #: How long an idempotency key names its first send.
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 _SEND_COLUMNS = "id, namespace, user_id, message_json, created_at, expires_at"
 _DELIVERY_COLUMNS = ("id, device_id, provider, state, attempts, next_attempt_at, status, reason, error, updated_at")
+#: States a worker still acts on (for "pending" sends, and what pruning keeps).
+_UNFINISHED = "('queued', 'sending', 'sent')"
 _UPDATE = (
     "UPDATE deliveries SET state = ?, attempts = attempts + ?, status = ?, reason = ?, error = ?,"
-    " next_attempt_at = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ? AND lease_owner = ?"
+    " next_attempt_at = ?, receipt_id = ?, receipt_at = ?, lease_owner = '', lease_until = 0, updated_at = ?"
+    " WHERE id = ? AND lease_owner = ?"
 )
 
 
@@ -79,6 +86,8 @@ class ClaimedDelivery:
     attempts: int
     message_json: str
     expires_at: float
+    #: The send's idempotency key ("" without one): with `send_id`, what its collapse key derives from.
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,25 @@ class DeliveryUpdate:
     reason: str = ""
     error: str = ""
     next_attempt_at: float = 0.0
+    #: With state ``sent``: the service's receipt id, and when its ticket came (wall clock).
+    receipt_id: str = ""
+    receipt_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedReceipt:
+    """A ``sent`` delivery whose receipt is due to be read, leased to the claimer."""
+
+    id: str
+    send_id: str
+    namespace: str
+    device_row_id: str
+    device_id: str
+    provider: str
+    attempts: int
+    receipt_id: str
+    receipt_at: float
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,12 +227,14 @@ class QueueStatements:
             "INSERT INTO deliveries (id, send_id, namespace, device_row_id, device_id, provider, state,"
             " next_attempt_at, lease_owner, lease_until, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        # Rows queued for the workers (nobody delivers them at once): wake every gateway's idle worker.
+        due = Change(namespace, "deliveries") if rows and not lease_owner else None
         try:
             if not idempotency_key:
                 steps: list[tuple[str, Sequence[Sequence[Any]]]] = [(insert_send, [send_row])]
                 if rows:
                     steps.append((insert_deliveries, rows))
-                await self.driver.commit_now(steps)
+                await self.driver.commit_now(steps, change=due)
                 return AcceptedSend(send_id, True, ids)
             async with self.driver.transaction() as tx:
                 # A key older than the window no longer names its send: free it for this one.
@@ -224,6 +254,8 @@ class QueueStatements:
                     return AcceptedSend(str(earlier), False)
                 for row in rows:
                     await tx.execute(insert_deliveries, row)
+                if due is not None:
+                    tx.announce(due)
             return AcceptedSend(send_id, True, ids)
         except IntegrityError as exc:
             if exc.kind == "foreign_key":
@@ -238,8 +270,8 @@ class QueueStatements:
         if not updates:
             return
         now = time.time()
-        rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, now, u.id, owner)
-                for u in updates]
+        rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, u.receipt_id,
+                 u.receipt_at, now, u.id, owner) for u in updates]
         final = [u.id for u in updates if u.state in FINAL_STATES]
         if events and final:
             async with self.driver.transaction() as tx:
@@ -271,16 +303,48 @@ class QueueStatements:
             )
             rows = await tx.fetch(
                 "SELECT d.id, d.send_id, d.namespace, s.user_id, d.device_row_id, d.device_id, d.provider,"
-                " d.attempts, s.message_json, s.expires_at FROM deliveries d JOIN sends s ON s.id = d.send_id"
+                " d.attempts, s.message_json, s.expires_at, s.idempotency_key FROM deliveries d"
+                f" JOIN sends s ON s.id = d.send_id WHERE d.id IN ({_marks(len(ids))}) ORDER BY d.id", ids,
+            )
+        # A key is freed (set NULL) only when a new send takes it over after `IDEMPOTENCY_WINDOW`; a retry
+        # of the old send then derives its collapse key from its send id instead.
+        return [ClaimedDelivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10] or "")
+                for r in rows]
+
+    async def claim_receipts(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedReceipt]:
+        """Lease up to `limit` ``sent`` deliveries whose receipt is due. The lease is the row's
+        `next_attempt_at` moved `lease_seconds` ahead: a holder that dies leaves it due again then, for any
+        worker (the receipt id is on the row, so nothing of it lives only in a process)."""
+        now = time.time()
+        async with self.driver.transaction() as tx:
+            due = await tx.fetch(
+                "SELECT id FROM deliveries WHERE state = 'sent' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT ?" + tx.skip_locked, (now, limit),
+            )
+            ids = [r[0] for r in due]
+            if not ids:
+                return []
+            await tx.execute(
+                f"UPDATE deliveries SET lease_owner = ?, lease_until = ?, next_attempt_at = ?"
+                f" WHERE id IN ({_marks(len(ids))})", (owner, now + lease_seconds, now + lease_seconds, *ids),
+            )
+            rows = await tx.fetch(
+                "SELECT d.id, d.send_id, d.namespace, d.device_row_id, d.device_id, d.provider, d.attempts,"
+                " d.receipt_id, d.receipt_at, s.expires_at FROM deliveries d JOIN sends s ON s.id = d.send_id"
                 f" WHERE d.id IN ({_marks(len(ids))}) ORDER BY d.id", ids,
             )
-        return [ClaimedDelivery(*r) for r in rows]
+        return [ClaimedReceipt(*r) for r in rows]
 
     async def release_leases(self, owner: str) -> int:
         """Put back what `owner` still holds (it is stopping), due now."""
-        return await self.driver.execute(
+        now = time.time()
+        released = await self.driver.execute(
             "UPDATE deliveries SET state = 'queued', lease_owner = '', lease_until = 0, next_attempt_at = ?"
-            " WHERE state = 'sending' AND lease_owner = ?", (time.time(), owner),
+            " WHERE state = 'sending' AND lease_owner = ?", (now, owner), change=Change("", "deliveries"),
+        )
+        return released + await self.driver.execute(
+            "UPDATE deliveries SET lease_owner = '', lease_until = 0, next_attempt_at = ?"
+            " WHERE state = 'sent' AND lease_owner = ?", (now, owner),
         )
 
     async def get_send(self, namespace: str, send_id: str) -> SendStatus:
@@ -302,7 +366,7 @@ class QueueStatements:
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
             args.extend((before[0], before[0], before[1]))
         if state in ("pending", "completed"):
-            unfinished = "SELECT send_id FROM deliveries WHERE namespace = ? AND state IN ('queued', 'sending')"
+            unfinished = f"SELECT send_id FROM deliveries WHERE namespace = ? AND state IN {_UNFINISHED}"
             where.append(f"id {'IN' if state == 'pending' else 'NOT IN'} ({unfinished})")
             args.append(namespace)
         rows = await self.driver.fetch(
@@ -325,7 +389,8 @@ class QueueStatements:
         return [SendStatus(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], by_send[r[0]]) for r in sends]
 
     async def queue_stats(self) -> dict[str, float]:
-        """Queued deliveries (all namespaces) and the age in seconds of the oldest still queued."""
+        """Queued deliveries (all namespaces) and the age in seconds of the oldest still queued. Deliveries
+        ``sent`` and awaiting a receipt are not queued: the service has them."""
         [(depth, oldest)] = await self.driver.fetch(
             "SELECT COUNT(*), MIN(s.created_at) FROM deliveries d JOIN sends s ON s.id = d.send_id"
             " WHERE d.state IN ('queued', 'sending')"
@@ -343,5 +408,5 @@ class QueueStatements:
         """Delete sends created before `older_than` whose deliveries have all ended (and those deliveries)."""
         return await self.driver.execute(
             "DELETE FROM sends WHERE created_at < ? AND id NOT IN"
-            " (SELECT send_id FROM deliveries WHERE state IN ('queued', 'sending'))", (older_than,),
+            f" (SELECT send_id FROM deliveries WHERE state IN {_UNFINISHED})", (older_than,),
         )

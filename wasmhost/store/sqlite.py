@@ -366,17 +366,17 @@ class SQLiteDriver:
             self.changes.publish(change)
         return count
 
-    async def commit_now(self, steps: Steps, *, flush: bool = True) -> None:
+    async def commit_now(self, steps: Steps, *, flush: bool = True, change: Change | None = None) -> None:
         """On the loop thread when that cannot wait (see `_LoopConnection`), else in the next group of
         `_GroupWriter`. While a group is committing, or a transaction of ours is open on the aiosqlite
         connection, the loop path would only hit BUSY: the write joins the next group at once."""
         loop_db, writer = self.loop_db, self._writer
         if loop_db is None or writer is None:  # a private in-memory database
             await self._commit_on_thread(steps)
-            return
-        if not self._writing.locked() and not writer.busy and loop_db.write(steps):
-            return
-        await writer.commit(steps)
+        elif self._writing.locked() or writer.busy or not loop_db.write(steps):
+            await writer.commit(steps)
+        if change is not None:
+            self.changes.publish(change)
 
     async def _commit_on_thread(self, steps: Steps) -> None:
         """The aiosqlite path: waits for the write lock on aiosqlite's thread, never on the loop."""

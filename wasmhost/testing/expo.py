@@ -16,6 +16,9 @@ from ._server import DROP, Request, Response, ServedFake
 __all__ = ["FakeExpo"]
 
 _TOKEN = re.compile(r"^(?:ExponentPushToken|ExpoPushToken)\[[^\[\]\s]+\]$")
+#: Script actions whose ticket is ok and whose receipt carries this error.
+_RECEIPT_ERRORS = {"receipt_dead": "DeviceNotRegistered", "receipt_toobig": "MessageTooBig",
+                   "receipt_rate": "MessageRateExceeded"}
 
 
 def _errors(status: int, code: str, message: str, details: Any = None,
@@ -30,7 +33,8 @@ def _errors(status: int, code: str, message: str, details: Any = None,
 @dataclass
 class FakeExpo(ServedFake):
     """`access_tokens`: when set, requests must carry one of them. `script[push_token]`: per-message
-    actions consumed per send (``ok``, ``dead``, ``toobig``, ``rate``, ``receipt_dead``).
+    actions consumed per send (``ok``, ``dead``, ``toobig``, ``rate``, and ``receipt_dead``, ``receipt_toobig``,
+    ``receipt_rate``: an ok ticket whose receipt has that error).
     `request_script`: per-request actions (``429``, ``500``, ``drop``, ``401``, ``400-echo``).
     `projects`: push-token substring → project; a request mixing projects gets PUSH_TOO_MANY_EXPERIENCE_IDS."""
 
@@ -103,10 +107,9 @@ class FakeExpo(ServedFake):
                 tickets.append({"status": "error", "message": "failed", "details": {"error": error}})
             else:
                 rid = f"r{len(self.receipts) + 1}"
-                ok = {"status": "ok"}
-                self.receipts[rid] = ok if action != "receipt_dead" else {
-                    "status": "error", "message": f"{token} is not registered",
-                    "details": {"error": "DeviceNotRegistered"}}
+                receipt_error = _RECEIPT_ERRORS.get(action)
+                self.receipts[rid] = {"status": "ok"} if receipt_error is None else {
+                    "status": "error", "message": f"{token}: {receipt_error}", "details": {"error": receipt_error}}
                 tickets.append({"status": "ok", "id": rid})
                 self.delivered.append(m)
         return Response(200, json.dumps({"data": tickets}).encode(), {"content-type": "application/json"})

@@ -8,7 +8,7 @@ const LIVE_MS = 2000;
 
 function sendCard(send) {
   const counts = Object.entries(send.counts || {}).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(", ");
-  const failed = send.deliveries.some((d) => !["delivered", "queued", "sending"].includes(d.state));
+  const failed = send.deliveries.some((d) => !["delivered", "queued", "sending", "sent"].includes(d.state));
   return h("details", { class: "send", open: send.state === "pending" ? true : null, "data-send": send.send_id },
     h("summary", {}, badge(send.state === "completed" ? !failed : null, send.state), ` ${send.user_id} · ${when(send.created_at)}`,
       counts ? ` · ${counts}` : ""),
@@ -17,7 +17,7 @@ function sendCard(send) {
       ? table([
         { label: "Device", value: (d) => d.device_id },
         { label: "Provider", value: (d) => d.provider },
-        { label: "State", value: (d) => badge(d.state === "delivered" ? true : ["queued", "sending"].includes(d.state) ? null : false, d.state) },
+        { label: "State", value: (d) => badge(d.state === "delivered" ? true : ["queued", "sending", "sent"].includes(d.state) ? null : false, d.state) },
         { label: "Attempts", value: (d) => String(d.attempts) },
         { label: "Next attempt", value: (d) => (d.next_attempt_at ? when(d.next_attempt_at) : "—") },
         { label: "Last error", value: (d) => (d.state === "delivered" ? "—" : [d.status ? `${d.status} ` : "", d.reason || "", d.error ? ` ${d.error}` : ""]) },
