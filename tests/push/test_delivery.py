@@ -175,3 +175,42 @@ async def test_finished_sends_past_the_retention_are_pruned(sqlite_store: SQLite
     with pytest.raises(NotFound):
         await sqlite_store.get_send("acme", done.send_id or "")
     await manager.aclose()
+
+
+async def _outbox_manager(store: SQLiteStore) -> Manager:
+    from wasmhost.providers import ProviderPool, default_specs
+
+    await store.create_namespace("acme")
+    await store.register_device("acme", "alice", "phone", "outbox", "tok-phone")
+    await store.register_device("acme", "alice", "tablet", "outbox", "tok-tablet")
+    return Manager(store, ProviderPool(default_specs(store)), Defaults(credentials={"outbox": {}}), queue=store,
+                   queue_settings=FAST)
+
+
+async def test_the_outbox_delivers_in_the_accepts_own_commit(sqlite_store: SQLiteStore) -> None:
+    manager = await _outbox_manager(sqlite_store)
+    loop_db = sqlite_store.driver.loop_db
+    assert loop_db is not None and manager.queue is not None
+    await manager.send_to_user("acme", "alice", PushMessage(title="warm"))  # builds the dispatcher
+    await manager.queue.flush()
+    before = loop_db._commits
+    report = await manager.send_to_user("acme", "alice", PushMessage(title="hi"))
+    assert report.ok and [r.state for r in report.results] == ["delivered", "delivered"]
+    await manager.queue.flush()
+    assert loop_db._commits - before == 1  # the send, both deliveries and both outbox records: one commit
+    status = await sqlite_store.get_send("acme", report.send_id or "")
+    assert status.state == "completed" and [(d.state, d.attempts) for d in status.deliveries] == [
+        ("delivered", 1), ("delivered", 1)]
+    assert [r.message["title"] for r in await sqlite_store.list_deliveries("acme")] == ["warm"] * 2 + ["hi"] * 2
+    await manager.aclose()
+
+
+async def test_an_outbox_send_whose_accept_fails_records_nothing(sqlite_store: SQLiteStore) -> None:
+    manager = await _outbox_manager(sqlite_store)
+    await manager.send_to_user("acme", "alice", PushMessage(title="hi", message_id="m1"))
+    with pytest.raises(SendConflict):  # refused by the accept: nothing delivered
+        await manager.send_to_user("acme", "alice", PushMessage(title="other", message_id="m1"))
+    again = await manager.send_to_user("acme", "alice", PushMessage(title="hi", message_id="m1"))
+    assert again.ok  # the original send's report; delivered once, not again
+    assert len(await sqlite_store.list_deliveries("acme")) == 2
+    await manager.aclose()

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..push.credentials import CredentialsError
-from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig
+from ..push.provider import Delivery, FailureKind, Outcome, ResolvedConfig, StoreSteps
 from ..store.base import OutboxStore, StoreError
 
 __all__ = ["OutboxProvider", "OutboxSpec"]
@@ -29,9 +29,8 @@ class OutboxProvider:
     def __init__(self, store: OutboxStore) -> None:
         self.store = store
 
-    async def send(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        if not deliveries:
-            return []
+    @staticmethod
+    def _rows(deliveries: Sequence[Delivery]) -> list[tuple[str, str, dict[str, Any]]]:
         as_dict: dict[int, dict[str, Any]] = {}  # a fan-out shares one message: convert it once
         rows = []
         for d in deliveries:
@@ -39,6 +38,18 @@ class OutboxProvider:
             if message is None:
                 message = as_dict[id(d.message)] = d.message.to_dict()
             rows.append((d.user_id, d.device_id, message))
+        return rows
+
+    def store_steps(self, deliveries: Sequence[Delivery]) -> StoreSteps:
+        """The outbox rows as statements for a durable send's accept transaction (`InStoreProvider`)."""
+        if not deliveries:
+            return []
+        return self.store.outbox_steps(deliveries[0].namespace, self._rows(deliveries))
+
+    async def send(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        if not deliveries:
+            return []
+        rows = self._rows(deliveries)
         try:
             # One dispatcher serves one namespace, so every delivery of a batch is in the same one.
             await self.store.record_deliveries(deliveries[0].namespace, rows)

@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,6 +97,7 @@ class QueueStore(Protocol):
     async def accept_send(
         self, namespace: str, user_id: str, message: dict[str, Any], targets: Sequence[Target], *,
         ttl_seconds: float, idempotency_key: str = "", lease_owner: str = "", lease_seconds: float = 0.0,
+        delivered: Collection[str] = frozenset(), also: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
     ) -> AcceptedSend: ...
     async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate], *, events: bool = False
                                 ) -> None: ...
@@ -169,9 +170,13 @@ class DeliveryQueue:
         ttl = min(ttl, MAX_TTL_SECONDS)
         start = time.monotonic()
         deadline = deadline if deadline is not None else start + DEFAULT_SEND_TIMEOUT
+        # Devices whose delivery is a write to this store (the outbox) are delivered by the accept's own
+        # transaction: one commit for the send, its rows and those deliveries, which then happen exactly once.
+        in_store, local = dispatcher.in_store(namespace, devices, message) if wait else ([], {})
+        remote = [d for d in devices if d.id not in local] if local else devices
         try:
-            if devices and settings.max_queued and (
-                await self._queued(namespace) + len(devices) > settings.max_queued
+            if remote and settings.max_queued and (
+                await self._queued(namespace) + len(remote) > settings.max_queued
             ):
                 raise QueueFull(f"namespace has {settings.max_queued} deliveries queued (max_queued)")
             accepted = await self.store.accept_send(
@@ -180,6 +185,7 @@ class DeliveryQueue:
                 ttl_seconds=ttl, idempotency_key=idempotency_key or message.message_id,
                 lease_owner=self.owner if wait else "",
                 lease_seconds=max(0.0, deadline - start) + settings.lease_seconds,
+                delivered=local.keys(), also=in_store,
             )
             if not accepted.created:
                 await self.flush()
@@ -189,9 +195,12 @@ class DeliveryQueue:
         except (StoreError, NotFound) as exc:
             LOG.error("push: accepting a send in namespace %s failed: %s", namespace, exc)
             raise PushUnavailable("the send could not be stored") from None
-        self._count("queued" if not wait else "sending", len(devices))
+        self._count("queued" if not wait else "sending", len(remote))
+        if local:
+            self._count("delivered", len(local))
+            dispatcher.committed_in_store(namespace, local.values())
         if (known := self._queued_counts.get(namespace)) is not None:
-            self._queued_counts[namespace] = (known[0] + len(devices), known[1])
+            self._queued_counts[namespace] = (known[0] + len(remote), known[1])
         if not wait:
             self.wake()
             return SendReport([DeviceResult(d.device_id, d.provider, False, state="queued") for d in devices],
@@ -199,16 +208,21 @@ class DeliveryQueue:
         ids = accepted.delivery_ids
         # The same key as any later retry of this send (which reads the stored key and send id back).
         message = with_send_key(message, namespace, idempotency_key or message.message_id, accepted.send_id)
+        if not remote:  # all delivered in the accept: nothing left to send or to record
+            return SendReport([local[d.id] for d in devices], send_id=accepted.send_id)
         try:
-            report = await dispatcher.send_to_devices(namespace, devices, message, deadline=deadline, durable=True)
+            report = await dispatcher.send_to_devices(namespace, remote, message, deadline=deadline, durable=True)
         except asyncio.CancelledError:
             # Put them back for a worker now rather than when the lease runs out.
             self._spawn(self.store.update_deliveries(self.owner, [
-                DeliveryUpdate(ids[d.id], "queued", 0, next_attempt_at=time.time()) for d in devices]))
+                DeliveryUpdate(ids[d.id], "queued", 0, next_attempt_at=time.time()) for d in remote]))
             raise
         expires = time.time() + ttl
-        updates = [self._update(ids[d.id], r, 0, expires) for d, r in zip(devices, report.results, strict=True)]
+        updates = [self._update(ids[d.id], r, 0, expires) for d, r in zip(remote, report.results, strict=True)]
         self._record(updates, namespace)
+        if local:
+            by_row = dict(zip((d.id for d in remote), report.results, strict=True))
+            report = SendReport([local.get(d.id) or by_row[d.id] for d in devices])
         report.send_id = accepted.send_id
         return report
 

@@ -9,12 +9,13 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..store.base import Device, DeviceStore, StoreError
 from .errors import PushUnavailable
 from .message import PushMessage
 from .observer import PushObserver
-from .provider import Delivery, FailureKind, Outcome, Provider
+from .provider import Delivery, FailureKind, InStoreProvider, Outcome, Provider
 from .redact import redact
 from .report import DeviceResult, SendReport
 
@@ -83,6 +84,34 @@ class Dispatcher:
             devices = [d for d in devices if d.provider != message.exclude_provider]
         return devices
 
+    def in_store(self, namespace: str, devices: Sequence[Device], message: PushMessage
+                 ) -> tuple[list[tuple[str, Sequence[Sequence[Any]]]], dict[str, DeviceResult]]:
+        """For the devices whose provider delivers by writing to the store (`InStoreProvider`: the
+        outbox), the statements that deliver them, for a durable send to commit with its accept, and
+        each one's result by device row id, true once those statements are committed (then call
+        `committed_in_store`). Other devices are left to `send_to_devices`."""
+        groups: dict[str, list[Delivery]] = defaultdict(list)
+        for device in devices:
+            provider = self.providers.get(device.provider)
+            if isinstance(provider, InStoreProvider):
+                groups[device.provider].append(Delivery(
+                    namespace, device.user_id, device.device_id, device.id, device.token, message, device.updated_at
+                ))
+        steps: list[tuple[str, Sequence[Sequence[Any]]]] = []
+        results: dict[str, DeviceResult] = {}
+        for name, deliveries in groups.items():
+            provider = self.providers[name]
+            assert isinstance(provider, InStoreProvider)
+            steps.extend(provider.store_steps(deliveries))
+            for d in deliveries:
+                results[d.device_row_id] = DeviceResult(d.device_id, name, True, 200, attempts=1, state="delivered")
+        return steps, results
+
+    def committed_in_store(self, namespace: str, results: Iterable[DeviceResult]) -> None:
+        """Account for deliveries `in_store` made, once their statements are committed."""
+        for result in results:
+            self.observer.delivery(namespace, result.provider, "success")
+
     async def send_to_devices(
         self, namespace: str, devices: Sequence[Device], message: PushMessage, *, deadline: float,
         durable: bool = False,
@@ -107,8 +136,11 @@ class Dispatcher:
             for name, deliveries in groups.items()
             for i in range(0, len(deliveries), max(1, self.providers[name].max_batch))
         ]
-        # One batch (the common single-device case) needs no task of its own.
-        sent = [await batches[0]] if len(batches) == 1 else await asyncio.gather(*batches)
+        # Each batch runs in a task of its own, even a lone one: a guest's `push_wait` drives this coroutine
+        # by hand (runtime/context.py, `deliver_now`), and a provider's HTTP client (anyio's cancel scopes,
+        # e.g. happy-eyeballs connects) must run in a real task for its cancellations to land where it waits.
+        # (The outbox, which never waits, is delivered in the accept's transaction instead: `in_store`.)
+        sent = await asyncio.gather(*batches)
         for batch in sent:
             for delivery, result in batch:
                 results[delivery.device_row_id] = result

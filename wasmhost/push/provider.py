@@ -122,6 +122,21 @@ class BaseProvider:
         return list(await asyncio.gather(*(self._bounded(d) for d in deliveries)))
 
 
+#: One transaction's statements, each with the rows it runs for (`store.driver` steps).
+StoreSteps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
+
+
+@runtime_checkable
+class InStoreProvider(Protocol):
+    """A provider whose delivery is a write to the store itself (the outbox). A durable send commits
+    these statements in its own accept transaction: the delivery, the send and its state are one commit,
+    so such a delivery happens exactly once, whatever crashes, and costs the send nothing more."""
+
+    def store_steps(self, deliveries: Sequence[Delivery]) -> StoreSteps:
+        """The statements that deliver `deliveries` (one namespace), for the caller to commit."""
+        ...
+
+
 @runtime_checkable
 class ReceiptSource(Protocol):
     """A provider whose successes are confirmed later by a receipt (Expo)."""

@@ -207,6 +207,11 @@ class OutboxStore(Protocol):
     async def record_deliveries(self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """Record ``(user_id, device_id, message)`` rows in one transaction: all are committed or none."""
         ...
+    def outbox_steps(
+        self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> Sequence[tuple[str, Sequence[Sequence[Any]]]]:
+        """The statements that record the rows, for a caller that commits them in its own transaction."""
+        ...
     async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]: ...
 
 

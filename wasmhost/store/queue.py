@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,9 +203,13 @@ class QueueStatements:
         idempotency_key: str = "",
         lease_owner: str = "",
         lease_seconds: float = 0.0,
+        delivered: Collection[str] = frozenset(),
+        also: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
     ) -> AcceptedSend:
         """Commit the send and one delivery per target in one transaction. With `lease_owner`, the caller
         delivers at once: the rows start ``sending`` under its lease; otherwise ``queued``, due now.
+        Targets whose device row id is in `delivered` were delivered by the statements in `also`, which
+        commit in this same transaction (`push.provider.InStoreProvider`): their rows start ``delivered``.
 
         With an `idempotency_key` already used in this namespace within `IDEMPOTENCY_WINDOW`, nothing is
         written: the earlier send is returned (`created` False), or `IdempotencyConflict` raised if its
@@ -217,15 +221,18 @@ class QueueStatements:
         ids = {t.device_row_id: f"{send_id}.{i}" for i, t in enumerate(targets)}
         state, until = ("sending", now + lease_seconds) if lease_owner else ("queued", 0.0)
         send_row = (send_id, namespace, user_id, text, idempotency_key or None, digest, now, now + ttl_seconds)
-        rows = [(ids[t.device_row_id], send_id, namespace, t.device_row_id, t.device_id, t.provider, state, now,
-                 lease_owner, until, now) for t in targets]
+        rows = [(ids[t.device_row_id], send_id, namespace, t.device_row_id, t.device_id, t.provider, state, 0, 0, now,
+                 lease_owner, until, now) if t.device_row_id not in delivered else
+                (ids[t.device_row_id], send_id, namespace, t.device_row_id, t.device_id, t.provider, "delivered", 1,
+                 200, now, "", 0.0, now) for t in targets]
         insert_send = (
             "INSERT INTO sends (id, namespace, user_id, message_json, idempotency_key, message_hash, created_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
         insert_deliveries = (
-            "INSERT INTO deliveries (id, send_id, namespace, device_row_id, device_id, provider, state,"
-            " next_attempt_at, lease_owner, lease_until, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO deliveries (id, send_id, namespace, device_row_id, device_id, provider, state, attempts,"
+            " status, next_attempt_at, lease_owner, lease_until, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         # Rows queued for the workers (nobody delivers them at once): wake every gateway's idle worker.
         due = Change(namespace, "deliveries") if rows and not lease_owner else None
@@ -234,6 +241,7 @@ class QueueStatements:
                 steps: list[tuple[str, Sequence[Sequence[Any]]]] = [(insert_send, [send_row])]
                 if rows:
                     steps.append((insert_deliveries, rows))
+                steps.extend(also)
                 await self.driver.commit_now(steps, change=due)
                 return AcceptedSend(send_id, True, ids)
             async with self.driver.transaction() as tx:
@@ -254,6 +262,9 @@ class QueueStatements:
                     return AcceptedSend(str(earlier), False)
                 for row in rows:
                     await tx.execute(insert_deliveries, row)
+                for sql, params in also:
+                    for values in params:
+                        await tx.execute(sql, values)
                 if due is not None:
                     tx.announce(due)
             return AcceptedSend(send_id, True, ids)

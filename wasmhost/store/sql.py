@@ -445,6 +445,12 @@ class SQLStore(SQLActivity, WebhookStatements, QueueStatements):
         except StoreError as exc:
             raise StoreError(f"outbox write failed: {exc}") from None
 
+    def outbox_steps(
+        self, namespace: str, rows: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> list[tuple[str, Sequence[Sequence[Any]]]]:
+        params = outbox_rows(namespace, rows)
+        return [(OUTBOX_INSERT, params)] if params else []
+
     async def list_deliveries(self, namespace: str, limit: int = 1000) -> list[OutboxRecord]:
         rows = await self.driver.fetch(
             "SELECT id, namespace, user_id, device_id, message_json, delivered_at FROM outbox WHERE namespace = ?"
