@@ -61,3 +61,19 @@ def test_healthz_reports_an_unreachable_store(tmp_path: Path) -> None:
         tenant.close()
     finally:
         gw.stop()
+
+
+def test_worker_snapshots_sum_counts_but_not_readings_of_the_shared_queue(tmp_path: Path) -> None:
+    from wasmhost.gateway.metrics import _merge
+
+    for worker, (sent, depth) in enumerate([(3, 40), (4, 42)]):
+        (tmp_path / f"worker-{worker}.prom").write_text(
+            "# HELP wasmhost_sends Sends\n# TYPE wasmhost_sends counter\n"
+            f"wasmhost_sends_total{{outcome=\"ok\"}} {sent}\n"
+            "# HELP wasmhost_delivery_queue_depth Depth\n# TYPE wasmhost_delivery_queue_depth gauge\n"
+            f"wasmhost_delivery_queue_depth {depth}\n"
+        )
+    merged = {sample.name: sample.value for family in text_string_to_metric_families(_merge(tmp_path).decode())
+              for sample in family.samples}
+    assert merged["wasmhost_sends_total"] == 7  # what each worker did, added up
+    assert merged["wasmhost_delivery_queue_depth"] == 42  # one queue, read by both: not 82

@@ -134,8 +134,14 @@ class Metrics:
                 pass
 
 
+#: Gauges that are a reading of state every worker shares (the database's queue), not a count of what one
+#: worker did: the workers' readings are of one thing, so the answer is the latest-looking (largest) one,
+#: never their sum (which read N times the queue's depth with N workers).
+SHARED_READINGS = frozenset({"wasmhost_delivery_queue_depth", "wasmhost_delivery_oldest_queued_seconds"})
+
+
 def _merge(folder: Path) -> bytes:
-    """Every worker's snapshot, summed sample by sample."""
+    """Every worker's snapshot, summed sample by sample (`SHARED_READINGS`: the largest)."""
     families: dict[str, tuple[str, str]] = {}
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for path in sorted(folder.glob("worker-*.prom")):
@@ -150,7 +156,10 @@ def _merge(folder: Path) -> bytes:
                 if sample.name.endswith("_created"):  # a creation time: no sum of them means anything
                     continue
                 key = (sample.name, tuple(sorted(sample.labels.items())))
-                samples[key] = samples.get(key, 0.0) + sample.value
+                if family.name in SHARED_READINGS:
+                    samples[key] = max(samples.get(key, sample.value), sample.value)
+                else:
+                    samples[key] = samples.get(key, 0.0) + sample.value
     lines: list[str] = []
     for name, (kind, doc) in families.items():
         lines.append(f"# HELP {name} {_escape_help(doc)}")
