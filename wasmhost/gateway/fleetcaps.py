@@ -99,13 +99,18 @@ class FleetSends:
         return pool
 
     def try_take(self, namespace: str) -> bool:
-        """Spend one token if this process holds one; start a background refill when the pool runs low."""
+        """Spend one token if this process holds one; start a background refill when the pool runs low.
+        With none left while the ledger cannot be reached, raise why (a guest's send is then UNAVAILABLE,
+        not RATE_LIMITED: nothing says the namespace is over its cap)."""
         with self._lock:
             pool = self._pool(namespace)
             ok = pool.tokens > 0
             if ok:
                 pool.tokens -= 1
-            low = pool.tokens <= self.low_water and pool.refill is None and self._clock() >= pool.quiet_until
+            quiet = self._clock() < pool.quiet_until
+            if not ok and quiet and pool.failure is not None:
+                raise pool.failure
+            low = pool.tokens <= self.low_water and pool.refill is None and not quiet
         if low and self._loop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._start_refill, namespace)
@@ -114,7 +119,8 @@ class FleetSends:
         return ok
 
     async def take(self, namespace: str) -> bool:
-        """Spend one token, waiting for one grant if the pool is empty and the fleet may have tokens."""
+        """Spend one token, waiting for one grant if the pool is empty and the fleet may have tokens.
+        Raises what the ledger raised (a `StoreError`: the gateway answers 503) when it could not be asked."""
         if self.try_take(namespace):
             return True
         await self.ensure(namespace)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from ..store import StoreError
 from .errors import ApiError
 from .fleetcaps import FleetSends, FleetSlots
 from .sharedcaps import CapTable
@@ -38,9 +39,13 @@ class SendRateLimiter:
 
     async def prepare(self, namespace: str) -> None:
         """Before a guest runs: on a fleet, make sure this process holds tokens for its sends if the fleet has
-        any (a guest cannot wait for a grant). Waits for the database only when the pool is empty."""
+        any (a guest cannot wait for a grant). Waits for the database only when the pool is empty. A ledger
+        that cannot be reached does not stop the invocation: its guest's sends answer UNAVAILABLE."""
         if self.fleet is not None:
-            await self.fleet.ensure(namespace)
+            try:
+                await self.fleet.ensure(namespace)
+            except StoreError:
+                pass
 
     def retry_after(self, namespace: str) -> int:
         """Whole seconds until the next send would be allowed (at least 1)."""
