@@ -199,3 +199,59 @@ async def test_an_unreachable_ledger_raises_on_a_new_slot(ledger: MemoryCapLedge
     assert await a.acquire("acme")  # a leased slot needs no database
     with pytest.raises(StoreError):
         await a.acquire("acme")
+
+
+# -- cancellations and races ----------------------------------------------------------------------------
+
+
+async def test_a_cancelled_sender_does_not_cancel_the_grant_others_wait_for(ledger: MemoryCapLedger,
+                                                                           clock: Clock) -> None:
+    ledger.delay = 0.02
+    sends = _sends(ledger, clock, 600)
+    first = asyncio.ensure_future(sends.take("acme"))
+    second = asyncio.ensure_future(sends.take("acme"))
+    await asyncio.sleep(0.005)
+    first.cancel()
+    assert await second and ledger.calls == ["take_sends"] and sends.held("acme") == 29
+    await sends.aclose()  # a refill cut short by the stop leaves nothing stuck behind it
+    again = _sends(ledger, clock, 600)
+    refill = asyncio.ensure_future(again.take("globex"))
+    await asyncio.sleep(0.005)
+    for task in list(again._tasks):
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await refill
+    ledger.delay = 0.0
+    assert await again.take("globex")
+
+
+async def test_a_cancelled_invocation_gives_back_the_slot_its_lease_got(ledger: MemoryCapLedger,
+                                                                       clock: Clock) -> None:
+    ledger.delay = 0.02
+    a = _slots(ledger, clock, 1, "a")
+    waiting = asyncio.ensure_future(a.acquire("acme"))
+    await asyncio.sleep(0.005)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0.03)  # the lease change finished and recorded its answer
+    assert a.leased("acme") == 1 and await a.acquire("acme")  # the slot is free for the next invocation
+
+
+async def test_an_invocation_starting_during_a_return_does_not_use_a_returned_slot(ledger: MemoryCapLedger,
+                                                                                   clock: Clock) -> None:
+    a, b = _slots(ledger, clock, 1, "a"), _slots(ledger, clock, 1, "b")
+    assert await a.acquire("acme")
+    a.release("acme")
+    await a.maintain()  # used during this tick: kept
+    ledger.delay = 0.02
+    giving_back = asyncio.ensure_future(a.maintain())  # unused for a tick: given back
+    await asyncio.sleep(0.005)
+    starting = asyncio.ensure_future(a.acquire("acme"))
+    await asyncio.sleep(0)
+    assert not starting.done()  # no free slot while it is being given back: it waits to ask the ledger
+    await giving_back
+    assert ledger.live("acme") == {}
+    ledger.delay = 0.0
+    assert await starting  # leased again, after the return
+    assert not await b.acquire("acme")  # one slot, one holder

@@ -25,6 +25,7 @@ docs/fleet.md ("Per-namespace caps across the fleet").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -137,7 +138,9 @@ class FleetSends:
                 if pool.failure is not None:
                     raise pool.failure
                 return
-        failure = await self._start_refill(namespace)
+        # Shielded: the refill is shared by every sender waiting for it, and one cancelled request (a client
+        # that went away) must not cancel it for the others.
+        failure = await asyncio.shield(self._start_refill(namespace))
         if failure is not None:
             raise failure
 
@@ -172,16 +175,17 @@ class FleetSends:
             LOG.warning("fleet caps: a send grant failed (%s); refusing that namespace's sends for %.0f s",
                         type(exc).__name__, FAILURE_BACKOFF)
             failure = exc
-        with self._lock:
-            pool.refill = None
-            pool.failure = failure
-            now = self._clock()
-            if grant is None:
-                pool.quiet_until = now + FAILURE_BACKOFF
-            else:
-                pool.tokens += grant.granted
-                if grant.granted < self.grant:  # the bucket is drained: ask again once it holds a grant
-                    pool.quiet_until = now + max(0.0, self.grant - grant.level) / self._rate
+        finally:  # also when cancelled (the gateway stops): the next sender may start a refill
+            with self._lock:
+                pool.refill = None
+                pool.failure = failure
+                now = self._clock()
+                if failure is not None:
+                    pool.quiet_until = now + FAILURE_BACKOFF
+                elif grant is not None:
+                    pool.tokens += grant.granted
+                    if grant.granted < self.grant:  # the bucket is drained: ask again once it holds a grant
+                        pool.quiet_until = now + max(0.0, self.grant - grant.level) / self._rate
         return failure
 
     def held(self, namespace: str) -> int:
@@ -261,11 +265,25 @@ class FleetSlots:
         lease = self._lease(namespace)
         if self._take_free(lease):
             return True
+        # Shielded: a request cancelled while its lease change is under way must not cut the change short
+        # (the lock would pass on before the ledger's answer is recorded); what it got is released instead.
+        grow = asyncio.ensure_future(self._grow(namespace, lease))
+        try:
+            return await asyncio.shield(grow)
+        except asyncio.CancelledError:
+            grow.add_done_callback(functools.partial(self._release_if_taken, namespace))
+            raise
+
+    async def _grow(self, namespace: str, lease: _Lease) -> bool:
         async with lease.lock:  # one lease change per namespace at a time: each asks for what it counts
             if self._take_free(lease):
                 return True
             await self._set(namespace, lease, lease.running + 1)
             return self._take_free(lease)
+
+    def _release_if_taken(self, namespace: str, grow: asyncio.Future[bool]) -> None:
+        if not grow.cancelled() and grow.exception() is None and grow.result():
+            self.release(namespace)
 
     def release(self, namespace: str) -> None:
         lease = self._leases.get(namespace)
@@ -301,6 +319,9 @@ class FleetSlots:
             lease.peak = lease.running
             if lease.leased > keep and not lease.lock.locked():
                 async with lease.lock:
+                    # Shrink here first: an invocation starting while the return is on its way must not
+                    # take a slot the ledger is about to hand to another gateway.
+                    lease.leased = keep
                     await self._set(namespace, lease, keep)  # also renews what it keeps
             elif lease.leased > 0 and lease.until - now < self.ttl * 2 / 3:
                 due.append(namespace)
@@ -322,7 +343,7 @@ class FleetSlots:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        held = [ns for ns, lease in self._leases.items() if lease.leased > 0]
+        held = list(self._leases)  # with any whose change was cut short: the ledger may hold a lease for it
         self._leases.clear()
         if held:
             try:
