@@ -97,6 +97,9 @@ async def test_sends_per_minute_hold_across_gateways(capped: tuple[GatewayProces
     refused = next(r for r in answers if r.status_code == 429)
     assert f"at most {SENDS_PER_MINUTE} sends per minute" in refused.json()["error"]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
+    async with a.client() as client:  # the grants are visible to the operator
+        page = (await client.get("/metrics")).text
+    assert 'wasmhost_fleet_cap_requests_total{kind="send_grant"}' in page
 
 
 async def test_concurrent_invocations_hold_across_gateways(capped: tuple[GatewayProcess, GatewayProcess]) -> None:

@@ -19,7 +19,7 @@ from .errors import install_error_handlers
 from .fleetcaps import FleetSends, FleetSlots
 from .identity import NAMESPACE_HEADER
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
-from .metrics import ChangeFeedCollector, DeliveryQueueCollector, Metrics
+from .metrics import ChangeFeedCollector, DeliveryQueueCollector, FleetCapsCollector, Metrics
 from .readcache import ReadCache
 from .routes import activity, devices, functions, namespace, operator, ops, push, users
 from .sharedcaps import WorkerGroup
@@ -137,6 +137,7 @@ def create_app(
     )
     metrics.registry.register(ChangeFeedCollector(lambda: gateway.services))  # fleet: listener health
     metrics.registry.register(DeliveryQueueCollector(lambda: gateway.services))
+    metrics.registry.register(FleetCapsCollector(lambda: (gateway.send_limiter.fleet, gateway.slots.fleet)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
