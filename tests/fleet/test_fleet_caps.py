@@ -5,6 +5,7 @@ invocations at once), so twice the cap would get through without the fleet's cou
 from __future__ import annotations
 
 import asyncio
+import base64
 import struct
 import time
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fleet.gateways import GatewayProcess, Tenant, create_tenant, metric
+from tests.fleet.gateways import ROOT, GatewayProcess, Tenant, create_tenant, metric
+from wasmhost.runtime import RATE_LIMITED
 
 SENDS_PER_MINUTE = 20
 MAX_CONCURRENT = 2
@@ -39,6 +41,9 @@ SLEEPER = """(module
     (drop (call $poll (i32.const 0) (i32.const 1024) (i32.const 1) (i32.const 2048)))
     (drop (call $out (i32.const 4000) (i32.const 5)))
     (i32.const 0)))"""
+
+
+SPAM_SENDS = (ROOT / "guest_examples" / "sandbox" / "spam_sends.wat").read_text()
 
 
 def _nap(seconds: float) -> bytes:
@@ -100,6 +105,30 @@ async def test_sends_per_minute_hold_across_gateways(capped: tuple[GatewayProces
     async with a.client() as client:  # the grants are visible to the operator
         page = (await client.get("/metrics")).text
     assert 'wasmhost_fleet_cap_requests_total{kind="send_grant"}' in page
+
+
+async def test_guest_sends_share_the_fleets_budget(capped: tuple[GatewayProcess, GatewayProcess]) -> None:
+    a, b = capped
+    tenant = await create_tenant(a, "caps")
+    accepted = []
+    started = time.monotonic()
+    async with tenant.admin(a) as on_a, tenant.admin(b) as on_b:
+        assert (await on_a.put("/v1/namespace/push-credentials/outbox", json={})).status_code == 200
+        r = await on_a.put("/v1/functions/spam", content=SPAM_SENDS.encode())
+        assert r.status_code == 200, r.text
+        for i in range(30):  # alternately: each invocation sends until the host refuses
+            r = await (on_a, on_b)[i % 2].post("/v1/functions/spam/invoke")
+            assert r.status_code == 200, r.text
+            n, code = struct.unpack("<ii", base64.b64decode(r.json()["output_base64"]))
+            assert code == RATE_LIMITED
+            accepted.append(n)
+        # An HTTP send of the namespace shares that budget, through either gateway.
+        refused = await on_b.post("/v1/push/send", json={"user_id": "alice", "body": "x"})
+    elapsed = time.monotonic() - started
+    refilled = int(elapsed * SENDS_PER_MINUTE / 60)  # one token every 3 s
+    assert SENDS_PER_MINUTE - 2 <= sum(accepted) <= SENDS_PER_MINUTE + refilled, accepted
+    assert sum(accepted[0::2]) and sum(accepted[1::2])  # both gateways' guests sent
+    assert refused.status_code == 429 or refilled, refused.text
 
 
 async def test_concurrent_invocations_hold_across_gateways(capped: tuple[GatewayProcess, GatewayProcess]) -> None:
