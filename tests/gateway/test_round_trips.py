@@ -4,7 +4,11 @@ Warm means the API key, the function, the compiled module, the namespace's dispa
 device list were all read once already and nothing changed since; what remains is what must be written.
 Activity and the delivery worker's poll for due deliveries run in the background once a second whatever
 the rate, so they are stopped here (activity is counted on its own), and so is the once-a-second recount
-of the namespace's queued deliveries.
+of the namespace's queued deliveries, and the fleet caps' tick (giving back invocation slots unused for a
+tick, renewing leases every 10 s).
+
+The fleet's per-namespace caps are on (the store is PostgreSQL): the warm request took this process's
+grant of send tokens and its lease of an invocation slot, so the counted requests spend them locally.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.store.pg import drop_schema, run_sync, schema_url
+from wasmhost.gateway import fleetcaps
 from wasmhost.gateway.state import Gateway
 from wasmhost.push import delivery
 from wasmhost.push.delivery import QueueSettings
@@ -39,6 +44,7 @@ def pg_gateway(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> It
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WASMHOST_STATE_DIR", str(tmp / "state"))
         mp.setattr(delivery, "QUEUED_RECOUNT", 3600.0)  # the cap's recount, once a second, is not per request
+        mp.setattr(fleetcaps, "SLOT_TICK", 3600.0)  # background, bounded by time whatever the rate
         gw = GatewayServer(tmp, db_url=url, queue=QueueSettings(poll_interval=3600.0)).start()
         try:
             yield gw
@@ -78,11 +84,14 @@ def _round_trips_each(gw: GatewayServer, request: object) -> float:
     assert callable(request)
     request()  # warm
     driver = _driver(gw)
+    sends, slots = _gateway(gw).send_limiter.fleet, _gateway(gw).slots.fleet
+    assert sends is not None and slots is not None, "on PostgreSQL the caps are the fleet's"
     time.sleep(SETTLE)  # the warm request's delivery states are committed (group commit, push.delivery)
-    before = driver.round_trips
+    before, grants, leases = driver.round_trips, sends.grants, slots.requests
     for _ in range(REQUESTS):
         request()
     time.sleep(SETTLE)
+    assert (sends.grants, slots.requests) == (grants, leases)  # spent locally: no grant, no lease
     return (driver.round_trips - before) / REQUESTS
 
 

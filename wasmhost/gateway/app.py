@@ -12,12 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..console import router as console_router
 from ..services import Services, Settings
+from ..store.fleetcaps import CapLedger
 from .activity import TeeObserver
 from .config import GatewayConfig
 from .errors import install_error_handlers
+from .fleetcaps import FleetSends, FleetSlots
 from .identity import NAMESPACE_HEADER
 from .limits import AuthFailureThrottle, InvocationSlots, SendRateLimiter
-from .metrics import ChangeFeedCollector, DeliveryQueueCollector, Metrics, WebhookCollector
+from .metrics import ChangeFeedCollector, DeliveryQueueCollector, FleetCapsCollector, Metrics, WebhookCollector
 from .readcache import ReadCache
 from .routes import activity, devices, functions, namespace, operator, ops, push, users, webhooks
 from .sharedcaps import WorkerGroup
@@ -100,6 +102,19 @@ def gateway_lifespan(app: FastAPI) -> AbstractAsyncContextManager[object]:
     return app.router.lifespan_context(app)
 
 
+def _fleet_caps(services: Services, config: GatewayConfig) -> tuple[FleetSends | None, FleetSlots | None]:
+    """On a store that gateways share (PostgreSQL), the per-namespace caps are the fleet's (`fleetcaps`)."""
+    opener = getattr(services.store, "cap_ledger", None)
+    if opener is None:
+        return None, None
+    ledger: CapLedger = opener()
+    sends = FleetSends(ledger, config.sends_per_minute)
+    slots = FleetSlots(ledger, config.max_concurrent_invocations, ttl=float(config.slot_lease_seconds))
+    sends.start()
+    slots.start()
+    return sends, slots
+
+
 def create_app(
     settings: Settings | None = None, config: GatewayConfig | None = None, *, group: WorkerGroup | None = None
 ) -> FastAPI:
@@ -123,12 +138,15 @@ def create_app(
     metrics.registry.register(ChangeFeedCollector(lambda: gateway.services))  # fleet: listener health
     metrics.registry.register(DeliveryQueueCollector(lambda: gateway.services))
     metrics.registry.register(WebhookCollector(lambda: gateway.services))
+    metrics.registry.register(FleetCapsCollector(lambda: (gateway.send_limiter.fleet, gateway.slots.fleet)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.open(
             settings, observer=TeeObserver(metrics.observer, gateway.activity), send_limiter=gateway.send_limiter
         )
+        fleet_sends, fleet_slots = _fleet_caps(services, config)
+        gateway.send_limiter.fleet, gateway.slots.fleet = fleet_sends, fleet_slots
         reads = ReadCache(services.store, settings.dispatcher_ttl)
         unsubscribe = services.changes.subscribe(reads.on_change) if services.changes is not None else None
         gateway.services, gateway.reads = services, reads
@@ -141,6 +159,10 @@ def create_app(
             metrics.stop()
             await gateway.activity.aclose()
             gateway.services = gateway.reads = None
+            gateway.send_limiter.fleet = gateway.slots.fleet = None
+            if fleet_sends is not None and fleet_slots is not None:  # before the store closes: they give back
+                await fleet_slots.aclose()
+                await fleet_sends.aclose()
             if unsubscribe is not None:
                 unsubscribe()
             await services.aclose()

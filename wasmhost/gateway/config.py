@@ -30,6 +30,9 @@ class GatewayConfig:
     max_total_invocations: int = 64
     #: Sends (HTTP and guest) one namespace may start per minute (``WASMHOST_SENDS_PER_MINUTE``).
     sends_per_minute: int = 600
+    #: On PostgreSQL, seconds a gateway's lease of a namespace's invocation slots lasts unless renewed
+    #: (``WASMHOST_SLOT_LEASE_SECONDS``): how long a crashed gateway's slots stay taken (docs/fleet.md).
+    slot_lease_seconds: int = 30
     #: Functions one namespace may have (``WASMHOST_MAX_FUNCTIONS_PER_NAMESPACE``); the next deploy is a 409.
     max_functions_per_namespace: int = 100
     #: Total module bytes of one namespace's functions (``WASMHOST_MAX_NAMESPACE_MODULE_BYTES``); beyond is a 413.
@@ -58,8 +61,8 @@ class GatewayConfig:
                 f" (got {len(self.admin_token)}); generate one with: openssl rand -hex 32"
             )
         for name in ("max_module_bytes", "max_input_bytes", "max_concurrent_invocations", "max_total_invocations",
-                     "sends_per_minute", "auth_failures_per_minute", "max_functions_per_namespace",
-                     "max_namespace_module_bytes"):
+                     "sends_per_minute", "slot_lease_seconds", "auth_failures_per_minute",
+                     "max_functions_per_namespace", "max_namespace_module_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -72,6 +75,7 @@ class GatewayConfig:
             max_concurrent_invocations=env_int("WASMHOST_MAX_CONCURRENT_INVOCATIONS", cls.max_concurrent_invocations),
             max_total_invocations=env_int("WASMHOST_MAX_INVOCATIONS", cls.max_total_invocations),
             sends_per_minute=env_int("WASMHOST_SENDS_PER_MINUTE", cls.sends_per_minute),
+            slot_lease_seconds=env_int("WASMHOST_SLOT_LEASE_SECONDS", cls.slot_lease_seconds),
             max_functions_per_namespace=env_int("WASMHOST_MAX_FUNCTIONS_PER_NAMESPACE",
                                                 cls.max_functions_per_namespace),
             max_namespace_module_bytes=env_int("WASMHOST_MAX_NAMESPACE_MODULE_BYTES", cls.max_namespace_module_bytes),

@@ -25,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..push.observer import PushObserver
 from ..runtime import InvocationResult
 from ..services import Services
+from .fleetcaps import FleetSends, FleetSlots
 
-__all__ = ["CONTENT_TYPE_LATEST", "ChangeFeedCollector", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "ChangeFeedCollector", "FleetCapsCollector", "Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -220,6 +221,28 @@ class ChangeFeedCollector:
             ("wasmhost_changes_received", "received", "Change notifications received from other gateways"),
         ):
             yield CounterMetricFamily(name, text, value=int(getattr(feed, attr, 0)))
+
+
+class FleetCapsCollector:
+    """Prometheus view of the fleet's per-namespace caps (PostgreSQL only): the statements this process made
+    to draw send grants and change slot leases. They follow grants used up and concurrency changes, not the
+    request rate; a rate close to the request rate means grants too small for the traffic."""
+
+    def __init__(self, fleet: Callable[[], tuple[FleetSends | None, FleetSlots | None]]) -> None:
+        self._fleet = fleet
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sends, slots = self._fleet()
+        if sends is None or slots is None:
+            return
+        family = CounterMetricFamily("wasmhost_fleet_cap_requests", "Statements to the fleet's cap counters "
+                                     "(send grants; slot leases, returns and renewals)", labels=["kind"])
+        family.add_metric(["send_grant"], sends.grants)
+        family.add_metric(["slot_lease"], slots.requests)
+        yield family
 
 
 class DeliveryQueueCollector:

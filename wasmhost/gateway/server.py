@@ -4,7 +4,8 @@ Why processes sharing the socket (and not one front process handing guests to wo
 costs one process's HTTP parsing plus the invocation, with no hand-off between processes; the kernel
 spreads connections over the workers. Each worker is a whole gateway (event loop, `Services`, caches);
 what must hold for the gateway as a whole lives outside them: the per-namespace caps in a shared
-`CapTable`, the state in the store (whose change feed keeps every worker's caches in step).
+`CapTable` (on PostgreSQL in the fleet's counters, `fleetcaps`, which hold across gateways too), the state
+in the store (whose change feed keeps every worker's caches in step).
 
 The supervisor (this process) binds the socket, prepares the state once (migrations, master key) so
 workers never race on a fresh state folder, then forks the workers before it has started any thread. A

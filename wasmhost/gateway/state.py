@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -49,11 +49,11 @@ class Gateway:
             raise ApiError(503, "the gateway is starting or stopping")
         return self.reads
 
-    @contextmanager
-    def invocation_slot(self, namespace: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def invocation_slot(self, namespace: str) -> AsyncIterator[None]:
         """Hold an invocation slot (429 when the namespace or the gateway is at its cap), counted in metrics."""
         try:
-            self.slots.acquire(namespace)
+            await self.slots.acquire(namespace)
         except ApiError:
             self.metrics.rate_limited.labels(cap="concurrent_invocations").inc()
             raise

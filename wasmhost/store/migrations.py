@@ -1,6 +1,6 @@
 """Versioned schema migrations, one list for every backend.
 
-Each migration is SQL with a few dialect placeholders (`{blob}`, `{real}`, `{serial_pk}`), so SQLite
+Each migration is SQL with a few dialect placeholders (`{blob}`, `{real}`, `{serial_pk}`, `{json}`), so SQLite
 and PostgreSQL share one history and one version number. Append only: never edit a released step.
 """
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 __all__ = ["MIGRATIONS", "Migration", "render"]
 
 DIALECTS = {
-    "sqlite": {"blob": "BLOB", "real": "REAL", "serial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT"},
-    "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial_pk": "BIGSERIAL PRIMARY KEY"},
+    "sqlite": {"blob": "BLOB", "real": "REAL", "serial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "json": "TEXT"},
+    "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial_pk": "BIGSERIAL PRIMARY KEY",
+                   "json": "JSONB"},
 }
 
 
@@ -203,6 +204,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "receipts awaited on deliveries (Expo): the receipt id and when its ticket came", (
         "ALTER TABLE deliveries ADD COLUMN receipt_id TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE deliveries ADD COLUMN receipt_at {real} NOT NULL DEFAULT 0",
+    )),
+    Migration(7, "fleet-wide per-namespace caps: the send bucket and invocation slot leases (store/fleetcaps.py)", (
+        # No foreign keys: a row is a few bytes of counters, written only by `PgCapLedger`, and a cap
+        # must not fail because a namespace was deleted while a gateway still held its key.
+        """CREATE TABLE namespace_send_tokens (
+            namespace TEXT PRIMARY KEY,
+            tokens {real} NOT NULL,
+            stamp {real} NOT NULL,
+            granted INTEGER NOT NULL
+        )""",
+        """CREATE TABLE namespace_slot_leases (
+            namespace TEXT PRIMARY KEY,
+            leases {json} NOT NULL
+        )""",
     )),
 )
 

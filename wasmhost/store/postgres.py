@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -26,6 +26,9 @@ from .changes import Change, LocalChangeFeed
 from .driver import IntegrityError, Row, dollar_placeholders
 from .sealing import KeyRing
 from .sql import SQLStore
+
+if TYPE_CHECKING:
+    from .fleetcaps import PgCapLedger
 
 __all__ = ["CHANNEL", "PgChangeFeed", "PgDriver", "PostgresStore"]
 
@@ -386,6 +389,14 @@ class PgDriver:
         async with self._conn() as conn:
             return list(await conn.fetch(dollar_placeholders(sql), *params))
 
+    async def fetch_unflushed(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """One statement, its own transaction, on the connections whose commits do not wait for the disk
+        (see `commit_now`): for writes whose loss in a server crash costs nothing that matters, such as
+        the fleet's cap counters (`fleetcaps`), which return rows."""
+        self.round_trips += 1
+        async with self._conn(flush=False) as conn:
+            return list(await conn.fetch(dollar_placeholders(sql), *params))
+
     async def execute(self, sql: str, params: Sequence[Any] = (), change: Change | None = None) -> int:
         self.round_trips += 1
         async with self._conn() as conn:
@@ -454,6 +465,12 @@ class PostgresStore(SQLStore):
     @property
     def pool(self) -> asyncpg.Pool:
         return self.driver.pool
+
+    def cap_ledger(self) -> PgCapLedger:
+        """The fleet-wide counters behind the per-namespace caps, on this store's connections."""
+        from .fleetcaps import PgCapLedger
+
+        return PgCapLedger(self.driver)
 
     async def open(self) -> PostgresStore:
         await super().open()

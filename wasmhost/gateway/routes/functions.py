@@ -183,7 +183,8 @@ async def _load(gw: Gateway, namespace: str, name: str) -> tuple[Compiled, Limit
 async def invoke(name: NamePath, request: Request, gw: GatewayDep, admin: AdminDep) -> JSONResponse:
     payload = await read_capped(request, gw.config.max_input_bytes, "the input limit, WASMHOST_MAX_INPUT_BYTES")
     module, limits = await _load(gw, admin.namespace, name)
-    with gw.invocation_slot(admin.namespace):
+    async with gw.invocation_slot(admin.namespace):
+        await gw.send_limiter.prepare(admin.namespace)  # on a fleet: tokens for the guest's sends, if any
         result = await gw.svc.runtime.invoke(admin.namespace, module, payload, limits)
     gw.metrics.record_invocation(result)
     gw.activity.invocation(admin.namespace, name, result)

@@ -113,7 +113,7 @@ async def send(
     if len(json.dumps(fields, ensure_ascii=False).encode()) > MAX_MESSAGE_BYTES:
         raise ApiError(413, f"the message is over {MAX_MESSAGE_BYTES} bytes")
     try:
-        gw.send_limiter.acquire_or_429(admin.namespace)
+        await gw.send_limiter.acquire_or_429(admin.namespace)
     except ApiError:
         gw.metrics.rate_limited.labels(cap="sends_per_minute").inc()
         raise
