@@ -205,11 +205,11 @@ class DeliveryQueue:
             self.wake()
             return SendReport([DeviceResult(d.device_id, d.provider, False, state="queued") for d in devices],
                               send_id=accepted.send_id)
+        if not remote:  # all delivered in the accept: nothing left to send or to record
+            return SendReport([local[d.id] for d in devices], send_id=accepted.send_id)
         ids = accepted.delivery_ids
         # The same key as any later retry of this send (which reads the stored key and send id back).
         message = with_send_key(message, namespace, idempotency_key or message.message_id, accepted.send_id)
-        if not remote:  # all delivered in the accept: nothing left to send or to record
-            return SendReport([local[d.id] for d in devices], send_id=accepted.send_id)
         try:
             report = await dispatcher.send_to_devices(namespace, remote, message, deadline=deadline, durable=True)
         except asyncio.CancelledError:

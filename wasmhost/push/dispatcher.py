@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..store.base import Device, DeviceStore, StoreError
 from .errors import PushUnavailable
@@ -92,16 +92,15 @@ class Dispatcher:
         `committed_in_store`). Other devices are left to `send_to_devices`."""
         groups: dict[str, list[Delivery]] = defaultdict(list)
         for device in devices:
-            provider = self.providers.get(device.provider)
-            if isinstance(provider, InStoreProvider):
+            # Not isinstance(): a runtime-checkable Protocol's check costs ~20 µs, on every send.
+            if getattr(self.providers.get(device.provider), "store_steps", None) is not None:
                 groups[device.provider].append(Delivery(
                     namespace, device.user_id, device.device_id, device.id, device.token, message, device.updated_at
                 ))
         steps: list[tuple[str, Sequence[Sequence[Any]]]] = []
         results: dict[str, DeviceResult] = {}
         for name, deliveries in groups.items():
-            provider = self.providers[name]
-            assert isinstance(provider, InStoreProvider)
+            provider = cast(InStoreProvider, self.providers[name])
             steps.extend(provider.store_steps(deliveries))
             for d in deliveries:
                 results[d.device_row_id] = DeviceResult(d.device_id, name, True, 200, attempts=1, state="delivered")
