@@ -172,8 +172,11 @@ class DeliveryQueue:
         deadline = deadline if deadline is not None else start + DEFAULT_SEND_TIMEOUT
         # Devices whose delivery is a write to this store (the outbox) are delivered by the accept's own
         # transaction: one commit for the send, its rows and those deliveries, which then happen exactly once.
+        # In a namespace with a webhook their `delivered` state still goes through the group commit, which
+        # writes the webhook events (`send.completed`): a crash before it repeats such a delivery.
         in_store, local = dispatcher.in_store(namespace, devices, message) if wait else ([], {})
         remote = [d for d in devices if d.id not in local] if local else devices
+        final_at_accept = local if namespace not in self.webhook_namespaces else {}
         try:
             if remote and settings.max_queued and (
                 await self._queued(namespace) + len(remote) > settings.max_queued
@@ -185,7 +188,7 @@ class DeliveryQueue:
                 ttl_seconds=ttl, idempotency_key=idempotency_key or message.message_id,
                 lease_owner=self.owner if wait else "",
                 lease_seconds=max(0.0, deadline - start) + settings.lease_seconds,
-                delivered=local.keys(), also=in_store,
+                delivered=final_at_accept.keys(), also=in_store,
             )
             if not accepted.created:
                 await self.flush()
@@ -195,9 +198,10 @@ class DeliveryQueue:
         except (StoreError, NotFound) as exc:
             LOG.error("push: accepting a send in namespace %s failed: %s", namespace, exc)
             raise PushUnavailable("the send could not be stored") from None
-        self._count("queued" if not wait else "sending", len(remote))
+        self._count("queued" if not wait else "sending", len(devices) - len(final_at_accept))
+        if final_at_accept:
+            self._count("delivered", len(final_at_accept))
         if local:
-            self._count("delivered", len(local))
             dispatcher.committed_in_store(namespace, local.values())
         if (known := self._queued_counts.get(namespace)) is not None:
             self._queued_counts[namespace] = (known[0] + len(remote), known[1])
@@ -205,9 +209,11 @@ class DeliveryQueue:
             self.wake()
             return SendReport([DeviceResult(d.device_id, d.provider, False, state="queued") for d in devices],
                               send_id=accepted.send_id)
-        if not remote:  # all delivered in the accept: nothing left to send or to record
-            return SendReport([local[d.id] for d in devices], send_id=accepted.send_id)
         ids = accepted.delivery_ids
+        if local and not final_at_accept:
+            self._record([DeliveryUpdate(ids[row], "delivered", 1, 200) for row in local], namespace)
+        if not remote:  # all delivered in the accept: nothing left to send
+            return SendReport([local[d.id] for d in devices], send_id=accepted.send_id)
         # The same key as any later retry of this send (which reads the stored key and send id back).
         message = with_send_key(message, namespace, idempotency_key or message.message_id, accepted.send_id)
         try:
