@@ -118,3 +118,26 @@ def test_admin_looks_up_a_users_devices_and_deletes_one(make_tenant: Callable[..
     with tenant.user("alice") as c:  # the app user's own view agrees
         assert [d["device_id"] for d in c.get("/v1/push/devices").json()["devices"]] == ["tablet"]
     assert tenant.server.client().get("/v1/namespace/users/alice/devices").status_code == 401
+
+
+async def test_a_flush_writes_only_what_the_store_keeps_and_the_buffer_is_bounded() -> None:
+    from wasmhost.runtime import InvocationResult
+
+    written: list[list[tuple[str, str, int]]] = []
+
+    class Store:
+        async def record_activity(self, invocations: list, usage: list, keep: int, max_age: float, now: float) -> None:
+            written.append([(r.namespace, r.function, r.record["code"]) for r in invocations])
+
+    clock = iter(range(10**6))
+    recorder = activity.Activity(lambda: Store(), clock=lambda: float(next(clock)))  # type: ignore[arg-type, return-value]
+    for i in range(1000):  # one busy function: only its newest KEEP_PER_FUNCTION are written
+        recorder.invocation("acme", "busy", InvocationResult(code=i))
+    recorder.invocation("acme", "quiet", InvocationResult(code=7))
+    await recorder.flush()
+    keep = activity.KEEP_PER_FUNCTION
+    assert written[0] == [("acme", "busy", i) for i in range(1000 - keep, 1000)] + [("acme", "quiet", 7)]
+    for f in range(activity.MAX_PENDING):  # many functions: at most MAX_PENDING rows wait for a flush
+        recorder.invocation("acme", f"f{f}", InvocationResult(code=0))
+    await recorder.flush()
+    assert len(written[1]) == activity.MAX_PENDING
