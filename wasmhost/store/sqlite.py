@@ -35,6 +35,9 @@ Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 LOOP_WRITE_BUDGET = 0.002
 LOOP_WRITE_STRIKES = 2
 LOOP_WRITE_COOLDOWN = 5.0
+#: How long a group waits for the write lock (as busy_timeout would), and the longest sleep between tries.
+GROUP_WAIT = 5.0
+GROUP_WAIT_MAX = 0.001
 #: Loop-thread commits between PASSIVE WAL checkpoints (run on a worker thread; the loop never checkpoints).
 CHECKPOINT_EVERY = 256
 
@@ -220,17 +223,35 @@ class _GroupWriter:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            for pragma in ("busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+            for pragma in ("busy_timeout=0", "foreign_keys=ON", "synchronous=NORMAL"):
                 conn.execute(f"PRAGMA {pragma}")
             self._conn = conn
         return self._conn
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting for the write lock in short sleeps (at most `GROUP_WAIT_MAX`
+        apart) for up to `GROUP_WAIT` seconds. SQLite's own busy handler backs off to 25-100 ms sleeps, so a
+        group waiting behind another worker's many short commits slept long after the lock was free:
+        p99 of 50-250 ms at 16 connections. The thread waits, never the loop."""
+        deadline = time.monotonic() + GROUP_WAIT
+        delay = 0.0001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, GROUP_WAIT_MAX)
 
     def _commit_group(self, group: list[Steps]) -> list[StoreError | None]:
         """On the writer thread: one transaction for the whole group; per caller, None or its error."""
         errors: list[StoreError | None] = []
         try:
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 for steps in group:
                     conn.execute("SAVEPOINT caller")
