@@ -117,7 +117,10 @@ class _LoopConnection:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for sql, rows in steps:
-                        conn.executemany(sql, rows)
+                        if len(rows) == 1:  # execute() skips executemany's iterator: most steps are one row
+                            conn.execute(sql, rows[0])
+                        else:
+                            conn.executemany(sql, rows)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
