@@ -214,3 +214,20 @@ async def test_an_outbox_send_whose_accept_fails_records_nothing(sqlite_store: S
     assert again.ok  # the original send's report; delivered once, not again
     assert len(await sqlite_store.list_deliveries("acme")) == 2
     await manager.aclose()
+
+
+async def test_the_worker_delivers_a_batch_of_outbox_rows_in_one_commit(sqlite_store: SQLiteStore) -> None:
+    manager = await _outbox_manager(sqlite_store)
+    loop_db = sqlite_store.driver.loop_db
+    assert loop_db is not None and manager.queue is not None
+    sends = [await manager.send_to_user("acme", "alice", PushMessage(title=f"m{i}"), wait=False) for i in range(10)]
+    before = loop_db._commits
+    assert await manager.queue.claim_once() == 20
+    assert loop_db._commits - before == 1  # 20 records and their 20 states: one transaction
+    for report in sends:
+        status = await sqlite_store.get_send("acme", report.send_id or "")
+        assert status.state == "completed" and {(d.state, d.attempts) for d in status.deliveries} == {("delivered", 1)}
+    assert sorted(r.message["title"] for r in await sqlite_store.list_deliveries("acme")) == sorted(
+        f"m{i}" for i in range(10) for _ in range(2))
+    assert await manager.queue.claim_once() == 0  # nothing left leased or queued: delivered exactly once
+    await manager.aclose()

@@ -99,6 +99,8 @@ class QueueStore(Protocol):
         ttl_seconds: float, idempotency_key: str = "", lease_owner: str = "", lease_seconds: float = 0.0,
         delivered: Collection[str] = frozenset(), also: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
     ) -> AcceptedSend: ...
+    async def deliver_in_store(self, owner: str, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]],
+                               updates: Sequence[DeliveryUpdate]) -> None: ...
     async def update_deliveries(self, owner: str, updates: Sequence[DeliveryUpdate], *, events: bool = False
                                 ) -> None: ...
     async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]: ...
@@ -400,10 +402,7 @@ class DeliveryQueue:
                 except StoreError as exc:
                     LOG.warning("push: claiming deliveries failed: %s", exc)
             if claimed:
-                groups: dict[str, list[ClaimedDelivery]] = defaultdict(list)
-                for c in claimed:
-                    groups[c.send_id].append(c)
-                for group in groups.values():
+                for group in await self._deliver_in_store(claimed):
                     self._spawn(self._deliver(group))
                 continue
             self._wake.clear()
@@ -415,12 +414,67 @@ class DeliveryQueue:
     async def claim_once(self) -> int:
         """Claim and deliver one batch, awaiting it (tests and benchmarks drive the worker with this)."""
         claimed = await self.store.claim_deliveries(self.owner, self.settings.lease_seconds, self.settings.batch)
-        groups: dict[str, list[ClaimedDelivery]] = defaultdict(list)
-        for c in claimed:
-            groups[c.send_id].append(c)
-        await asyncio.gather(*(self._deliver(g) for g in groups.values()))
+        await asyncio.gather(*(self._deliver(g) for g in await self._deliver_in_store(claimed)))
         await self.flush()
         return len(claimed)
+
+    async def _deliver_in_store(self, claimed: list[ClaimedDelivery]) -> list[list[ClaimedDelivery]]:
+        """Deliver the claimed rows whose provider writes to the store (the outbox) in one commit for the
+        whole batch — every record with its ``delivered`` state, so each happens exactly once — and return
+        the rest, one group per send, for `_deliver`. Namespaces with a webhook take `_deliver` (their
+        states' commit writes the events), and so does anything unusual (expired, a bad message, a device
+        gone, the provider not configured): there the per-send path says what happened."""
+        now = time.time()
+        sends: dict[str, list[ClaimedDelivery]] = defaultdict(list)
+        for c in claimed:
+            sends[c.send_id].append(c)
+        by_namespace: dict[str, list[list[ClaimedDelivery]]] = defaultdict(list)
+        rest: list[list[ClaimedDelivery]] = []
+        for group in sends.values():
+            ns = group[0].namespace
+            if ns in self.webhook_namespaces or group[0].expires_at <= now:
+                rest.append(group)
+            else:
+                by_namespace[ns].append(group)
+        steps: list[tuple[str, Sequence[Sequence[Any]]]] = []
+        updates: list[DeliveryUpdate] = []
+        done: list[tuple[Dispatcher, str, list[DeviceResult]]] = []
+        for ns, groups in by_namespace.items():
+            try:
+                async with self.dispatchers.held(ns) as dispatcher:
+                    rows = [c.device_row_id for g in groups for c in g]
+                    devices = {d.id: d for d in await self.store.devices_by_row_ids(ns, rows)}
+                    for group in groups:
+                        try:
+                            message = parse_message(group[0].message_json)
+                        except MessageError:
+                            rest.append(group)
+                            continue
+                        present = [devices[c.device_row_id] for c in group if c.device_row_id in devices]
+                        send_steps, local = dispatcher.in_store(ns, present, message) if present else ([], {})
+                        if not local:
+                            rest.append(group)
+                            continue
+                        steps.extend(send_steps)
+                        updates += [DeliveryUpdate(c.id, "delivered", 1, 200) for c in group
+                                    if c.device_row_id in local]
+                        left = [c for c in group if c.device_row_id not in local]
+                        if left:
+                            rest.append(left)
+                        done.append((dispatcher, ns, list(local.values())))
+            except (PushError, StoreError):
+                rest.extend(groups)  # `_deliver` retries them, and records why
+        if updates:
+            try:
+                await self.store.deliver_in_store(self.owner, steps, updates)
+            except StoreError as exc:
+                # The rows keep their lease; when it runs out a worker delivers them (nothing was written).
+                LOG.error("push: recording %d outbox deliveries failed: %s", len(updates), exc)
+                return rest
+            self._count("delivered", len(updates))
+            for dispatcher, ns, results in done:
+                dispatcher.committed_in_store(ns, results)
+        return rest
 
     # -- receipts (see push.receipts) ----------------------------------------------------------------
 

@@ -292,6 +292,16 @@ class QueueStatements:
         # retries it (a duplicate at worst); the accept, which the sender was told about, is flushed.
         await self.driver.commit_now([(_UPDATE, rows)], flush=False)
 
+    async def deliver_in_store(self, owner: str, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]],
+                               updates: Sequence[DeliveryUpdate]) -> None:
+        """Commit the statements that deliver some claimed rows (`push.provider.InStoreProvider`) with those
+        rows' states, in one transaction: a delivery and its state are written together or not at all.
+        A row whose lease `owner` no longer holds keeps its state (its new holder delivers it too)."""
+        now = time.time()
+        rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, u.receipt_id,
+                 u.receipt_at, now, u.id, owner) for u in updates]
+        await self.driver.commit_now([*steps, (_UPDATE, rows)], flush=False)
+
     async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]:
         """Lease up to `limit` deliveries that are due (queued and due, or sending under an expired lease)."""
         now = time.time()
