@@ -15,9 +15,14 @@ c. recovery — 1,000 deliveries left queued or ``sending`` under an expired lea
    process; a fresh process (new store, new manager, new lease owner) drains them: seconds to drain.
    ``lost`` counts accepted deliveries absent from the outbox afterwards, ``duplicates`` the extra rows.
 
+d. the same drain to the APNs loopback fake (TLS, HTTP/2): ``apns_deliveries_per_s`` against
+   ``apns_direct_per_s`` (in-memory sends to it, one after another); ``apns_delivered`` counts what the
+   fake received of the queued sends.
+
 Last line: JSON with ``accept_us``, ``memory_us``, ``accept_vs_memory`` (goal <= 1.3),
 ``welcome_us``, ``welcome_memory_us``, ``welcome_vs_memory``, ``queue_only_us``, ``deliveries_per_s``,
-``direct_per_s``, ``recovery_s``, ``lost`` (goal 0), ``duplicates``.
+``direct_per_s``, ``recovery_s``, ``lost`` (goal 0), ``duplicates``, ``apns_deliveries_per_s``,
+``apns_direct_per_s``, ``apns_delivered``.
 """
 
 from __future__ import annotations
@@ -137,6 +142,52 @@ async def throughput(store: SQLiteStore, n: int) -> float:
     return n / await _drain(manager)
 
 
+async def throughput_apns(path: Path, n: int) -> dict[str, float]:
+    """The same drain with every device on the APNs loopback fake (TLS, HTTP/2, its own task on this loop),
+    against the direct path to it: `n` in-memory sends one after another."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from wasmhost.testing.apns import FakeAPNs, make_ca
+
+    _, server_tls, ca_pem = make_ca()
+    p8 = ec.generate_private_key(ec.SECP256R1())
+    fake = await FakeAPNs(server_tls).start()
+    fake.add_key("TEAM123456", "KEY1234567", p8.public_key())
+    pem = p8.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           serialization.NoEncryption()).decode()
+    apns = {"team_id": "TEAM123456", "key_id": "KEY1234567", "bundle_id": "com.example.bench", "p8_key": pem,
+            "environment": "sandbox", "endpoint": fake.url, "ca_bundle": ca_pem}
+    store = await SQLiteStore(path, KEYRING).open()
+    await store.create_namespace("bench")
+    for i in range(100):
+        await store.register_device("bench", f"u{i}", "phone", "apns", f"{i:064x}")
+
+    def manager(durable: bool) -> Manager:
+        return Manager(store, ProviderPool(default_specs(store)), Defaults(credentials={"apns": apns}),
+                       queue=store if durable else None, queue_settings=SETTINGS)
+
+    try:
+        direct = manager(False)
+        assert (await direct.send_to_user("bench", "u0", PushMessage(title="warm"))).ok
+        start = time.perf_counter()
+        for i in range(n):
+            await direct.send_to_user("bench", f"u{i % 100}", PushMessage(title=f"d-{i}"))
+        direct_per_s = n / (time.perf_counter() - start)
+        durable = manager(True)
+        await _queue_sends(durable, n, "apns")
+        queued_per_s = n / await _drain(durable)
+        titles = [str(((r.payload or {}).get("aps") or {}).get("alert", {}).get("title", "")) for r in fake.seen]
+        delivered = sum(1 for t in titles if t.startswith("apns-"))
+        await direct.aclose()
+        await durable.aclose()
+    finally:
+        await store.aclose()
+        await fake.aclose()
+    return {"apns_deliveries_per_s": round(queued_per_s), "apns_direct_per_s": round(direct_per_s),
+            "apns_delivered": delivered}
+
+
 async def recovery(path: Path, n: int) -> dict[str, float]:
     """A process accepts `n` sends and dies with them queued (half) or leased (half); a new one drains them."""
     store = await _open(path)
@@ -169,6 +220,7 @@ async def main(quick: bool) -> dict[str, Any]:
         result["direct_per_s"] = round(1e6 / result["memory_us"])
         await store.aclose()
         result.update(await recovery(Path(tmp) / "recovery.db", 1000))
+        result.update(await throughput_apns(Path(tmp) / "apns.db", n))
     return result
 
 

@@ -402,8 +402,8 @@ class DeliveryQueue:
                 except StoreError as exc:
                     LOG.warning("push: claiming deliveries failed: %s", exc)
             if claimed:
-                for group in await self._deliver_in_store(claimed):
-                    self._spawn(self._deliver(group))
+                for group, devices in await self._deliver_in_store(claimed):
+                    self._spawn(self._deliver(group, devices))
                 continue
             self._wake.clear()
             try:
@@ -414,14 +414,17 @@ class DeliveryQueue:
     async def claim_once(self) -> int:
         """Claim and deliver one batch, awaiting it (tests and benchmarks drive the worker with this)."""
         claimed = await self.store.claim_deliveries(self.owner, self.settings.lease_seconds, self.settings.batch)
-        await asyncio.gather(*(self._deliver(g) for g in await self._deliver_in_store(claimed)))
+        await asyncio.gather(*(self._deliver(g, d) for g, d in await self._deliver_in_store(claimed)))
         await self.flush()
         return len(claimed)
 
-    async def _deliver_in_store(self, claimed: list[ClaimedDelivery]) -> list[list[ClaimedDelivery]]:
+    async def _deliver_in_store(
+        self, claimed: list[ClaimedDelivery]
+    ) -> list[tuple[list[ClaimedDelivery], list[Device] | None]]:
         """Deliver the claimed rows whose provider writes to the store (the outbox) in one commit for the
         whole batch — every record with its ``delivered`` state, so each happens exactly once — and return
-        the rest, one group per send, for `_deliver`. Namespaces with a webhook take `_deliver` (their
+        the rest, one group per send with its devices when they were read here, for `_deliver`. Namespaces
+        with a webhook take `_deliver` (their
         states' commit writes the events), and so does anything unusual (expired, a bad message, a device
         gone, the provider not configured): there the per-send path says what happened."""
         now = time.time()
@@ -429,11 +432,11 @@ class DeliveryQueue:
         for c in claimed:
             sends[c.send_id].append(c)
         by_namespace: dict[str, list[list[ClaimedDelivery]]] = defaultdict(list)
-        rest: list[list[ClaimedDelivery]] = []
+        rest: list[tuple[list[ClaimedDelivery], list[Device] | None]] = []
         for group in sends.values():
             ns = group[0].namespace
             if ns in self.webhook_namespaces or group[0].expires_at <= now:
-                rest.append(group)
+                rest.append((group, None))
             else:
                 by_namespace[ns].append(group)
         steps: list[tuple[str, Sequence[Sequence[Any]]]] = []
@@ -445,25 +448,25 @@ class DeliveryQueue:
                     rows = [c.device_row_id for g in groups for c in g]
                     devices = {d.id: d for d in await self.store.devices_by_row_ids(ns, rows)}
                     for group in groups:
+                        present = [devices[c.device_row_id] for c in group if c.device_row_id in devices]
                         try:
                             message = parse_message(group[0].message_json)
                         except MessageError:
-                            rest.append(group)
+                            rest.append((group, present))
                             continue
-                        present = [devices[c.device_row_id] for c in group if c.device_row_id in devices]
                         send_steps, local = dispatcher.in_store(ns, present, message) if present else ([], {})
                         if not local:
-                            rest.append(group)
+                            rest.append((group, present))
                             continue
                         steps.extend(send_steps)
                         updates += [DeliveryUpdate(c.id, "delivered", 1, 200) for c in group
                                     if c.device_row_id in local]
                         left = [c for c in group if c.device_row_id not in local]
                         if left:
-                            rest.append(left)
+                            rest.append((left, present))
                         done.append((dispatcher, ns, list(local.values())))
             except (PushError, StoreError):
-                rest.extend(groups)  # `_deliver` retries them, and records why
+                rest.extend((group, None) for group in groups)  # `_deliver` retries them, and records why
         if updates:
             try:
                 await self.store.deliver_in_store(self.owner, steps, updates)
@@ -509,8 +512,9 @@ class DeliveryQueue:
         await self.flush()
         return sum(len(g) for g in groups)
 
-    async def _deliver(self, group: list[ClaimedDelivery]) -> None:
-        """Deliver one send's claimed rows (one namespace, one message)."""
+    async def _deliver(self, group: list[ClaimedDelivery], devices: list[Device] | None = None) -> None:
+        """Deliver one send's claimed rows (one namespace, one message); `devices`, when given, are theirs
+        as just read (`_deliver_in_store` reads a whole batch's at once)."""
         first = group[0]
         now = time.time()
         if first.expires_at <= now:
@@ -527,7 +531,8 @@ class DeliveryQueue:
             return
         try:
             async with self.dispatchers.held(first.namespace) as dispatcher:
-                devices = await self.store.devices_by_row_ids(first.namespace, [c.device_row_id for c in group])
+                if devices is None:
+                    devices = await self.store.devices_by_row_ids(first.namespace, [c.device_row_id for c in group])
                 updates = await self._attempt(dispatcher, group, devices, message, now)
         except (PushError, StoreError) as exc:
             # Not configured (yet), or the store is down: try again later, until the TTL.
