@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections import defaultdict
@@ -35,6 +34,7 @@ from ..store.queue import (
     SendStatus,
     Target,
 )
+from .backoff import backoff
 from .collapse import with_send_key
 from .dispatcher import DEFAULT_SEND_TIMEOUT, Dispatcher
 from .errors import PushError, PushUnavailable, QueueFull, SendConflict
@@ -76,8 +76,7 @@ class QueueSettings:
     receipt_window: float = 24 * 3600.0
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
-        delay = min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
-        return max(random.uniform(delay / 2, delay), retry_after or 0.0)
+        return backoff(attempts, retry_after, self.retry_base, self.retry_max)
 
 
 #: Longest a namespace's count of queued deliveries is reused while it is far below `max_queued`.

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import logging
 import os
-import random
 import time
 import uuid
 from collections import defaultdict
@@ -36,6 +35,7 @@ from ..providers._pool import PoolClient
 from ..providers._tls import TLSContexts
 from ..store.base import StoreError
 from ..store.webhooks import WEBHOOK_EVENTS, ClaimedEvent, EventOutcome, FinishedEvent
+from .backoff import backoff
 from .urlguard import MAX_URL_BYTES, UnsafeURL, check_url, check_url_syntax
 
 __all__ = [
@@ -94,8 +94,7 @@ class WebhookSettings:
     retention: float = 7 * 24 * 3600.0
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
-        delay = min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
-        return max(random.uniform(delay / 2, delay), retry_after or 0.0)
+        return backoff(attempts, retry_after, self.retry_base, self.retry_max)
 
 
 # -- settings a tenant gives -------------------------------------------------------------------------
