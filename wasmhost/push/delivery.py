@@ -448,6 +448,9 @@ class DeliveryQueue:
                     devices = {d.id: d for d in await self.store.devices_by_row_ids(ns, rows)}
                     for group in groups:
                         present = [devices[c.device_row_id] for c in group if c.device_row_id in devices]
+                        if not any(dispatcher.delivers_in_store(d.provider) for d in present):
+                            rest.append((group, present))  # not parsed here: `_deliver` does that once
+                            continue
                         try:
                             message = parse_message(group[0].message_json)
                         except MessageError:

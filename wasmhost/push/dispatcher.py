@@ -92,8 +92,7 @@ class Dispatcher:
         `committed_in_store`). Other devices are left to `send_to_devices`."""
         groups: dict[str, list[Delivery]] = defaultdict(list)
         for device in devices:
-            # Not isinstance(): a runtime-checkable Protocol's check costs ~20 µs, on every send.
-            if getattr(self.providers.get(device.provider), "store_steps", None) is not None:
+            if self.delivers_in_store(device.provider):
                 groups[device.provider].append(Delivery(
                     namespace, device.user_id, device.device_id, device.id, device.token, message, device.updated_at
                 ))
@@ -105,6 +104,11 @@ class Dispatcher:
             for d in deliveries:
                 results[d.device_row_id] = DeviceResult(d.device_id, name, True, 200, attempts=1, state="delivered")
         return steps, results
+
+    def delivers_in_store(self, provider: str) -> bool:
+        """Whether `provider`'s deliveries are writes to the store (`in_store`)."""
+        # Not isinstance(): a runtime-checkable Protocol's check costs ~20 µs, on every send.
+        return getattr(self.providers.get(provider), "store_steps", None) is not None
 
     def committed_in_store(self, namespace: str, results: Iterable[DeviceResult]) -> None:
         """Account for deliveries `in_store` made, once their statements are committed."""
