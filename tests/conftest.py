@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,22 @@ class RecordingProvider:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+class OneProviderFactory:
+    """A provider factory that builds the same provider for every namespace (a Manager's unit tests)."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+
+    async def build(self, config: Any) -> list[Any]:
+        return [self.provider]
+
+    def release(self, providers: Any) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
 
 
 def dead(reason: str = "Unregistered", dead_since: float | None = None) -> Outcome:

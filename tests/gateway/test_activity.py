@@ -139,5 +139,7 @@ async def test_a_flush_writes_only_what_the_store_keeps_and_the_buffer_is_bounde
     assert written[0] == [("acme", "busy", i) for i in range(1000 - keep, 1000)] + [("acme", "quiet", 7)]
     for f in range(activity.MAX_PENDING):  # many functions: at most MAX_PENDING rows wait for a flush
         recorder.invocation("acme", f"f{f}", InvocationResult(code=0))
+    for _ in range(5):  # a function already buffered cannot grow the buffer past MAX_PENDING rows either
+        recorder.invocation("acme", "f0", InvocationResult(code=0))
     await recorder.flush()
     assert len(written[1]) == activity.MAX_PENDING

@@ -9,28 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RecordingProvider, dead
+from tests.conftest import OneProviderFactory, RecordingProvider, dead
 from wasmhost.push import Defaults, Manager, PushMessage, QueueSettings, SendConflict
-from wasmhost.push.provider import FailureKind, Outcome, ResolvedConfig
+from wasmhost.push.provider import FailureKind, Outcome
 from wasmhost.store import NotFound, SQLiteStore
 
 pytestmark = pytest.mark.asyncio
 
 FAST = QueueSettings(retry_base=0.05, retry_max=0.1, poll_interval=0.05, lease_seconds=5)
-
-
-class Factory:
-    def __init__(self, provider: RecordingProvider) -> None:
-        self.provider = provider
-
-    async def build(self, config: ResolvedConfig) -> list[Any]:
-        return [self.provider]
-
-    def release(self, providers: Any) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 def transient(retry_after: float | None = None) -> Outcome:
@@ -43,7 +29,7 @@ async def _manager(store: SQLiteStore, provider: RecordingProvider, settings: Qu
     await store.register_device("acme", "alice", "tablet", "p", "tok-tablet")
     from wasmhost.push.dispatcher import RetryPolicy
 
-    return Manager(store, Factory(provider), Defaults(), queue=store, queue_settings=settings,
+    return Manager(store, OneProviderFactory(provider), Defaults(), queue=store, queue_settings=settings,
                    retry=RetryPolicy(max_attempts=1))
 
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 
-from tests.conftest import RecordingProvider
+from tests.conftest import OneProviderFactory, RecordingProvider
 from tests.store.conftest import Backend, backend  # noqa: F401 (a fixture)
 from tests.store.pg import pg_database  # noqa: F401 (a fixture)
 from wasmhost.push import Defaults, Manager, PushMessage, QueueSettings
-from wasmhost.push.provider import ResolvedConfig
 from wasmhost.store import KeyRing
 from wasmhost.store.changes import Change
 from wasmhost.store.queue import Target
@@ -23,20 +21,6 @@ pytestmark = pytest.mark.asyncio
 
 #: Far longer than the test waits: only a wake-up can explain a prompt delivery.
 SLOW_POLL = QueueSettings(poll_interval=30.0, lease_seconds=5)
-
-
-class Factory:
-    def __init__(self, provider: RecordingProvider) -> None:
-        self.provider = provider
-
-    async def build(self, config: ResolvedConfig) -> list[Any]:
-        return [self.provider]
-
-    def release(self, providers: Any) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 async def test_a_queued_send_on_one_gateway_wakes_the_worker_of_another(backend: Backend,  # noqa: F811
@@ -48,8 +32,8 @@ async def test_a_queued_send_on_one_gateway_wakes_the_worker_of_another(backend:
     await store_a.register_device("acme", "alice", "phone", "p", "tok-phone")
     accepting = RecordingProvider("p")
     delivering = RecordingProvider("p")
-    gateway_a = Manager(store_a, Factory(accepting), Defaults(), queue=store_a, queue_settings=SLOW_POLL)
-    gateway_b = Manager(store_b, Factory(delivering), Defaults(), queue=store_b, queue_settings=SLOW_POLL)
+    gateway_a = Manager(store_a, OneProviderFactory(accepting), Defaults(), queue=store_a, queue_settings=SLOW_POLL)
+    gateway_b = Manager(store_b, OneProviderFactory(delivering), Defaults(), queue=store_b, queue_settings=SLOW_POLL)
     assert gateway_b.queue is not None
     gateway_b.queue.start()  # A runs no worker: only B can deliver
     try:

@@ -194,3 +194,26 @@ async def test_in_memory_store_uses_the_thread(keyring: KeyRing) -> None:
         assert store.driver.loop_db is None and len(await store.list_deliveries("acme")) == 1
     finally:
         await store.aclose()
+
+
+async def test_a_writer_that_fails_outside_sqlite_answers_every_caller(store: SQLiteStore, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = store.driver._writer
+    assert writer is not None
+
+    def broken(group: Any) -> Any:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(writer, "_commit_group", broken)
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the loop path is busy: both writes go to the writer
+    try:
+        writes = [asyncio.ensure_future(store.record_delivery("acme", "alice", f"d{i}", MSG)) for i in range(2)]
+        done, pending = await asyncio.wait(writes, timeout=10)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not pending  # nobody waits forever
+    for write in done:
+        with pytest.raises(StoreError, match="outbox write failed"):
+            write.result()

@@ -7,8 +7,8 @@ at most `KEEP_PER_FUNCTION` invocations per function, each at most `MAX_RECORD_B
 older than `MAX_AGE_SECONDS`, and at most `MAX_PENDING` invocations buffered between flushes (more are
 dropped, counted in the usage counters all the same). The buffer keeps only the newest
 `KEEP_PER_FUNCTION` of each function, as the store does: a busy function's flush writes 20 rows, not
-the thousand it ran (building and writing those took the loop ~2 ms a second, enough to be the p99 of
-an unloaded invoke: bench/README.md, "Gateway").
+the thousand it ran, whose building and writing on the loop once a second was the p99 of an unloaded
+invoke (bench/README.md, "Gateway").
 """
 
 from __future__ import annotations
@@ -118,12 +118,12 @@ class Activity(PushObserver):
         outcome = invocation_outcome(result)
         self._count(namespace, "invocation", outcome, result.duration_ms)
         kept = self._invocations.get((namespace, function))
-        if kept is None:
-            if self._pending >= MAX_PENDING:
+        if kept is None or len(kept) < KEEP_PER_FUNCTION:  # a new row, not one replacing the oldest
+            if self._pending >= MAX_PENDING:  # rows, not functions: the buffer's memory is bounded
                 return
-            kept = self._invocations[(namespace, function)] = deque(maxlen=KEEP_PER_FUNCTION)
-        if len(kept) < KEEP_PER_FUNCTION:
             self._pending += 1
+            if kept is None:
+                kept = self._invocations[(namespace, function)] = deque(maxlen=KEEP_PER_FUNCTION)
         kept.append(InvocationRow(namespace, function, self._clock(), outcome, invocation_record(result)))
 
     def delivery(self, namespace: str, provider: str, outcome: str) -> None:

@@ -275,8 +275,8 @@ class DeliveryQueueCollector:
 
 class WebhookCollector:
     """Prometheus view of tenant webhooks: this process's attempts by outcome, events dropped by reason and
-    endpoints disabled (counters only: a gateway's workers' snapshots are summed, so a database-wide gauge
-    read by each of them would be counted once per worker)."""
+    endpoints disabled (counters: a gateway's workers' snapshots are summed; a database-wide gauge would
+    have to be listed in `SHARED_READINGS`)."""
 
     def __init__(self, services: Callable[[], Services | None]) -> None:
         self._services = services

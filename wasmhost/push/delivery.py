@@ -125,6 +125,24 @@ def report_from_status(status: SendStatus) -> SendReport:
     return SendReport(results, send_id=status.id)
 
 
+def _take_in_store(dispatcher: Dispatcher, namespace: str, group: list[ClaimedDelivery], present: list[Device],
+                   steps: list[tuple[str, Sequence[Sequence[Any]]]], updates: list[DeliveryUpdate],
+                   ) -> dict[str, DeviceResult]:
+    """Add to `steps` and `updates` what delivers one claimed send's in-store devices (`present`: its
+    devices still registered); their results by device row id. Empty when none of them is in-store (the
+    message is then left for `_deliver` to parse, once) or the stored message no longer parses."""
+    if not any(dispatcher.delivers_in_store(d.provider) for d in present):
+        return {}
+    try:
+        message = parse_message(group[0].message_json)
+    except MessageError:
+        return {}
+    send_steps, local = dispatcher.in_store(namespace, present, message)
+    steps.extend(send_steps)
+    updates.extend(DeliveryUpdate(c.id, "delivered", 1, 200) for c in group if c.device_row_id in local)
+    return local
+
+
 class DeliveryQueue:
     """The durable send path and this process's delivery worker."""
 
@@ -423,9 +441,9 @@ class DeliveryQueue:
         """Deliver the claimed rows whose provider writes to the store (the outbox) in one commit for the
         whole batch — every record with its ``delivered`` state, so each happens exactly once — and return
         the rest, one group per send with its devices when they were read here, for `_deliver`. Namespaces
-        with a webhook take `_deliver` (their
-        states' commit writes the events), and so does anything unusual (expired, a bad message, a device
-        gone, the provider not configured): there the per-send path says what happened."""
+        with a webhook take `_deliver` (their states' commit writes the events), and so does anything
+        unusual (expired, a bad message, a device gone, the provider not configured): there the per-send
+        path says what happened."""
         now = time.time()
         sends: dict[str, list[ClaimedDelivery]] = defaultdict(list)
         for c in claimed:
@@ -448,25 +466,12 @@ class DeliveryQueue:
                     devices = {d.id: d for d in await self.store.devices_by_row_ids(ns, rows)}
                     for group in groups:
                         present = [devices[c.device_row_id] for c in group if c.device_row_id in devices]
-                        if not any(dispatcher.delivers_in_store(d.provider) for d in present):
-                            rest.append((group, present))  # not parsed here: `_deliver` does that once
-                            continue
-                        try:
-                            message = parse_message(group[0].message_json)
-                        except MessageError:
-                            rest.append((group, present))
-                            continue
-                        send_steps, local = dispatcher.in_store(ns, present, message) if present else ([], {})
-                        if not local:
-                            rest.append((group, present))
-                            continue
-                        steps.extend(send_steps)
-                        updates += [DeliveryUpdate(c.id, "delivered", 1, 200) for c in group
-                                    if c.device_row_id in local]
+                        local = _take_in_store(dispatcher, ns, group, present, steps, updates)
                         left = [c for c in group if c.device_row_id not in local]
                         if left:
                             rest.append((left, present))
-                        done.append((dispatcher, ns, list(local.values())))
+                        if local:
+                            done.append((dispatcher, ns, list(local.values())))
             except (PushError, StoreError):
                 rest.extend((group, None) for group in groups)  # `_deliver` retries them, and records why
         if updates:

@@ -54,6 +54,13 @@ _UPDATE = (
 )
 
 
+def _update_rows(owner: str, updates: Sequence[DeliveryUpdate]) -> list[tuple[Any, ...]]:
+    """`_UPDATE`'s parameters for each update (texts cut to their column's bound)."""
+    now = time.time()
+    return [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, u.receipt_id,
+             u.receipt_at, now, u.id, owner) for u in updates]
+
+
 class IdempotencyConflict(StoreError):
     """The idempotency key already names a different message in this namespace."""
 
@@ -280,9 +287,7 @@ class QueueStatements:
         written in the same transaction (`webhooks.WebhookStatements.update_with_events`)."""
         if not updates:
             return
-        now = time.time()
-        rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, u.receipt_id,
-                 u.receipt_at, now, u.id, owner) for u in updates]
+        rows = _update_rows(owner, updates)
         final = [u.id for u in updates if u.state in FINAL_STATES]
         if events and final:
             async with self.driver.transaction() as tx:
@@ -297,9 +302,7 @@ class QueueStatements:
         """Commit the statements that deliver some claimed rows (`push.provider.InStoreProvider`) with those
         rows' states, in one transaction: a delivery and its state are written together or not at all.
         A row whose lease `owner` no longer holds keeps its state (its new holder delivers it too)."""
-        now = time.time()
-        rows = [(u.state, u.attempts, u.status, u.reason[:200], u.error[:1000], u.next_attempt_at, u.receipt_id,
-                 u.receipt_at, now, u.id, owner) for u in updates]
+        rows = _update_rows(owner, updates)
         await self.driver.commit_now([*steps, (_UPDATE, rows)], flush=False)
 
     async def claim_deliveries(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]:

@@ -165,6 +165,17 @@ class _LoopConnection:
         self.conn.close()
 
 
+def _answer(group: list[tuple[Steps, asyncio.Future[None]]], errors: list[StoreError | None]) -> None:
+    """Resolve each waiting caller's future with its outcome (None: committed)."""
+    for (_, fut), error in zip(group, errors, strict=True):
+        if fut.done():  # its caller was cancelled; what was committed stays committed
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
 class _GroupWriter:
     """Commits the send path's writes that could not run on the loop: every write waiting at one moment
     shares one transaction, on a thread and connection of its own.
@@ -203,25 +214,28 @@ class _GroupWriter:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        group: list[tuple[Steps, asyncio.Future[None]]] = []
         try:
             while self._next:
                 group, self._next = self._next, []
+                errors: list[StoreError | None]
                 try:
                     errors = await loop.run_in_executor(self._thread, self._commit_group, [s for s, _ in group])
                 except StoreError as exc:
                     errors = [exc] * len(group)
+                except Exception as exc:  # e.g. the executor shut down: its callers must not wait forever
+                    errors = [StoreError(f"sqlite writer: {type(exc).__name__}")] * len(group)
                 else:
                     self.groups += 1
                     self.writes += len(group)
-                for (_, fut), error in zip(group, errors, strict=True):
-                    if fut.done():  # its caller was cancelled; the rows are committed all the same
-                        continue
-                    if error is None:
-                        fut.set_result(None)
-                    else:
-                        fut.set_exception(error)
+                _answer(group, errors)
+                group = []
         finally:
             self._draining = None
+            # Cancelled mid-group (the loop is closing): nobody learns whether those rows were committed.
+            left = group + self._next
+            self._next = []
+            _answer(left, [StoreError("sqlite writer: stopped")] * len(left))
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -235,8 +249,8 @@ class _GroupWriter:
     def _begin(conn: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, waiting for the write lock in short sleeps (at most `GROUP_WAIT_MAX`
         apart) for up to `GROUP_WAIT` seconds. SQLite's own busy handler backs off to 25-100 ms sleeps, so a
-        group waiting behind another worker's many short commits slept long after the lock was free:
-        p99 of 50-250 ms at 16 connections. The thread waits, never the loop."""
+        group waiting behind another worker's many short commits slept long after the lock was free (the
+        p99 at 16 connections: bench/README.md, "Gateway"). The thread waits, never the loop."""
         deadline = time.monotonic() + GROUP_WAIT
         delay = 0.0001
         while True:
