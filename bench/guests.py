@@ -51,7 +51,8 @@ def read_module(lang: str) -> bytes:
 class Sender:
     """In-memory: alice two devices, bob one, carol none."""
 
-    async def send_to_user(self, namespace: str, user_id: str, message: Any, *, deadline: float | None = None) -> Any:
+    async def send_to_user(self, namespace: str, user_id: str, message: Any, *, deadline: float | None = None,
+                           on_accepted: Any = None) -> Any:
         from wasmhost.push.report import DeviceResult, SendReport
 
         n = {"alice": 2, "bob": 1}.get(user_id, 0)

@@ -111,7 +111,8 @@ class MemorySender:
     """Answers at once with one successful device (isolates the runtime from push and the store)."""
 
     async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
+        on_accepted: object = None,
     ) -> SendReport:
         return SendReport([DeviceResult("phone", "outbox", True, 200, attempts=1)])
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.runtime.helpers import FakeSender
-from wasmhost.push.errors import PushNotConfigured
+from wasmhost.push.errors import PushNotConfigured, QueueFull
 from wasmhost.runtime import (
     INVAL,
     LIMIT,
@@ -147,15 +147,26 @@ async def test_more_sends_than_the_cap_get_limit(probe: CompiledComponent) -> No
     assert codes == [1, 2, LIMIT] and len(result.sends) == 2
 
 
-@pytest.mark.parametrize(("sender", "code"), [
-    (FakeSender(error=PushNotConfigured("acme")), NOT_CONFIGURED),
-    (FakeSender(hang=True), TIMEOUT),
+@pytest.mark.parametrize(("sender", "codes"), [
+    (FakeSender(error=PushNotConfigured("acme")), [NOT_CONFIGURED, INVAL]),  # refused: no ticket
+    (FakeSender(hang_accept=True), [TIMEOUT, TIMEOUT]),  # not accepted by the deadline
+    (FakeSender(hang=True), [1, TIMEOUT]),  # accepted, never delivered
 ])
-async def test_send_failures_reach_the_guest_as_codes(probe: CompiledComponent, sender: FakeSender, code: int) -> None:
-    codes, result = await run(probe, [["send", "a", MSG], ["wait", 1]], sender=FakeSender(
-        error=sender.error, hang=sender.hang), limits=Limits(timeout_ms=1_000))
-    assert codes == [1, code]
-    assert result.sends[0]["ok"] is False
+async def test_send_failures_reach_the_guest_as_codes(probe: CompiledComponent, sender: FakeSender,
+                                                      codes: list[int]) -> None:
+    got, result = await run(probe, [["send", "a", MSG], ["wait", 1]], sender=FakeSender(
+        error=sender.error, hang=sender.hang, hang_accept=sender.hang_accept), limits=Limits(timeout_ms=1_000))
+    assert got == codes
+    assert all(s["ok"] is False for s in result.sends)
+
+
+async def test_push_send_to_user_waits_for_the_acceptance(probe: CompiledComponent) -> None:
+    # Refused 0.2 s after the call: only a guest still waiting for the acceptance can get the code.
+    refusing = FakeSender(accept_delay=0.2, error=QueueFull("namespace has 10 deliveries queued (max_queued)"))
+    got, result = await run(probe, [["send", "a", MSG], ["send", "b", MSG]], sender=refusing)
+    assert got == [RATE_LIMITED, RATE_LIMITED] and result.sends == []
+    got, result = await run(probe, [["send", "a", MSG]], sender=FakeSender(accept_delay=0.05))
+    assert got == [1] and result.sends[0]["ok"] is True
 
 
 async def test_rate_limiter_refuses_with_rate_limited(probe: CompiledComponent) -> None:

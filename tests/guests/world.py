@@ -29,7 +29,8 @@ class DeviceSender:
     calls: list[tuple[str, str, PushMessage]] = field(default_factory=list)
 
     async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
+        on_accepted: object = None,
     ) -> SendReport:
         self.calls.append((namespace, user_id, message))
         n = DEVICES.get(user_id, 0)

@@ -217,3 +217,57 @@ async def test_the_worker_delivers_a_batch_of_outbox_rows_in_one_commit(sqlite_s
         f"m{i}" for i in range(10) for _ in range(2))
     assert await manager.queue.claim_once() == 0  # nothing left leased or queued: delivered exactly once
     await manager.aclose()
+
+
+async def test_on_accepted_comes_after_the_commit_and_before_the_delivery(sqlite_store: SQLiteStore) -> None:
+    manager = await _manager(sqlite_store, RecordingProvider("p", delay=0.3))
+    accepted = asyncio.Event()
+    sending = asyncio.ensure_future(manager.send_to_user("acme", "alice", PushMessage(title="hi"),
+                                                         on_accepted=accepted.set))
+    await asyncio.wait_for(accepted.wait(), 5)
+    assert not sending.done()  # still delivering
+    [stored] = await sqlite_store.list_sends("acme", user_id="alice")  # committed by then
+    assert [d.state for d in stored.deliveries] == ["sending", "sending"]
+    assert (await sending).ok
+    refused = asyncio.Event()
+    await manager.send_to_user("acme", "alice", PushMessage(title="hi", message_id="m1"))
+    with pytest.raises(SendConflict):
+        await manager.send_to_user("acme", "alice", PushMessage(title="other", message_id="m1"),
+                                   on_accepted=refused.set)
+    assert not refused.is_set()
+    await manager.aclose()
+
+
+# Sends {"title":"hi","message_id":"m1"} to alice, then the same id with another title; outputs both codes.
+SAME_ID_TWICE = """(module
+  (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
+  (import "wasmhost" "output_write" (func $out (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "alice")
+  (data (i32.const 64) "{\\"title\\":\\"hi\\",\\"message_id\\":\\"m1\\"}")
+  (data (i32.const 128) "{\\"title\\":\\"no\\",\\"message_id\\":\\"m1\\"}")
+  (func (export "handle") (result i32)
+    (i32.store (i32.const 256) (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 32)))
+    (i32.store (i32.const 260) (call $send (i32.const 16) (i32.const 5) (i32.const 128) (i32.const 32)))
+    (drop (call $out (i32.const 256) (i32.const 8)))
+    (i32.const 0)))"""
+
+
+@pytest.mark.parametrize("executor", ["auto", "threads"])
+async def test_a_guest_hears_a_refused_accept_from_push_send_to_user(sqlite_store: SQLiteStore, executor: str) -> None:
+    import struct
+
+    from wasmhost.runtime import INVAL, Runtime
+
+    provider = RecordingProvider("p")
+    manager = await _manager(sqlite_store, provider)
+    runtime = Runtime(manager, executor=executor)  # type: ignore[arg-type]
+    try:
+        result = await runtime.invoke("acme", SAME_ID_TWICE)
+        assert result.ok, result.error
+        assert list(struct.unpack("<2i", result.output_bytes)) == [1, INVAL]
+        assert len(result.sends) == 1 and len(provider.sent) == 2  # the first send, to both devices, once
+        assert any("different message" in e.message for e in result.logs)  # the [host] line says why
+    finally:
+        await runtime.aclose()
+        await manager.aclose()

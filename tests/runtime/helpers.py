@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from wasmhost.push.message import PushMessage
@@ -24,25 +25,42 @@ def i32s(data: bytes | str) -> list[int]:
 
 
 class FakeSender:
-    """Records sends; answers with `devices` successful outbox deliveries after `delay` seconds.
+    """Records sends; accepts each after `accept_delay` seconds, then answers with `devices` successful
+    outbox deliveries after `delay` seconds more.
 
-    `hang=True` never answers; `error` is raised instead of answering."""
+    `hang=True` accepts but never answers; `hang_accept=True` never accepts; `error` is raised instead
+    of accepting (the send is refused)."""
 
     def __init__(
-        self, devices: int = 1, delay: float = 0.0, hang: bool = False, error: BaseException | None = None
+        self, devices: int = 1, delay: float = 0.0, hang: bool = False, error: BaseException | None = None,
+        *, accept_delay: float = 0.0, hang_accept: bool = False,
     ) -> None:
         self.devices = devices
         self.delay = delay
         self.hang = hang
         self.error = error
+        self.accept_delay = accept_delay
+        self.hang_accept = hang_accept
         self.calls: list[tuple[str, str, PushMessage, float | None]] = []
         self.cancelled = 0
+        #: Sends accepted so far (`on_accepted` called).
+        self.accepted = 0
 
     async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
+        on_accepted: Callable[[], None] | None = None,
     ) -> SendReport:
         self.calls.append((namespace, user_id, message, deadline))
         try:
+            if self.hang_accept:
+                await asyncio.Event().wait()
+            if self.accept_delay:
+                await asyncio.sleep(self.accept_delay)
+            if self.error is not None:
+                raise self.error
+            self.accepted += 1
+            if on_accepted is not None:
+                on_accepted()
             if self.hang:
                 await asyncio.Event().wait()
             if self.delay:
@@ -50,6 +68,4 @@ class FakeSender:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        if self.error is not None:
-            raise self.error
         return SendReport([DeviceResult(f"d{i}", "outbox", True, 200, attempts=1) for i in range(self.devices)])

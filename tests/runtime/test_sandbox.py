@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from wasmhost.push.errors import PushNotConfigured, PushUnavailable
+from wasmhost.push.errors import PushNotConfigured, PushUnavailable, QueueFull, SendConflict
 from wasmhost.runtime import (
     FAULT,
     INVAL,
@@ -202,20 +202,50 @@ async def test_unwaited_sends_are_awaited_after_handle_returns() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "code", "kind"),
+    ("error", "code"),
     [
-        (PushNotConfigured("acme"), NOT_CONFIGURED, "not_configured"),
-        (PushUnavailable("store is down"), UNAVAILABLE, "unavailable"),
-        (RuntimeError("bug"), UNAVAILABLE, "unavailable"),
+        (PushNotConfigured("acme"), NOT_CONFIGURED),
+        (PushUnavailable("store is down"), UNAVAILABLE),
+        (QueueFull("namespace has 10 deliveries queued (max_queued)"), RATE_LIMITED),
+        (SendConflict("message_id order-1 was used for another message"), INVAL),
+        (RuntimeError("bug"), UNAVAILABLE),
     ],
 )
-async def test_send_failures_reach_the_guest_as_codes(error: BaseException, code: int, kind: str) -> None:
-    runtime = Runtime(FakeSender(error=error))
+async def test_a_refused_send_answers_push_send_to_user_with_its_code(
+    executor: str, error: BaseException, code: int
+) -> None:
+    runtime = Runtime(FakeSender(error=error, accept_delay=0.02), executor=executor)  # type: ignore[arg-type]
     try:
         codes, result = await probe(runtime, send(), rec(5, 1, 1024, 100))
-        assert codes == [1, code]
-        assert result.sends[0]["error"]["kind"] == kind
-        assert "bug" not in result.sends[0]["error"]["message"]  # internal errors are not echoed
+        assert codes == [code, INVAL]  # no ticket: nothing was accepted, there is nothing to wait for
+        assert result.sends == []
+        assert "bug" not in str(result.to_dict())  # internal errors are not echoed
+    finally:
+        await runtime.aclose()
+
+
+async def test_the_ticket_comes_only_once_the_send_is_accepted(executor: str) -> None:
+    sender = FakeSender(accept_delay=0.2, delay=0.0)
+    runtime = Runtime(sender, executor=executor)  # type: ignore[arg-type]
+    try:
+        codes, result = await probe(runtime, send())
+        assert codes == [1]
+        assert result.guest_ms >= 190  # the guest waited inside push_send_to_user for the acceptance
+        assert result.sends[0]["ok"] is True
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_send_not_accepted_by_the_deadline_answers_timeout(executor: str) -> None:
+    sender = FakeSender(hang_accept=True)
+    runtime = Runtime(sender, executor=executor)  # type: ignore[arg-type]
+    try:
+        codes, result = await probe(runtime, send(), rec(5, 1, 1024, 100), limits=Limits(timeout_ms=300))
+        assert codes[0] == TIMEOUT
+        assert result.duration_ms < 5_000
+        # It may still have been accepted: the result keeps it, as timed out.
+        assert result.sends[0]["error"]["kind"] == "timeout"
+        assert sender.cancelled == 1
     finally:
         await runtime.aclose()
 
@@ -309,8 +339,8 @@ async def test_many_invocations_do_not_leak_stores(runtime: Runtime) -> None:
 async def test_not_configured_is_logged_once_naming_the_cli_and_the_route() -> None:
     runtime = Runtime(FakeSender(error=PushNotConfigured("acme")))
     try:
-        codes, result = await probe(runtime, send(), send(), rec(5, 1, 1024, 100), rec(5, 2, 1024, 100))
-        assert codes[2:] == [NOT_CONFIGURED, NOT_CONFIGURED]
+        codes, result = await probe(runtime, send(), send())
+        assert codes == [NOT_CONFIGURED, NOT_CONFIGURED]
         host = [e.message for e in result.logs if e.message.startswith("[host]")]
         assert len(host) == 1, result.logs
         assert "wasmhost credentials set --namespace acme" in host[0]

@@ -152,8 +152,7 @@ async def test_a_failing_delivery_logs_one_line_not_a_traceback_per_send(caplog:
         result = await rt.invoke("acme", SENDER, struct.pack("<I", 20) + b'{"title":"x"}', Limits(max_sends=50))
     finally:
         await rt.aclose()
-    assert result.code == 0 and len(result.sends) == 20
-    assert all(s["error"]["kind"] == "unavailable" for s in result.sends), result.sends[0]
+    assert result.code == 0 and result.sends == []  # each refused at push_send_to_user (UNAVAILABLE)
     assert not any(r.exc_info for r in caplog.records), "a guest made the host log a traceback"
     assert len([r for r in caplog.records if "failed" in r.getMessage()]) <= 1
 

@@ -180,9 +180,11 @@ class DeliveryQueue:
     async def send(
         self, dispatcher: Dispatcher, namespace: str, user_id: str, message: PushMessage, *,
         deadline: float | None = None, idempotency_key: str = "", wait: bool = True,
+        on_accepted: Callable[[], None] | None = None,
     ) -> SendReport:
-        """Accept durably, then (with `wait`) deliver at once within `deadline`; the report carries the
-        send id and each device's state. Raises `SendConflict`, `QueueFull`, `PushUnavailable`."""
+        """Accept durably, call `on_accepted`, then (with `wait`) deliver at once within `deadline`; the
+        report carries the send id and each device's state. Raises `SendConflict`, `QueueFull`,
+        `PushUnavailable`, each before `on_accepted` (nothing was stored)."""
         devices = await dispatcher.devices_for(namespace, user_id, message)
         settings = self.settings
         ttl = float(message.ttl_seconds if message.ttl_seconds is not None else settings.default_ttl)
@@ -217,6 +219,8 @@ class DeliveryQueue:
         except (StoreError, NotFound) as exc:
             LOG.error("push: accepting a send in namespace %s failed: %s", namespace, exc)
             raise PushUnavailable("the send could not be stored") from None
+        if on_accepted is not None:
+            on_accepted()
         self._count("queued" if not wait else "sending", len(devices) - len(final_at_accept))
         if final_at_accept:
             self._count("delivered", len(final_at_accept))

@@ -139,11 +139,9 @@ class Dispatcher:
             for name, deliveries in groups.items()
             for i in range(0, len(deliveries), max(1, self.providers[name].max_batch))
         ]
-        # Each batch runs in a task of its own, even a lone one: a guest's `push_wait` drives this coroutine
-        # by hand (runtime/context.py, `deliver_now`), and a provider's HTTP client (anyio's cancel scopes,
-        # e.g. happy-eyeballs connects) must run in a real task for its cancellations to land where it waits.
-        # (The outbox, which never waits, is delivered in the accept's transaction instead: `in_store`.)
-        sent = await asyncio.gather(*batches)
+        # Batches run concurrently; a lone one needs no task of its own. (The outbox, which never waits, is
+        # delivered in the accept's transaction instead: `in_store`.)
+        sent = [await batches[0]] if len(batches) == 1 else await asyncio.gather(*batches)
         for batch in sent:
             for delivery, result in batch:
                 results[delivery.device_row_id] = result

@@ -131,16 +131,19 @@ class Manager:
 
     async def send_to_user(
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
-        idempotency_key: str = "", wait: bool = True,
+        idempotency_key: str = "", wait: bool = True, on_accepted: Callable[[], None] | None = None,
     ) -> SendReport:
         """Send to every device of the user in `namespace`: accepted durably when there is a queue, then
-        delivered within `deadline` (unless not `wait`). Raises `PushNotConfigured`, `PushUnavailable`,
-        `SendConflict` and `QueueFull`."""
+        delivered within `deadline` (unless not `wait`). `on_accepted` is called once the send is
+        accepted (committed, with a queue) and before it is delivered. Raises `PushNotConfigured`,
+        `PushUnavailable`, `SendConflict` and `QueueFull`, each before `on_accepted`."""
         dispatcher = await self._checkout(namespace)
         try:
             if self.queue is not None:
                 return await self.queue.send(dispatcher, namespace, user_id, message, deadline=deadline,
-                                             idempotency_key=idempotency_key, wait=wait)
+                                             idempotency_key=idempotency_key, wait=wait, on_accepted=on_accepted)
+            if on_accepted is not None:  # in memory: accepted once a dispatcher will take it
+                on_accepted()
             report = await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
         finally:
             self._drop(dispatcher)

@@ -270,7 +270,7 @@ def _push_send_to_user(ctx: InvocationContext, user: str, message: str) -> int:
     except MessageError as exc:
         ctx.note(3, f"push-send-to-user: {exc}")
         return abi.INVAL
-    return ctx.submit_send(user, parsed)
+    return ctx.send(user, parsed)
 
 
 def _push_wait(ctx: InvocationContext, ticket: int) -> str | int:

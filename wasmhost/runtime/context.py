@@ -3,16 +3,20 @@
 Host functions only validate and hand off; the context is where they hand off to. It owns the
 invocation's output, logs and sends. A guest runs in one of two places, and sends follow it:
 
+A guest gets its ticket only once the push manager has accepted the send — with durable delivery,
+once the send and its delivery rows are committed — so a refused send (not configured, a full queue, a
+reused ``message_id``, the store down) answers ``push_send_to_user`` itself with its code, and a ticket
+is a promise the store keeps. The delivery then goes on concurrently with the guest.
+
 * On the event loop's thread (core modules, see `ffi`): ``admit_send`` checks the caps and the
   limiter (before the message is parsed, so a refused message counts too), ``submit_send`` queues
-  the send. ``push_wait`` on a send not yet started runs it in place
-  (``deliver_now``), so a delivery that never waits needs no task. ``pause``, run whenever the guest
-  suspends (a fuel slice or an epoch tick ended, or ``push_wait``/``poll_oneoff`` must wait), starts
-  the queued sends as tasks and waits for what the guest waits for, within the deadline. No thread is
-  crossed.
-* On the wasm worker thread (components): ``submit_send`` queues and wakes the loop at most once per
-  batch (``call_soon_threadsafe`` costs a pipe write); ``_flush`` starts the tasks on the loop;
-  ``wait_send`` blocks the worker on a condition, never touching the loop, so it cannot deadlock it.
+  the send and the host function suspends the guest (``accepting``). ``pause``, run whenever the guest
+  suspends (a fuel slice or an epoch tick ended, or ``push_send_to_user``/``push_wait``/``poll_oneoff``
+  must wait), starts the queued sends as tasks and waits for what the guest waits for, within the
+  deadline. No thread is crossed.
+* On a worker thread (components, core modules on guest threads): ``submit_send`` wakes the loop
+  (``_flush`` starts the task there) and ``wait_accepted``/``wait_send`` block the worker on a
+  condition, never touching the loop, so it cannot deadlock it.
 
 Either way deliveries run concurrently with each other and with the guest, and ``drain`` (after the
 guest returned) awaits what is still in flight within the deadline; anything unfinished is cancelled
@@ -28,7 +32,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,10 +58,15 @@ _IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
 class Sender(Protocol):
-    """What the runtime needs from push: `wasmhost.push.Manager` implements it."""
+    """What the runtime needs from push: `wasmhost.push.Manager` implements it.
+
+    ``on_accepted`` is called (on the loop, once) when the send has been accepted — committed, for a
+    durable sender — and before its delivery: the guest gets its ticket then. A sender that never calls
+    it accepts when it returns a report; one that raises first refused the send."""
 
     async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
+        on_accepted: Callable[[], None] | None = None,
     ) -> SendReport: ...
 
 
@@ -73,6 +82,8 @@ class SendRecord:
     ticket: int
     user_id: str
     message: PushMessage
+    #: The sender accepted it (the guest may have its ticket); ``done`` may come much later.
+    accepted: bool = False
     done: bool = False
     code: int = abi.OK
     report: SendReport | None = None
@@ -135,14 +146,15 @@ class InvocationContext:
         self.on_loop = on_loop
         #: On the loop: the send whose ``push_wait`` has suspended the guest.
         self.waiting: SendRecord | None = None
+        #: On the loop: the send whose ``push_send_to_user`` has suspended the guest until it is accepted.
+        self.accepting: SendRecord | None = None
+        self._accept_waiter: asyncio.Future[None] | None = None
         #: On the loop: when the guest's ``poll_oneoff`` wants to be woken (monotonic seconds).
         self.sleep_until: float | None = None
         #: A host wait (a sleep) was cut short by the deadline: the invocation is a timeout even if
         #: the guest returned before its epoch deadline could trap it.
         self.timed_out_in_host = False
         self._queue: deque[SendRecord] = deque()
-        #: A delivery `deliver_now` started that had to wait: (record, its coroutine, what it awaits).
-        self._stepped: tuple[SendRecord, Coroutine[Any, Any, None], Any] | None = None
         self._scheduled = False
         self._cond = None if on_loop else threading.Condition(threading.Lock())
 
@@ -238,14 +250,14 @@ class InvocationContext:
                 return abi.RATE_LIMITED
         return abi.OK
 
-    def submit_send(self, user_id: str, message: PushMessage) -> int:
-        """Queue a send `admit_send` admitted for delivery on the loop; return its ticket (> 0) or a
-        negative code."""
+    def submit_send(self, user_id: str, message: PushMessage) -> SendRecord:
+        """Queue a send `admit_send` admitted; the guest then waits for its acceptance (`wait_accepted`
+        on a thread, ``accepting`` on the loop) and answers with `ticket_for`."""
         record = SendRecord(len(self.sends) + 1, user_id, message)
         self.sends.append(record)
         self._queue.append(record)
-        if self.on_loop:  # started by `pause` when the guest next suspends, or by `drain`
-            return record.ticket
+        if self.on_loop:  # started by `pause`, which the guest's suspension in push_send_to_user runs next
+            return record
         # Append first, then check the flag; _flush clears the flag first, then drains: no send is lost.
         if not self._scheduled:
             self._scheduled = True
@@ -254,22 +266,51 @@ class InvocationContext:
             except RuntimeError:  # the loop is closed: nothing can deliver it
                 self._scheduled = False
                 self._queue.pop()
+                record.code, record.error = abi.UNAVAILABLE, "the gateway is shutting down"
+                self._complete(record)
+        return record
+
+    def send(self, user_id: str, message: PushMessage) -> int:
+        """``push_send_to_user`` on a worker thread: queue, block until accepted, the ticket or a code."""
+        record = self.submit_send(user_id, message)
+        self.wait_accepted(record)
+        return self.ticket_for(record)
+
+    def accept_settled(self, record: SendRecord) -> bool:
+        """Whether ``push_send_to_user`` can answer for ``record``: accepted, refused, or out of time."""
+        return record.accepted or record.done or time.monotonic() >= self.deadline
+
+    def ticket_for(self, record: SendRecord) -> int:
+        """``push_send_to_user``'s answer once `accept_settled`: the ticket, the code of a refusal (the
+        send is then forgotten: nothing was sent and the guest has no ticket to ask about it), or
+        TIMEOUT when the deadline came first (the send stays in the result: it may still be accepted)."""
+        if record.accepted or (record.done and not record.code):
+            return record.ticket
+        if record.done:
+            if self.sends and self.sends[-1] is record:
                 self.sends.pop()
-                return abi.UNAVAILABLE
-        return record.ticket
+            return record.code
+        return abi.TIMEOUT
 
     def find_send(self, ticket: int) -> SendRecord | None:
         if 1 <= ticket <= len(self.sends):
             return self.sends[ticket - 1]
         return None
 
+    def wait_accepted(self, record: SendRecord) -> None:
+        """Block until `accept_settled` (worker thread)."""
+        self._wait_for(record, lambda: record.accepted or record.done)
+
     def wait_send(self, record: SendRecord) -> bool:
         """Block until ``record`` is done or the deadline passes; True if it is done (worker thread)."""
-        if record.done:
+        return self._wait_for(record, lambda: record.done)
+
+    def _wait_for(self, record: SendRecord, ready: Callable[[], bool]) -> bool:
+        if ready():
             return True
         assert self._cond is not None, "a guest on the loop waits through `pause`"
         with self._cond:
-            while not record.done:
+            while not ready():
                 remaining = self.deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -302,72 +343,11 @@ class InvocationContext:
             record.code, record.error = abi.TIMEOUT, _TOO_LATE
         self._complete(record)
 
-    def deliver_now(self, record: SendRecord) -> bool:
-        """Start delivering ``record``, which the guest now waits for, right here (loop thread, inside
-        ``push_wait``): True if it is already done. No task and no turn of the loop when the delivery
-        never has to wait (the outbox); otherwise it is left half-way for `pause` to finish."""
-        if record.task is not None or record.done:
-            return record.done
-        self._queue.remove(record)
-        if self._queue:
-            self._flush()
-        if time.monotonic() >= self.deadline:
-            record.code, record.error = abi.TIMEOUT, _TOO_LATE
-            self._complete(record)
-            return True
-        coro = self._send(record)
-        try:
-            step = coro.send(None)
-        except StopIteration:
-            self._complete(record)
-            return True
-        except BaseException as exc:  # `_send` maps every Exception; this is only a guard
-            log.error("send failed to start: %s", type(exc).__name__)
-            record.code, record.error = abi.UNAVAILABLE, "internal error"
-            self._complete(record)
-            return True
-        self._stepped = (record, coro, step)
-        return False
-
-    async def _finish_stepped(self, record: SendRecord, coro: Coroutine[Any, Any, None], step: Any) -> None:
-        """Drive a delivery `deliver_now` started to its end, in this task (so ``asyncio.timeout`` and
-        ``current_task`` inside it stay right), the way a Task would; bounded by the deadline. When the
-        deadline passes, or this invocation is cancelled, the delivery is cancelled where it waits."""
-        stop: asyncio.CancelledError | None = None
-        outer = False  # the invocation itself was cancelled (re-raised once the delivery has ended)
-        try:
-            while True:
-                if stop is not None:  # it went on waiting after being cancelled: stop it
-                    coro.close()
-                    break
-                remaining = self.deadline - time.monotonic()
-                try:
-                    if step is None:  # a bare yield: one turn of the loop
-                        await asyncio.sleep(0)
-                    elif remaining > 0:
-                        step._asyncio_future_blocking = False
-                        await asyncio.wait((step,), timeout=remaining)
-                except asyncio.CancelledError as exc:
-                    stop, outer = exc, True
-                if stop is None and (remaining <= 0 or (step is not None and not step.done())):
-                    stop = asyncio.CancelledError()
-                step = coro.send(None) if stop is None else coro.throw(stop)
-        except (StopIteration, asyncio.CancelledError):
-            pass
-        except BaseException as exc:  # `_send` maps every Exception; this is only a guard
-            log.error("send failed: %s", type(exc).__name__)
-            record.code, record.error = abi.UNAVAILABLE, "internal error"
-        if stop is not None and record.report is None and not record.code:
-            record.code = abi.TIMEOUT
-            record.error = "the invocation was cancelled before the send finished" if outer else _TOO_LATE
-        self._complete(record)
-        if outer and stop is not None:
-            raise stop
-
     async def _send(self, record: SendRecord) -> None:
         try:
             record.report = await self.sender.send_to_user(
-                self.namespace, record.user_id, record.message, deadline=self.deadline
+                self.namespace, record.user_id, record.message, deadline=self.deadline,
+                on_accepted=lambda: self._accepted(record),
             )
         except PushNotConfigured as exc:
             record.code, record.error = abi.NOT_CONFIGURED, str(exc)
@@ -376,6 +356,7 @@ class InvocationContext:
                 self.note(3, f"push_send_to_user: {exc}")
         except SendConflict as exc:
             record.code, record.error = abi.INVAL, str(exc)
+            self.note(3, f"push_send_to_user: {exc}")
         except QueueFull as exc:
             record.code, record.error = abi.RATE_LIMITED, str(exc)
         except PushUnavailable as exc:
@@ -384,32 +365,50 @@ class InvocationContext:
             host_failure("push_send_to_user (delivery)", exc)
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
 
+    def _accepted(self, record: SendRecord) -> None:
+        if self._cond is None:
+            record.accepted = True
+            self._wake_accepting()
+            return
+        with self._cond:
+            record.accepted = True
+            self._cond.notify_all()
+
     def _complete(self, record: SendRecord) -> None:
         if self._cond is None:
             record.done = True
+            self._wake_accepting()
             return
         with self._cond:
             record.done = True
             self._cond.notify_all()
 
+    def _wake_accepting(self) -> None:
+        waiter = self._accept_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def in_host_wait(self) -> bool:
-        """The guest is suspended in a host call (``push_wait``, ``poll_oneoff``), not by a slice."""
-        return self.waiting is not None or self.sleep_until is not None
+        """The guest is suspended in a host call (``push_send_to_user``, ``push_wait``, ``poll_oneoff``),
+        not by a slice."""
+        return self.waiting is not None or self.accepting is not None or self.sleep_until is not None
 
     def must_pause(self) -> bool:
         """The guest suspended for something `pause` does: start sends, or wait in a host call."""
-        return bool(self._queue) or self._stepped is not None or self.in_host_wait()
+        return bool(self._queue) or self.in_host_wait()
 
     async def pause(self) -> None:
         """The guest suspended (loop thread): start its queued sends, then let the loop run.
 
-        If it waits in ``push_wait``, return when that send is done or the deadline has passed; if it
+        If it waits in ``push_send_to_user``, return when that send is accepted (or refused) or the
+        deadline has passed; in ``push_wait``, when that send is done or the deadline has passed; if it
         sleeps in ``poll_oneoff``, when it is due (or the deadline has passed); otherwise (a slice
         ended, or a host call works in chunks) at once: `scheduler` decides when it runs again.
         """
         if self._queue:
             self._flush()
         record, self.waiting = self.waiting, None
+        accepting, self.accepting = self.accepting, None
         wake, self.sleep_until = self.sleep_until, None
         if wake is not None:  # WASI poll_oneoff: sleep, but never past the deadline
             delay = min(wake, self.deadline) - time.monotonic()
@@ -417,13 +416,17 @@ class InvocationContext:
             # naps for microseconds) takes turns of the loop instead, until it is due.
             await asyncio.sleep(delay if delay >= _TIMER_RESOLUTION else 0)
             return
-        if self._stepped is not None:
-            stepped, self._stepped = self._stepped, None
-            await self._finish_stepped(*stepped)
+        remaining = self.deadline - time.monotonic()
+        if accepting is not None:
+            if remaining > 0 and not (accepting.accepted or accepting.done):
+                self._accept_waiter = waiter = self.loop.create_future()
+                try:
+                    await asyncio.wait((waiter,), timeout=remaining)
+                finally:
+                    self._accept_waiter = None
             return
         if record is None:  # a slice ended: the scheduler gives the loop its turn
             return
-        remaining = self.deadline - time.monotonic()
         if remaining > 0 and not record.done and record.task is not None:
             await asyncio.wait((record.task,), timeout=remaining)
 

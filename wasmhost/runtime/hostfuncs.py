@@ -189,8 +189,8 @@ def log_(ctx: CoreContext, caller: int, a: Any) -> int:
 log_.__name__ = "log"
 
 
-def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
-    up, ul, mp, ml = a[0], a[4], a[8], a[12]
+def _submit_send(ctx: CoreContext, caller: int, up: int, ul: int, mp: int, ml: int) -> SendRecord | int:
+    """``push_send_to_user``'s checks, then the send queued for acceptance; or the code refusing it."""
     base, size = _memory(ctx, caller)
     if up < 0 or ul < 0 or up + ul > size or mp < 0 or ml < 0 or mp + ml > size:
         return abi.FAULT
@@ -220,6 +220,32 @@ def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
         ctx.note(3, f"push_send_to_user: {exc}")
         return abi.INVAL
     return ctx.submit_send(user, message)
+
+
+def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
+    """Worker-thread flavour: blocks the thread (never the loop) until the send is accepted."""
+    record = _submit_send(ctx, caller, a[0], a[4], a[8], a[12])
+    if isinstance(record, int):
+        return record
+    ctx.wait_accepted(record)
+    return ctx.ticket_for(record)
+
+
+def push_send_to_user_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
+    """Event-loop flavour: the guest is suspended (see `ffi`) until the send is accepted or refused."""
+    record = _submit_send(ctx, caller, *(args[i].of.i32 for i in range(4)))
+    if isinstance(record, int):
+        return record
+
+    def check() -> bool:
+        if not ctx.accept_settled(record):
+            return False
+        ffi.set_i32_result(results, ctx.ticket_for(record))
+        return True
+
+    ctx.accepting = record
+    _suspend(ctx, cont, check)
+    return None
 
 
 def _report(record: SendRecord, base: int, out: int, cap: int) -> int:
@@ -311,7 +337,7 @@ def push_wait_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, co
     record = ctx.find_send(ticket)
     if record is None:
         return abi.INVAL
-    if record.done or time.monotonic() >= ctx.deadline or ctx.deliver_now(record):
+    if record.done or time.monotonic() >= ctx.deadline:
         return _report(record, base, out, cap)
 
     def check() -> bool:
@@ -524,7 +550,8 @@ _WASI_FUNCS: dict[str, Callable[[CoreContext, int, Any], int]] = {
 def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime.FuncType], *, on_loop: bool) -> None:
     """Define ABI v1 and WASI preview 1 (with our stdio) on ``linker``; ``functypes[n]`` is (i32 × n) -> i32.
 
-    ``on_loop``: guests run on the event loop (see `ffi`), so ``push_wait`` suspends rather than blocks.
+    ``on_loop``: guests run on the event loop (see `ffi`), so ``push_send_to_user`` and ``push_wait``
+    suspend rather than block.
     """
     for name, fn in _ABI_FUNCS.items():
         nparams, _ = abi.HOST_FUNCTIONS[name]
@@ -534,6 +561,8 @@ def define_host_functions(linker: wasmtime.Linker, functypes: dict[int, wasmtime
     for name, fn in _WASI_FUNCS.items():
         define_raw_func(linker, abi.WASI_MODULE, name, functypes[4], _guarded(fn))
     if on_loop:
+        ffi.define_async_func(linker, abi.HOST_MODULE, "push_send_to_user", functypes[4],
+                                _guarded_async(push_send_to_user_on_loop, abi.UNAVAILABLE))
         ffi.define_async_func(linker, abi.HOST_MODULE, "push_wait", functypes[3],
                                 _guarded_async(push_wait_on_loop, abi.UNAVAILABLE))
         ffi.define_async_func(linker, abi.WASI_MODULE, "poll_oneoff", functypes[4],

@@ -42,13 +42,6 @@ class DeadlinePassed(Exception):
     """The guest was still running (not waiting in a host call) at its deadline."""
 
 
-# A guest granted a turn by `_run` (a loop callback) runs as if in its invocation's task: host calls
-# start deliveries in place (`InvocationContext.deliver_now`), and ``asyncio.timeout`` or
-# ``current_task`` inside them must find that task, exactly as when the task polls it itself.
-_enter_task = asyncio.tasks._enter_task
-_leave_task = asyncio.tasks._leave_task
-
-
 class _Turn:
     __slots__ = ("future", "ctx", "waiter", "task")
 
@@ -174,11 +167,9 @@ class GuestScheduler:
             if turn.waiter.done() or future is None:  # its invocation was cancelled meanwhile
                 continue
             ctx = turn.ctx
-            _enter_task(self._loop, turn.task)
-            try:
-                done = self._poll(future, ctx)
-            finally:
-                _leave_task(self._loop, turn.task)
+            # A poll granted here runs outside its invocation's task: host calls never await (they
+            # queue sends and suspend the guest; `InvocationContext.pause` does the waiting in the task).
+            done = self._poll(future, ctx)
             if done or ctx.must_pause() or time.monotonic() >= ctx.deadline:
                 turn.waiter.set_result(done)
             else:  # a slice ended: it waits for its next turn here, not in its task
