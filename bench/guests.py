@@ -51,12 +51,12 @@ def read_module(lang: str) -> bytes:
 class Sender:
     """In-memory: alice two devices, bob one, carol none."""
 
-    async def send_to_user(self, namespace: str, user_id: str, message: Any, *, deadline: float | None = None,
-                           on_accepted: Any = None) -> Any:
+    async def accept(self, namespace: str, user_id: str, message: Any, *, deadline: float | None = None) -> Any:
+        from wasmhost.push import Accepted
         from wasmhost.push.report import DeviceResult, SendReport
 
         n = {"alice": 2, "bob": 1}.get(user_id, 0)
-        return SendReport([DeviceResult(f"{user_id}-{i}", "outbox", True, 200, attempts=1) for i in range(n)])
+        return Accepted(SendReport([DeviceResult(f"{user_id}-{i}", "outbox", True, 200, attempts=1) for i in range(n)]))
 
 
 async def worker(lang: str, cache: Path, invocations: int) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from typing import Any
 
 import wasmtime
 
+from wasmhost.push.accepted import Accepted
 from wasmhost.push.message import PushMessage
 from wasmhost.push.report import DeviceResult, SendReport
 from wasmhost.runtime import Limits, Runtime
@@ -110,11 +111,10 @@ EXTISM_WAT = r"""(module
 class MemorySender:
     """Answers at once with one successful device (isolates the runtime from push and the store)."""
 
-    async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
-        on_accepted: object = None,
-    ) -> SendReport:
-        return SendReport([DeviceResult("phone", "outbox", True, 200, attempts=1)])
+    async def accept(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> Accepted:
+        return Accepted(SendReport([DeviceResult("phone", "outbox", True, 200, attempts=1)]))
 
 
 def median_us(samples: list[float]) -> float:

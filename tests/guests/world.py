@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from wasmhost.push.accepted import Accepted
 from wasmhost.push.message import PushMessage
 from wasmhost.push.report import DeviceResult, SendReport
 
@@ -28,13 +29,12 @@ class DeviceSender:
 
     calls: list[tuple[str, str, PushMessage]] = field(default_factory=list)
 
-    async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
-        on_accepted: object = None,
-    ) -> SendReport:
+    async def accept(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> Accepted:
         self.calls.append((namespace, user_id, message))
         n = DEVICES.get(user_id, 0)
-        return SendReport([DeviceResult(f"{user_id}-{i}", "outbox", True, 200, attempts=1) for i in range(n)])
+        return Accepted(SendReport([DeviceResult(f"{user_id}-{i}", "outbox", True, 200, attempts=1) for i in range(n)]))
 
 
 @dataclass

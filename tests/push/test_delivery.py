@@ -219,22 +219,19 @@ async def test_the_worker_delivers_a_batch_of_outbox_rows_in_one_commit(sqlite_s
     await manager.aclose()
 
 
-async def test_on_accepted_comes_after_the_commit_and_before_the_delivery(sqlite_store: SQLiteStore) -> None:
-    manager = await _manager(sqlite_store, RecordingProvider("p", delay=0.3))
-    accepted = asyncio.Event()
-    sending = asyncio.ensure_future(manager.send_to_user("acme", "alice", PushMessage(title="hi"),
-                                                         on_accepted=accepted.set))
-    await asyncio.wait_for(accepted.wait(), 5)
-    assert not sending.done()  # still delivering
+async def test_accept_commits_before_anything_is_delivered(sqlite_store: SQLiteStore) -> None:
+    provider = RecordingProvider("p", delay=0.3)
+    manager = await _manager(sqlite_store, provider)
+    accepted = await manager.accept("acme", "alice", PushMessage(title="hi"))
+    assert accepted.report is None and provider.sent == []  # accepted, not yet delivered
     [stored] = await sqlite_store.list_sends("acme", user_id="alice")  # committed by then
-    assert [d.state for d in stored.deliveries] == ["sending", "sending"]
-    assert (await sending).ok
-    refused = asyncio.Event()
+    assert stored.id == accepted.send_id and [d.state for d in stored.deliveries] == ["sending", "sending"]
+    report = await accepted.deliver()
+    assert report.ok and report.send_id == accepted.send_id and len(provider.sent) == 2
     await manager.send_to_user("acme", "alice", PushMessage(title="hi", message_id="m1"))
-    with pytest.raises(SendConflict):
-        await manager.send_to_user("acme", "alice", PushMessage(title="other", message_id="m1"),
-                                   on_accepted=refused.set)
-    assert not refused.is_set()
+    with pytest.raises(SendConflict):  # refused by the accept: nothing stored, nothing to deliver
+        await manager.accept("acme", "alice", PushMessage(title="other", message_id="m1"))
+    assert len(await sqlite_store.list_sends("acme", user_id="alice")) == 2
     await manager.aclose()
 
 

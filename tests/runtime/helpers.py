@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
 from pathlib import Path
 
+from wasmhost.push.accepted import Accepted
 from wasmhost.push.message import PushMessage
 from wasmhost.push.report import DeviceResult, SendReport
 
@@ -46,21 +46,25 @@ class FakeSender:
         #: Sends accepted so far (`on_accepted` called).
         self.accepted = 0
 
-    async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
-        on_accepted: Callable[[], None] | None = None,
-    ) -> SendReport:
+    async def accept(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> Accepted:
         self.calls.append((namespace, user_id, message, deadline))
         try:
             if self.hang_accept:
                 await asyncio.Event().wait()
             if self.accept_delay:
                 await asyncio.sleep(self.accept_delay)
-            if self.error is not None:
-                raise self.error
-            self.accepted += 1
-            if on_accepted is not None:
-                on_accepted()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.error is not None:
+            raise self.error
+        self.accepted += 1
+        return Accepted(deliver=self._deliver)
+
+    async def _deliver(self) -> SendReport:
+        try:
             if self.hang:
                 await asyncio.Event().wait()
             if self.delay:

@@ -1,5 +1,6 @@
 """Push: the manager, dispatcher, message and report types, and the provider protocol."""
 
+from .accepted import Accepted
 from .credentials import CredentialsError, ProviderSpec, document_digest
 from .delivery import DeliveryQueue, QueueSettings
 from .dispatcher import Dispatcher, RetryPolicy
@@ -13,6 +14,7 @@ from .report import DeviceResult, SendReport
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "Accepted",
     "BaseProvider",
     "CredentialsError",
     "Defaults",

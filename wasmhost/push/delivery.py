@@ -1,10 +1,11 @@
 """Durable delivery: a send is committed before anyone is told it was accepted, and retried until its TTL.
 
-`DeliveryQueue.send` commits the send and one delivery row per target device in one transaction
-(`store.queue`), then — the fast path — delivers at once in this process under its own lease, within
-the caller's deadline, and writes each device's state. What is not finished (a transient failure, the
-deadline) stays ``queued``; `DeliveryQueue`'s worker claims due rows under a lease and retries them with
-backoff (honouring ``Retry-After``) until the message's ``ttl_seconds``, then marks them ``expired``.
+`DeliveryQueue.accept` commits the send and one delivery row per target device in one transaction
+(`store.queue`); `DeliveryQueue.deliver` then — the fast path — delivers at once in this process under its
+own lease, within the caller's deadline, and writes each device's state (`send` is both). What is not
+finished (a transient failure, the deadline) stays ``queued``; `DeliveryQueue`'s worker claims due rows
+under a lease and retries them with backoff (honouring ``Retry-After``) until the message's
+``ttl_seconds``, then marks them ``expired``.
 A process that dies mid-delivery leaves its rows ``sending`` under a lease that expires; any worker (this
 process after a restart, or another gateway on the same database) then takes them over. A success a service
 confirms later (an Expo ticket) leaves the row ``sent`` with its receipt id; workers read the receipt when it
@@ -42,7 +43,7 @@ from .message import MAX_TTL_SECONDS, MessageError, PushMessage, parse_message
 from .receipts import receipt_updates, unread
 from .report import DeviceResult, SendReport
 
-__all__ = ["DeliveryQueue", "QueueSettings", "QueueStore", "report_from_status"]
+__all__ = ["DeliveryQueue", "PendingSend", "QueueSettings", "QueueStore", "report_from_status"]
 
 LOG = logging.getLogger("wasmhost.push.delivery")
 
@@ -110,6 +111,23 @@ class QueueStore(Protocol):
     async def devices_by_row_ids(self, namespace: str, row_ids: Sequence[str]) -> list[Device]: ...
     async def prune_sends(self, older_than: float) -> int: ...
     async def queue_stats(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSend:
+    """What `DeliveryQueue.accept` committed and left for `DeliveryQueue.deliver`: the devices to send to
+    now (`remote`; `local` ones were delivered by the commit), their delivery row ids, and the deadline."""
+
+    dispatcher: Dispatcher
+    namespace: str
+    send_id: str
+    message: PushMessage
+    devices: list[Device]
+    remote: list[Device]
+    local: dict[str, DeviceResult]
+    ids: dict[str, str]
+    deadline: float
+    expires_at: float
 
 
 class DispatcherSource(Protocol):
@@ -180,11 +198,20 @@ class DeliveryQueue:
     async def send(
         self, dispatcher: Dispatcher, namespace: str, user_id: str, message: PushMessage, *,
         deadline: float | None = None, idempotency_key: str = "", wait: bool = True,
-        on_accepted: Callable[[], None] | None = None,
     ) -> SendReport:
-        """Accept durably, call `on_accepted`, then (with `wait`) deliver at once within `deadline`; the
-        report carries the send id and each device's state. Raises `SendConflict`, `QueueFull`,
-        `PushUnavailable`, each before `on_accepted` (nothing was stored)."""
+        """Accept durably, then (with `wait`) deliver at once within `deadline`; the report carries the
+        send id and each device's state. Raises `SendConflict`, `QueueFull`, `PushUnavailable`."""
+        accepted = await self.accept(dispatcher, namespace, user_id, message, deadline=deadline,
+                                     idempotency_key=idempotency_key, wait=wait)
+        return accepted if isinstance(accepted, SendReport) else await self.deliver(accepted)
+
+    async def accept(
+        self, dispatcher: Dispatcher, namespace: str, user_id: str, message: PushMessage, *,
+        deadline: float | None = None, idempotency_key: str = "", wait: bool = True,
+    ) -> SendReport | PendingSend:
+        """Commit the send and its delivery rows: the report when that is all (an idempotent repeat, not
+        `wait`, or every device delivered by the commit itself: the outbox), else what `deliver` finishes.
+        Raises `SendConflict`, `QueueFull`, `PushUnavailable` (then nothing was stored)."""
         devices = await dispatcher.devices_for(namespace, user_id, message)
         settings = self.settings
         ttl = float(message.ttl_seconds if message.ttl_seconds is not None else settings.default_ttl)
@@ -219,8 +246,6 @@ class DeliveryQueue:
         except (StoreError, NotFound) as exc:
             LOG.error("push: accepting a send in namespace %s failed: %s", namespace, exc)
             raise PushUnavailable("the send could not be stored") from None
-        if on_accepted is not None:
-            on_accepted()
         self._count("queued" if not wait else "sending", len(devices) - len(final_at_accept))
         if final_at_accept:
             self._count("delivered", len(final_at_accept))
@@ -239,20 +264,26 @@ class DeliveryQueue:
             return SendReport([local[d.id] for d in devices], send_id=accepted.send_id)
         # The same key as any later retry of this send (which reads the stored key and send id back).
         message = with_send_key(message, namespace, idempotency_key or message.message_id, accepted.send_id)
+        return PendingSend(dispatcher, namespace, accepted.send_id, message, devices, remote, local, ids,
+                           deadline, time.time() + ttl)
+
+    async def deliver(self, pending: PendingSend) -> SendReport:
+        """Deliver what `accept` left, within its deadline, and record each device's state."""
+        p = pending
         try:
-            report = await dispatcher.send_to_devices(namespace, remote, message, deadline=deadline, durable=True)
+            report = await p.dispatcher.send_to_devices(p.namespace, p.remote, p.message, deadline=p.deadline,
+                                                        durable=True)
         except asyncio.CancelledError:
             # Put them back for a worker now rather than when the lease runs out.
             self._spawn(self.store.update_deliveries(self.owner, [
-                DeliveryUpdate(ids[d.id], "queued", 0, next_attempt_at=time.time()) for d in remote]))
+                DeliveryUpdate(p.ids[d.id], "queued", 0, next_attempt_at=time.time()) for d in p.remote]))
             raise
-        expires = time.time() + ttl
-        updates = [self._update(ids[d.id], r, 0, expires) for d, r in zip(remote, report.results, strict=True)]
-        self._record(updates, namespace)
-        if local:
-            by_row = dict(zip((d.id for d in remote), report.results, strict=True))
-            report = SendReport([local.get(d.id) or by_row[d.id] for d in devices])
-        report.send_id = accepted.send_id
+        updates = [self._update(p.ids[d.id], r, 0, p.expires_at) for d, r in zip(p.remote, report.results, strict=True)]
+        self._record(updates, p.namespace)
+        if p.local:
+            by_row = dict(zip((d.id for d in p.remote), report.results, strict=True))
+            report = SendReport([p.local.get(d.id) or by_row[d.id] for d in p.devices])
+        report.send_id = p.send_id
         return report
 
     async def _queued(self, namespace: str) -> int:

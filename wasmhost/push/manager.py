@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..store.base import CredentialStore, DeviceStore, PushConfigStore, StoreError
+from .accepted import Accepted
 from .delivery import DeliveryQueue, QueueSettings, QueueStore
 from .dispatcher import Dispatcher, RetryPolicy
 from .errors import PushNotConfigured, PushUnavailable
@@ -131,22 +132,44 @@ class Manager:
 
     async def send_to_user(
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
-        idempotency_key: str = "", wait: bool = True, on_accepted: Callable[[], None] | None = None,
+        idempotency_key: str = "", wait: bool = True,
     ) -> SendReport:
         """Send to every device of the user in `namespace`: accepted durably when there is a queue, then
-        delivered within `deadline` (unless not `wait`). `on_accepted` is called once the send is
-        accepted (committed, with a queue) and before it is delivered. Raises `PushNotConfigured`,
-        `PushUnavailable`, `SendConflict` and `QueueFull`, each before `on_accepted`."""
+        delivered within `deadline` (unless not `wait`). Raises `PushNotConfigured`, `PushUnavailable`,
+        `SendConflict` and `QueueFull`."""
+        accepted = await self.accept(namespace, user_id, message, deadline=deadline,
+                                     idempotency_key=idempotency_key, wait=wait)
+        return await accepted.deliver()
+
+    async def accept(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
+        idempotency_key: str = "", wait: bool = True,
+    ) -> Accepted:
+        """The first half of `send_to_user`: the send accepted (committed, when there is a queue), and what
+        is left to deliver within `deadline`. Raises `PushNotConfigured`, `PushUnavailable`, `SendConflict`
+        and `QueueFull`, each before anything was stored. Never awaits anything bound to the current task
+        (no timeouts, no cancel scopes): the runtime may start it outside one (`runtime.context`)."""
         dispatcher = await self._checkout(namespace)
+        queue = self.queue
+        if queue is None:  # in memory: accepted once a dispatcher will take it
+            return Accepted(deliver=lambda: self._deliver_in_memory(dispatcher, namespace, user_id, message,
+                                                                    deadline),
+                            release=lambda: self._drop(dispatcher))
         try:
-            if self.queue is not None:
-                return await self.queue.send(dispatcher, namespace, user_id, message, deadline=deadline,
-                                             idempotency_key=idempotency_key, wait=wait, on_accepted=on_accepted)
-            if on_accepted is not None:  # in memory: accepted once a dispatcher will take it
-                on_accepted()
-            report = await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
-        finally:
+            outcome = await queue.accept(dispatcher, namespace, user_id, message, deadline=deadline,
+                                         idempotency_key=idempotency_key, wait=wait)
+        except BaseException:
             self._drop(dispatcher)
+            raise
+        if isinstance(outcome, SendReport):
+            self._drop(dispatcher)
+            return Accepted(outcome)
+        return Accepted(send_id=outcome.send_id, deliver=lambda: queue.deliver(outcome),
+                        release=lambda: self._drop(dispatcher))
+
+    async def _deliver_in_memory(self, dispatcher: Dispatcher, namespace: str, user_id: str,
+                                 message: PushMessage, deadline: float | None) -> SendReport:
+        report = await dispatcher.send_to_user(namespace, user_id, message, deadline=deadline)
         for result in report.results:  # nothing retries a send that lives only in memory
             if result.state == "queued":
                 result.state = "failed"

@@ -9,14 +9,16 @@ reused ``message_id``, the store down) answers ``push_send_to_user`` itself with
 is a promise the store keeps. The delivery then goes on concurrently with the guest.
 
 * On the event loop's thread (core modules, see `ffi`): ``admit_send`` checks the caps and the
-  limiter (before the message is parsed, so a refused message counts too), ``submit_send`` queues
-  the send and the host function suspends the guest (``accepting``). ``pause``, run whenever the guest
-  suspends (a fuel slice or an epoch tick ended, or ``push_send_to_user``/``push_wait``/``poll_oneoff``
-  must wait), starts the queued sends as tasks and waits for what the guest waits for, within the
-  deadline. No thread is crossed.
+  limiter (before the message is parsed, so a refused message counts too); ``accept_now`` runs the
+  sender's accept in place, inside the host call, so an accept that never waits (a commit on the
+  loop's own SQLite connection) answers without a task or a turn of the loop. One that must wait
+  suspends the guest (``accepting``), and ``pause`` — run whenever the guest suspends (a fuel slice or
+  an epoch tick ended, or ``push_send_to_user``/``push_wait``/``poll_oneoff`` must wait) — finishes it
+  in the invocation's task, or waits for what the guest waits for, within the deadline. An accepted
+  send's delivery runs as a task of its own. No thread is crossed.
 * On a worker thread (components, core modules on guest threads): ``submit_send`` wakes the loop
-  (``_flush`` starts the task there) and ``wait_accepted``/``wait_send`` block the worker on a
-  condition, never touching the loop, so it cannot deadlock it.
+  (``_flush`` starts a task there that accepts, then delivers) and ``wait_accepted``/``wait_send``
+  block the worker on a condition, never touching the loop, so it cannot deadlock it.
 
 Either way deliveries run concurrently with each other and with the guest, and ``drain`` (after the
 guest returned) awaits what is still in flight within the deadline; anything unfinished is cancelled
@@ -32,10 +34,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wasmhost.push.accepted import Accepted
 from wasmhost.push.errors import PushNotConfigured, PushUnavailable, QueueFull, SendConflict
 from wasmhost.push.message import PushMessage
 from wasmhost.push.report import SendReport
@@ -60,14 +63,14 @@ _IN_FLIGHT: set[asyncio.Task[None]] = set()
 class Sender(Protocol):
     """What the runtime needs from push: `wasmhost.push.Manager` implements it.
 
-    ``on_accepted`` is called (on the loop, once) when the send has been accepted — committed, for a
-    durable sender — and before its delivery: the guest gets its ticket then. A sender that never calls
-    it accepts when it returns a report; one that raises first refused the send."""
+    ``accept`` takes the send on — commits it, for a durable sender — or raises to refuse it; the guest
+    gets its ticket then, and the rest (`Accepted.deliver`) runs as a task of its own. It must await
+    nothing bound to the current task (``asyncio.timeout``, cancel scopes): the runtime starts it in
+    place, inside the host call, and may finish it from the invocation's task."""
 
-    async def send_to_user(
-        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None,
-        on_accepted: Callable[[], None] | None = None,
-    ) -> SendReport: ...
+    async def accept(
+        self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
+    ) -> Accepted: ...
 
 
 class SendLimiter(Protocol):
@@ -148,13 +151,15 @@ class InvocationContext:
         self.waiting: SendRecord | None = None
         #: On the loop: the send whose ``push_send_to_user`` has suspended the guest until it is accepted.
         self.accepting: SendRecord | None = None
-        self._accept_waiter: asyncio.Future[None] | None = None
         #: On the loop: when the guest's ``poll_oneoff`` wants to be woken (monotonic seconds).
         self.sleep_until: float | None = None
         #: A host wait (a sleep) was cut short by the deadline: the invocation is a timeout even if
         #: the guest returned before its epoch deadline could trap it.
         self.timed_out_in_host = False
+        #: Worker threads' sends, for the loop to start.
         self._queue: deque[SendRecord] = deque()
+        #: An accept `accept_now` started that had to wait: (record, its coroutine, what it awaits).
+        self._stepped: tuple[SendRecord, Coroutine[Any, Any, None], Any] | None = None
         self._scheduled = False
         self._cond = None if on_loop else threading.Condition(threading.Lock())
 
@@ -251,13 +256,14 @@ class InvocationContext:
         return abi.OK
 
     def submit_send(self, user_id: str, message: PushMessage) -> SendRecord:
-        """Queue a send `admit_send` admitted; the guest then waits for its acceptance (`wait_accepted`
-        on a thread, ``accepting`` on the loop) and answers with `ticket_for`."""
+        """A send `admit_send` admitted, to be accepted: on the loop the host function starts that in
+        place (`accept_now`); on a worker thread it is queued for the loop and the guest blocks in
+        `wait_accepted`. Either way the guest answers with `ticket_for` once `accept_settled`."""
         record = SendRecord(len(self.sends) + 1, user_id, message)
         self.sends.append(record)
-        self._queue.append(record)
-        if self.on_loop:  # started by `pause`, which the guest's suspension in push_send_to_user runs next
+        if self.on_loop:
             return record
+        self._queue.append(record)
         # Append first, then check the flag; _flush clears the flag first, then drains: no send is lost.
         if not self._scheduled:
             self._scheduled = True
@@ -286,7 +292,7 @@ class InvocationContext:
         TIMEOUT when the deadline came first (the send stays in the result: it may still be accepted)."""
         if record.accepted or (record.done and not record.code):
             return record.ticket
-        if record.done:
+        if record.done and record.code != abi.TIMEOUT:
             if self.sends and self.sends[-1] is record:
                 self.sends.pop()
             return record.code
@@ -299,13 +305,13 @@ class InvocationContext:
 
     def wait_accepted(self, record: SendRecord) -> None:
         """Block until `accept_settled` (worker thread)."""
-        self._wait_for(record, lambda: record.accepted or record.done)
+        self._wait_for(lambda: record.accepted or record.done)
 
     def wait_send(self, record: SendRecord) -> bool:
         """Block until ``record`` is done or the deadline passes; True if it is done (worker thread)."""
-        return self._wait_for(record, lambda: record.done)
+        return self._wait_for(lambda: record.done)
 
-    def _wait_for(self, record: SendRecord, ready: Callable[[], bool]) -> bool:
+    def _wait_for(self, ready: Callable[[], bool]) -> bool:
         if ready():
             return True
         assert self._cond is not None, "a guest on the loop waits through `pause`"
@@ -319,56 +325,149 @@ class InvocationContext:
 
     # -- sends (loop thread) ---------------------------------------------------------------------
 
+    def accept_now(self, record: SendRecord) -> bool:
+        """Start accepting ``record`` right here (loop thread, inside ``push_send_to_user``): True once
+        `accept_settled`. No task and no turn of the loop when the accept never has to wait (a commit
+        on the loop's own SQLite connection); otherwise it is left half-way for `pause` to finish."""
+        if time.monotonic() >= self.deadline:
+            record.code, record.error = abi.TIMEOUT, _TOO_LATE
+            self._complete(record)
+            return True
+        coro = self._accept_on_loop(record)
+        try:
+            step = coro.send(None)
+        except StopIteration:
+            return True
+        except BaseException as exc:  # `_accept` maps every Exception; this is only a guard
+            log.error("send failed to start: %s", type(exc).__name__)
+            record.code, record.error = abi.UNAVAILABLE, "internal error"
+            self._complete(record)
+            return True
+        self._stepped = (record, coro, step)
+        return False
+
+    async def _finish_stepped(self, record: SendRecord, coro: Coroutine[Any, Any, None], step: Any) -> None:
+        """Drive an accept `accept_now` started to its end, the way a Task would, bounded by the
+        deadline. (`Sender.accept` awaits nothing bound to a task, so whichever task drives it is right.)
+        When the deadline passes, or this invocation is cancelled, the accept is cancelled where it waits."""
+        stop: asyncio.CancelledError | None = None
+        outer = False  # the invocation itself was cancelled (re-raised once the accept has ended)
+        try:
+            while True:
+                if stop is not None:  # it went on waiting after being cancelled: stop it
+                    coro.close()
+                    break
+                remaining = self.deadline - time.monotonic()
+                try:
+                    if step is None:  # a bare yield: one turn of the loop
+                        await asyncio.sleep(0)
+                    elif remaining > 0:
+                        step._asyncio_future_blocking = False
+                        await asyncio.wait((step,), timeout=remaining)
+                except asyncio.CancelledError as exc:
+                    stop, outer = exc, True
+                if stop is None and (remaining <= 0 or (step is not None and not step.done())):
+                    stop = asyncio.CancelledError()
+                step = coro.send(None) if stop is None else coro.throw(stop)
+        except (StopIteration, asyncio.CancelledError):
+            pass
+        except BaseException as exc:  # `_accept` maps every Exception; this is only a guard
+            log.error("send failed: %s", type(exc).__name__)
+            record.code, record.error = abi.UNAVAILABLE, "internal error"
+        if not (record.accepted or record.done):
+            if not record.code:
+                record.code = abi.TIMEOUT
+                record.error = "the invocation was cancelled before the send was accepted" if outer else _TOO_LATE
+            self._complete(record)
+        if outer and stop is not None:
+            raise stop
+
     def _flush(self) -> None:
+        """(Worker threads' sends.) Start each queued send as a task: accept, then deliver."""
         self._scheduled = False
         queue = self._queue
-        create_task = self.loop.create_task
         while queue:
             record = queue.popleft()
-            record.task = task = create_task(self._deliver(record))
-            # The loop holds tasks weakly: keep each one until it ends, whoever still awaits it.
-            _IN_FLIGHT.add(task)
-            task.add_done_callback(_IN_FLIGHT.discard)
+            self._track(record, self._accept_then_deliver(record))
+
+    def _track(self, record: SendRecord, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        record.task = task = self.loop.create_task(coro)
+        # The loop holds tasks weakly: keep each one until it ends, whoever still awaits it.
+        _IN_FLIGHT.add(task)
+        task.add_done_callback(_IN_FLIGHT.discard)
+        return task
 
     def abandon(self) -> None:
-        """The caller stopped waiting (cancelled): the guest has stopped, its accepted sends go on."""
-        if self.on_loop and self._queue:
-            self._flush()
+        """The caller stopped waiting (cancelled): the guest has stopped; a send it was accepting is
+        finished in a task of its own, and accepted sends go on."""
+        if self._stepped is not None:
+            record, coro, step = self._stepped
+            self._stepped = None
+            self._track(record, self._finish_stepped(record, coro, step))
 
-    async def _deliver(self, record: SendRecord) -> None:
-        """A send's task: deliver, and account for every ending (a cancelled task was too late)."""
+    async def _accept_then_deliver(self, record: SendRecord) -> None:
         try:
-            await self._send(record)
+            accepted = await self._accept(record)
+            if accepted is not None:
+                await self._deliver(record, accepted)
         except asyncio.CancelledError:
             record.code, record.error = abi.TIMEOUT, _TOO_LATE
+            self._complete(record)
+
+    async def _accept_on_loop(self, record: SendRecord) -> None:
+        accepted = await self._accept(record)
+        if accepted is not None:  # its delivery goes on in a task, concurrently with the guest
+            task = self._track(record, self._deliver(record, accepted))
+            task.add_done_callback(lambda _: accepted.release())  # if cancelled before it started
+
+    async def _accept(self, record: SendRecord) -> Accepted | None:
+        """Have the sender accept ``record``: the delivery left to do, or None when the record is done
+        (delivered by the accept itself, or refused: its code set)."""
+        try:
+            accepted = await self.sender.accept(self.namespace, record.user_id, record.message, deadline=self.deadline)
+        except Exception as exc:
+            self._refused(record, exc)
+            self._complete(record)
+            return None
+        self._accepted(record)
+        if accepted.report is None:
+            return accepted
+        record.report = accepted.report
+        accepted.release()
+        self._complete(record)
+        return None
+
+    async def _deliver(self, record: SendRecord, accepted: Accepted) -> None:
+        """An accepted send's delivery, accounting for every ending (a cancelled one was too late)."""
+        try:
+            record.report = await accepted.deliver()
+        except asyncio.CancelledError:
+            record.code, record.error = abi.TIMEOUT, _TOO_LATE
+        except Exception as exc:
+            self._refused(record, exc)
         self._complete(record)
 
-    async def _send(self, record: SendRecord) -> None:
-        try:
-            record.report = await self.sender.send_to_user(
-                self.namespace, record.user_id, record.message, deadline=self.deadline,
-                on_accepted=lambda: self._accepted(record),
-            )
-        except PushNotConfigured as exc:
+    def _refused(self, record: SendRecord, exc: Exception) -> None:
+        """The code and text for a send that failed as a whole (refused, or its delivery failed)."""
+        if isinstance(exc, PushNotConfigured):
             record.code, record.error = abi.NOT_CONFIGURED, str(exc)
             if not self._not_configured_noted:  # one line per invocation, however many sends hit it
                 self._not_configured_noted = True
                 self.note(3, f"push_send_to_user: {exc}")
-        except SendConflict as exc:
+        elif isinstance(exc, SendConflict):
             record.code, record.error = abi.INVAL, str(exc)
             self.note(3, f"push_send_to_user: {exc}")
-        except QueueFull as exc:
+        elif isinstance(exc, QueueFull):
             record.code, record.error = abi.RATE_LIMITED, str(exc)
-        except PushUnavailable as exc:
+        elif isinstance(exc, PushUnavailable):
             record.code, record.error = abi.UNAVAILABLE, str(exc) or "push is unavailable"
-        except Exception as exc:  # a bug, but one a guest may hit in a loop: one line a minute, no traceback
+        else:  # a bug, but one a guest may hit in a loop: one line a minute, no traceback
             host_failure("push_send_to_user (delivery)", exc)
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
 
     def _accepted(self, record: SendRecord) -> None:
         if self._cond is None:
             record.accepted = True
-            self._wake_accepting()
             return
         with self._cond:
             record.accepted = True
@@ -377,16 +476,10 @@ class InvocationContext:
     def _complete(self, record: SendRecord) -> None:
         if self._cond is None:
             record.done = True
-            self._wake_accepting()
             return
         with self._cond:
             record.done = True
             self._cond.notify_all()
-
-    def _wake_accepting(self) -> None:
-        waiter = self._accept_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def in_host_wait(self) -> bool:
         """The guest is suspended in a host call (``push_send_to_user``, ``push_wait``, ``poll_oneoff``),
@@ -395,10 +488,10 @@ class InvocationContext:
 
     def must_pause(self) -> bool:
         """The guest suspended for something `pause` does: start sends, or wait in a host call."""
-        return bool(self._queue) or self.in_host_wait()
+        return bool(self._queue) or self._stepped is not None or self.in_host_wait()
 
     async def pause(self) -> None:
-        """The guest suspended (loop thread): start its queued sends, then let the loop run.
+        """The guest suspended (loop thread): finish what it waits for, or let the loop run.
 
         If it waits in ``push_send_to_user``, return when that send is accepted (or refused) or the
         deadline has passed; in ``push_wait``, when that send is done or the deadline has passed; if it
@@ -408,7 +501,7 @@ class InvocationContext:
         if self._queue:
             self._flush()
         record, self.waiting = self.waiting, None
-        accepting, self.accepting = self.accepting, None
+        self.accepting = None
         wake, self.sleep_until = self.sleep_until, None
         if wake is not None:  # WASI poll_oneoff: sleep, but never past the deadline
             delay = min(wake, self.deadline) - time.monotonic()
@@ -416,17 +509,13 @@ class InvocationContext:
             # naps for microseconds) takes turns of the loop instead, until it is due.
             await asyncio.sleep(delay if delay >= _TIMER_RESOLUTION else 0)
             return
-        remaining = self.deadline - time.monotonic()
-        if accepting is not None:
-            if remaining > 0 and not (accepting.accepted or accepting.done):
-                self._accept_waiter = waiter = self.loop.create_future()
-                try:
-                    await asyncio.wait((waiter,), timeout=remaining)
-                finally:
-                    self._accept_waiter = None
+        if self._stepped is not None:  # push_send_to_user: its accept had to wait
+            stepped, self._stepped = self._stepped, None
+            await self._finish_stepped(*stepped)
             return
         if record is None:  # a slice ended: the scheduler gives the loop its turn
             return
+        remaining = self.deadline - time.monotonic()
         if remaining > 0 and not record.done and record.task is not None:
             await asyncio.wait((record.task,), timeout=remaining)
 
@@ -444,7 +533,7 @@ class InvocationContext:
         if still:
             for task in still:
                 task.cancel()
-            # _deliver turns the cancellation into a TIMEOUT record; bound a sender that ignores it.
+            # Cancelled sends become TIMEOUT records; bound a sender that ignores the cancellation.
             await asyncio.wait(still, timeout=grace)
         for record in self.sends:
             if not record.done:

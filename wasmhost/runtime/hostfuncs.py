@@ -232,10 +232,13 @@ def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
 
 
 def push_send_to_user_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
-    """Event-loop flavour: the guest is suspended (see `ffi`) until the send is accepted or refused."""
+    """Event-loop flavour: the accept starts here; if it must wait, the guest is suspended (see `ffi`)
+    until the send is accepted or refused."""
     record = _submit_send(ctx, caller, *(args[i].of.i32 for i in range(4)))
     if isinstance(record, int):
         return record
+    if ctx.accept_now(record):  # accepted (or refused) without waiting: no suspension
+        return ctx.ticket_for(record)
 
     def check() -> bool:
         if not ctx.accept_settled(record):
