@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -86,6 +86,9 @@ QUEUED_RECOUNT = 1.0
 PRUNE_EVERY = 600.0
 #: Seconds between a worker's readings of the queue's depth and oldest entry (for /metrics).
 STATS_EVERY = 5.0
+#: Claimed sends of one namespace a worker delivers at once (`DeliveryQueue._enqueue`); APNs multiplexes
+#: 32 requests per connection, so more would only wait.
+LANES_PER_NAMESPACE = 32
 #: Namespaces whose count is kept between sends.
 QUEUED_COUNTS_KEPT = 10_000
 #: Longest an idle worker goes between looks for due receipts (receipts wait minutes anyway: an idle
@@ -176,6 +179,12 @@ class DeliveryQueue:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        #: Claimed sends not yet delivered, per namespace, and the lanes (tasks) delivering each
+        #: namespace's: at most `LANES_PER_NAMESPACE` (see `_enqueue`).
+        self._backlog: dict[str, deque[tuple[list[ClaimedDelivery], list[Device] | None]]] = {}
+        self._lanes: dict[str, set[asyncio.Task[None]]] = {}
+        #: Claimed sends in the backlog or being delivered (what the worker's `batch` bounds).
+        self._claimed_sends = 0
         #: namespace -> (deliveries queued or in flight as last counted, plus those accepted here since;
         #: monotonic time of the count)
         self._queued_counts: dict[str, tuple[int, float]] = {}
@@ -402,10 +411,56 @@ class DeliveryQueue:
         except StoreError as exc:
             LOG.warning("push: could not release delivery leases on close: %s", exc)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._in_flight.add(task)
         task.add_done_callback(self._done)
+        return task
+
+    def _enqueue(self, group: list[ClaimedDelivery], devices: list[Device] | None) -> None:
+        """Deliver one claimed send soon: in one of its namespace's lanes, each a task that delivers the
+        namespace's backlog one send after another. A lane per send would park most of a large claim as
+        tasks waiting for a provider's streams (APNs multiplexes 32), each holding its whole stack of
+        frames and futures, which the garbage collector then walks over and over; waiting as rows, they
+        cost nothing. Lanes are per namespace, so one tenant's slow provider holds only its own."""
+        namespace = group[0].namespace
+        self._backlog.setdefault(namespace, deque()).append((group, devices))
+        self._claimed_sends += 1
+        lanes = self._lanes.setdefault(namespace, set())
+        if len(lanes) < LANES_PER_NAMESPACE:
+            lane = self._spawn(self._lane(namespace))
+            lanes.add(lane)
+            lane.add_done_callback(lambda t: self._lane_done(namespace, t))
+
+    async def _lane(self, namespace: str) -> None:
+        backlog = self._backlog[namespace]
+        while backlog:
+            group, devices = backlog.popleft()
+            try:
+                await self._deliver(group, devices)
+            except Exception as exc:  # `_deliver` records every outcome; this is only a guard
+                LOG.error("push: delivering a claimed send failed: %s", type(exc).__name__)
+            finally:
+                self._claimed_sends -= 1
+                self._wake.set()  # room to claim more
+
+    def _lane_done(self, namespace: str, lane: asyncio.Task[None]) -> None:
+        lanes = self._lanes.get(namespace)
+        if lanes is None:
+            return
+        lanes.discard(lane)
+        if not lanes:
+            del self._lanes[namespace]
+            backlog = self._backlog.pop(namespace, None)
+            if backlog:  # its lanes were cancelled (closing): the rows keep their lease
+                self._claimed_sends -= len(backlog)
+
+    async def _deliver_claimed(self, groups: list[tuple[list[ClaimedDelivery], list[Device] | None]]) -> None:
+        """Enqueue `groups` and wait until every lane is idle (tests and benchmarks drive the worker so)."""
+        for group, devices in groups:
+            self._enqueue(group, devices)
+        while self._lanes:
+            await asyncio.wait([t for lanes in self._lanes.values() for t in lanes])
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.discard(task)
@@ -446,7 +501,7 @@ class DeliveryQueue:
                                                        min(settings.receipt_retry, RECEIPTS_EVERY))
                 for receipts in await self._claim_receipts():
                     self._spawn(self._read_receipts(receipts))
-            room = settings.batch - len(self._in_flight)
+            room = settings.batch - self._claimed_sends
             claimed: list[ClaimedDelivery] = []
             if room > 0:
                 try:
@@ -455,7 +510,7 @@ class DeliveryQueue:
                     LOG.warning("push: claiming deliveries failed: %s", exc)
             if claimed:
                 for group, devices in await self._deliver_in_store(claimed):
-                    self._spawn(self._deliver(group, devices))
+                    self._enqueue(group, devices)
                 continue
             self._wake.clear()
             try:
@@ -466,7 +521,7 @@ class DeliveryQueue:
     async def claim_once(self) -> int:
         """Claim and deliver one batch, awaiting it (tests and benchmarks drive the worker with this)."""
         claimed = await self.store.claim_deliveries(self.owner, self.settings.lease_seconds, self.settings.batch)
-        await asyncio.gather(*(self._deliver(g, d) for g, d in await self._deliver_in_store(claimed)))
+        await self._deliver_claimed(await self._deliver_in_store(claimed))
         await self.flush()
         return len(claimed)
 
