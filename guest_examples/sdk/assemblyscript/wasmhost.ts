@@ -59,7 +59,7 @@ export function log(level: Level, message: string): i32 {
   return host_log(<i32>level, changetype<usize>(buf), buf.byteLength);
 }
 
-/** Starts sending `messageJson` to every device of `user`: a ticket > 0, or a negative code. */
+/** Starts sending `messageJson` to every device of `user`: a ticket > 0 once committed, or a negative code. */
 export function send(user: string, messageJson: string): i32 {
   const u = String.UTF8.encode(user);
   const m = String.UTF8.encode(messageJson);

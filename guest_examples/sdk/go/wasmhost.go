@@ -116,7 +116,7 @@ func Logf(level Level, format string, args ...any) {
 // Ticket is an accepted send.
 type Ticket int32
 
-// Send starts sending messageJSON to every device of user in this namespace; it returns at once.
+// Send starts sending messageJSON to every device of user in this namespace; it returns once the send is committed.
 func Send(user string, messageJSON []byte) (Ticket, error) {
 	t, err := check(rawPushSendToUser(sptr(user), uint32(len(user)), ptr(messageJSON), uint32(len(messageJSON))))
 	return Ticket(t), err

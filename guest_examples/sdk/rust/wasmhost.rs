@@ -122,7 +122,7 @@ pub fn log(level: Level, message: &str) {
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(i32);
 
-/// Starts sending `message_json` to every device of `user` in this namespace; returns at once.
+/// Starts sending `message_json` to every device of `user` in this namespace; returns once it is committed.
 pub fn send(user: &str, message_json: &str) -> Result<Ticket, Error> {
     install_panic_hook();
     let rc = unsafe { raw::push_send_to_user(user.as_ptr(), user.len(), message_json.as_ptr(), message_json.len()) };

@@ -91,7 +91,7 @@ pub fn logf(level: Level, comptime fmt: []const u8, args: anytype) void {
 /// An accepted send; wait for its report with `wait`.
 pub const Ticket = struct { id: i32 };
 
-/// Starts sending `message_json` to every device of `user` in this namespace; returns at once.
+/// Starts sending `message_json` to every device of `user` in this namespace; returns once it is committed.
 pub fn send(user: []const u8, message_json: []const u8) Error!Ticket {
     const t = try check(raw.push_send_to_user(user.ptr, user.len, message_json.ptr, message_json.len));
     return .{ .id = @intCast(t) };
