@@ -43,8 +43,8 @@ class FakeSender:
         self.hang_accept = hang_accept
         self.calls: list[tuple[str, str, PushMessage, float | None]] = []
         self.cancelled = 0
-        #: Sends accepted so far (`on_accepted` called).
-        self.accepted = 0
+        #: Sends accepted so far, and delivered.
+        self.accepted = self.delivered = 0
 
     async def accept(
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
@@ -72,4 +72,5 @@ class FakeSender:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        self.delivered += 1
         return SendReport([DeviceResult(f"d{i}", "outbox", True, 200, attempts=1) for i in range(self.devices)])

@@ -140,6 +140,25 @@ async def test_cancelling_a_guest_suspended_in_push_wait() -> None:
         await runtime.aclose()
 
 
+async def test_cancelling_a_guest_suspended_in_push_send_to_user_finishes_the_accept() -> None:
+    sender = FakeSender(accept_delay=0.2, delay=0.05)
+    runtime = Runtime(sender)
+    try:
+        module = await runtime.compile_async(send_then_spin(wait=False), namespace="acme")
+        task = asyncio.ensure_future(runtime.invoke("acme", module, b"", SPIN))
+        await asyncio.sleep(0.05)
+        assert len(sender.calls) == 1 and sender.accepted == 0  # the guest waits for its ticket
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.4)
+        # It may have been committing: it was not cut off, and its delivery went out.
+        assert sender.accepted == 1 and sender.cancelled == 0 and sender.delivered == 1
+        assert hostfuncs._SUSPENDED == {}
+    finally:
+        await runtime.aclose()
+
+
 async def test_many_guests_interleave_and_all_deliver() -> None:
     sender = FakeSender(delay=0.01)
     runtime = Runtime(sender)

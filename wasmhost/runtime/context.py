@@ -346,12 +346,15 @@ class InvocationContext:
         self._stepped = (record, coro, step)
         return False
 
-    async def _finish_stepped(self, record: SendRecord, coro: Coroutine[Any, Any, None], step: Any) -> None:
+    async def _finish_stepped(self, record: SendRecord, coro: Coroutine[Any, Any, None], step: Any, *,
+                              handoff: bool = True) -> None:
         """Drive an accept `accept_now` started to its end, the way a Task would, bounded by the
         deadline. (`Sender.accept` awaits nothing bound to a task, so whichever task drives it is right.)
-        When the deadline passes, or this invocation is cancelled, the accept is cancelled where it waits."""
+        When the deadline passes, the accept is cancelled where it waits. When the invocation is cancelled
+        (with `handoff`), the accept may be committing: a task of its own finishes it, and starts its
+        delivery, as `abandon` does."""
         stop: asyncio.CancelledError | None = None
-        outer = False  # the invocation itself was cancelled (re-raised once the accept has ended)
+        cancelled: asyncio.CancelledError | None = None
         try:
             while True:
                 if stop is not None:  # it went on waiting after being cancelled: stop it
@@ -365,7 +368,12 @@ class InvocationContext:
                         step._asyncio_future_blocking = False
                         await asyncio.wait((step,), timeout=remaining)
                 except asyncio.CancelledError as exc:
-                    stop, outer = exc, True
+                    if not handoff:
+                        stop = exc
+                    else:
+                        self._track(record, self._finish_stepped(record, coro, step, handoff=False))
+                        cancelled = exc
+                        break
                 if stop is None and (remaining <= 0 or (step is not None and not step.done())):
                     stop = asyncio.CancelledError()
                 step = coro.send(None) if stop is None else coro.throw(stop)
@@ -374,13 +382,12 @@ class InvocationContext:
         except BaseException as exc:  # `_accept` maps every Exception; this is only a guard
             log.error("send failed: %s", type(exc).__name__)
             record.code, record.error = abi.UNAVAILABLE, "internal error"
+        if cancelled is not None:  # handed over, unfinished: the invocation's own cancellation goes on
+            raise cancelled
         if not (record.accepted or record.done):
             if not record.code:
-                record.code = abi.TIMEOUT
-                record.error = "the invocation was cancelled before the send was accepted" if outer else _TOO_LATE
+                record.code, record.error = abi.TIMEOUT, _TOO_LATE
             self._complete(record)
-        if outer and stop is not None:
-            raise stop
 
     def _flush(self) -> None:
         """(Worker threads' sends.) Start each queued send as a task: accept, then deliver."""
@@ -403,7 +410,7 @@ class InvocationContext:
         if self._stepped is not None:
             record, coro, step = self._stepped
             self._stepped = None
-            self._track(record, self._finish_stepped(record, coro, step))
+            self._track(record, self._finish_stepped(record, coro, step, handoff=False))
 
     async def _accept_then_deliver(self, record: SendRecord) -> None:
         try:
