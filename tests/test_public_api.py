@@ -15,6 +15,7 @@ REQUIRED = {
     "InvocationResult": runtime.InvocationResult,
     "InvalidModule": runtime.InvalidModule,
     "Manager": push.Manager,
+    "Accepted": push.Accepted,
     "Defaults": push.Defaults,
     "PushMessage": push.PushMessage,
     "open_store": store.open_store,

@@ -20,6 +20,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .push import (
+    Accepted,
     Defaults,
     Manager,
     MessageError,
@@ -49,6 +50,7 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
     __version__ = "0+unknown"
 
 __all__ = [
+    "Accepted",
     "CompiledComponent",
     "CompiledModule",
     "Defaults",
