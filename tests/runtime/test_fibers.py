@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -168,6 +169,39 @@ async def test_many_guests_interleave_and_all_deliver() -> None:
         ))
         assert all(r.error is not None and r.error.kind in ("timeout", "out_of_fuel") for r in results)
         assert all(r.sends[0]["ok"] for r in results) and len(sender.calls) == 20
+    finally:
+        await runtime.aclose()
+
+
+#: Spins for a few milliseconds (many slices), then sends to "alice" and waits for it.
+SPIN_THEN_SEND = """(module
+  (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
+  (import "wasmhost" "push_wait" (func $wait (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "alice")
+  (data (i32.const 64) "{\\"title\\":\\"hi\\"}")
+  (func (export "handle") (result i32) (local $i i32)
+    (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 3000000))))
+    (drop (call $wait (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 14))
+                      (i32.const 1024) (i32.const 256)))
+    (i32.const 0)))"""
+
+
+async def test_an_accept_always_runs_in_a_task_even_when_the_scheduler_grants_the_poll() -> None:
+    class TimedAccept(FakeSender):
+        async def accept(self, *args: Any, **kwargs: Any) -> Any:
+            async with asyncio.timeout(5):  # needs the current task (asyncpg's connect does this)
+                await asyncio.sleep(0)
+            return await super().accept(*args, **kwargs)
+
+    sender = TimedAccept(delay=0.01)
+    runtime = Runtime(sender)
+    try:
+        results = await asyncio.gather(*(  # busy guests: most polls are granted from the scheduler's callback
+            runtime.invoke("acme", SPIN_THEN_SEND, b"", Limits(timeout_ms=5_000, fuel=10**9)) for _ in range(8)
+        ))
+        assert all(r.sends and r.sends[0]["ok"] for r in results), [r.sends for r in results]
     finally:
         await runtime.aclose()
 

@@ -147,8 +147,8 @@ class Manager:
     ) -> Accepted:
         """The first half of `send_to_user`: the send accepted (committed, when there is a queue), and what
         is left to deliver within `deadline`. Raises `PushNotConfigured`, `PushUnavailable`, `SendConflict`
-        and `QueueFull`, each before anything was stored. Never awaits anything bound to the current task
-        (no timeouts, no cancel scopes): the runtime may start it outside one (`runtime.context`)."""
+        and `QueueFull`, each before anything was stored. Holds no timeout or cancel scope across an await:
+        the runtime may finish it in another task than the one that started it (`runtime.context`)."""
         dispatcher = await self._checkout(namespace)
         queue = self.queue
         if queue is None:  # in memory: accepted once a dispatcher will take it

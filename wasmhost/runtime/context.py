@@ -64,9 +64,10 @@ class Sender(Protocol):
     """What the runtime needs from push: `wasmhost.push.Manager` implements it.
 
     ``accept`` takes the send on — commits it, for a durable sender — or raises to refuse it; the guest
-    gets its ticket then, and the rest (`Accepted.deliver`) runs as a task of its own. It must await
-    nothing bound to the current task (``asyncio.timeout``, cancel scopes): the runtime starts it in
-    place, inside the host call, and may finish it from the invocation's task."""
+    gets its ticket then, and the rest (`Accepted.deliver`) runs as a task of its own. The runtime
+    starts it in place, inside the host call, within the invocation's task; an invocation cancelled
+    meanwhile hands it to another task to finish, so it should not hold a timeout or cancel scope
+    across an await (the push manager's does not)."""
 
     async def accept(
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
@@ -334,6 +335,11 @@ class InvocationContext:
             self._complete(record)
             return True
         coro = self._accept_on_loop(record)
+        if asyncio.current_task() is None:
+            # A poll the scheduler granted from a loop callback: start it in the invocation's task instead
+            # (`pause`), where a timeout inside the store's driver (asyncpg's connect) finds its task.
+            self._stepped = (record, coro, None)
+            return False
         try:
             step = coro.send(None)
         except StopIteration:
@@ -349,7 +355,7 @@ class InvocationContext:
     async def _finish_stepped(self, record: SendRecord, coro: Coroutine[Any, Any, None], step: Any, *,
                               handoff: bool = True) -> None:
         """Drive an accept `accept_now` started to its end, the way a Task would, bounded by the
-        deadline. (`Sender.accept` awaits nothing bound to a task, so whichever task drives it is right.)
+        deadline. (It starts in the invocation's task; see `Sender` for the hand-over.)
         When the deadline passes, the accept is cancelled where it waits. When the invocation is cancelled
         (with `handoff`), the accept may be committing: a task of its own finishes it, and starts its
         delivery, as `abandon` does."""
@@ -362,7 +368,7 @@ class InvocationContext:
                     break
                 remaining = self.deadline - time.monotonic()
                 try:
-                    if step is None:  # a bare yield: one turn of the loop
+                    if step is None:  # a bare yield (or not started yet): one turn of the loop
                         await asyncio.sleep(0)
                     elif remaining > 0:
                         step._asyncio_future_blocking = False
