@@ -235,41 +235,6 @@ async def test_accept_commits_before_anything_is_delivered(sqlite_store: SQLiteS
     await manager.aclose()
 
 
-# Sends {"title":"hi","message_id":"m1"} to alice, then the same id with another title; outputs both codes.
-SAME_ID_TWICE = """(module
-  (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
-  (import "wasmhost" "output_write" (func $out (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "alice")
-  (data (i32.const 64) "{\\"title\\":\\"hi\\",\\"message_id\\":\\"m1\\"}")
-  (data (i32.const 128) "{\\"title\\":\\"no\\",\\"message_id\\":\\"m1\\"}")
-  (func (export "handle") (result i32)
-    (i32.store (i32.const 256) (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 32)))
-    (i32.store (i32.const 260) (call $send (i32.const 16) (i32.const 5) (i32.const 128) (i32.const 32)))
-    (drop (call $out (i32.const 256) (i32.const 8)))
-    (i32.const 0)))"""
-
-
-@pytest.mark.parametrize("executor", ["auto", "threads"])
-async def test_a_guest_hears_a_refused_accept_from_push_send_to_user(sqlite_store: SQLiteStore, executor: str) -> None:
-    import struct
-
-    from wasmhost.runtime import INVAL, Runtime
-
-    provider = RecordingProvider("p")
-    manager = await _manager(sqlite_store, provider)
-    runtime = Runtime(manager, executor=executor)  # type: ignore[arg-type]
-    try:
-        result = await runtime.invoke("acme", SAME_ID_TWICE)
-        assert result.ok, result.error
-        assert list(struct.unpack("<2i", result.output_bytes)) == [1, INVAL]
-        assert len(result.sends) == 1 and len(provider.sent) == 2  # the first send, to both devices, once
-        assert any("different message" in e.message for e in result.logs)  # the [host] line says why
-    finally:
-        await runtime.aclose()
-        await manager.aclose()
-
-
 class Gated(RecordingProvider):
     """Holds every delivery to namespace ``acme`` until `release` is set; counts them in flight."""
 

@@ -161,3 +161,49 @@ async def test_sent_deliveries_wait_for_their_receipt_under_a_lease(store: Any) 
     [d] = (await store.get_send("acme", accepted.send_id)).deliveries
     assert (d.state, d.reason, d.attempts) == ("delivered", "", 1)
     assert await store.claim_receipts("w3", 30, 10) == []
+
+
+# Sends {"title":"hi","message_id":"m1"} to alice, then the same id with another title; outputs both codes.
+SAME_ID_TWICE = """(module
+  (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
+  (import "wasmhost" "output_write" (func $out (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "alice")
+  (data (i32.const 64) "{\\"title\\":\\"hi\\",\\"message_id\\":\\"m1\\"}")
+  (data (i32.const 128) "{\\"title\\":\\"no\\",\\"message_id\\":\\"m1\\"}")
+  (func (export "handle") (result i32)
+    (i32.store (i32.const 256) (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 32)))
+    (i32.store (i32.const 260) (call $send (i32.const 16) (i32.const 5) (i32.const 128) (i32.const 32)))
+    (drop (call $out (i32.const 256) (i32.const 8)))
+    (i32.const 0)))"""
+
+
+@pytest.mark.parametrize("executor", ["auto", "threads"])
+async def test_a_guests_ticket_is_a_committed_send_and_a_refusal_answers_the_call(
+    store: Any, backend: Backend, executor: str
+) -> None:
+    """Through the real runtime and manager: on PostgreSQL every accept waits for the database, so the guest
+    is suspended in push_send_to_user (or its thread blocked) until the commit."""
+    import struct
+
+    from tests.conftest import OneProviderFactory, RecordingProvider
+    from wasmhost.push import Defaults, Manager
+    from wasmhost.runtime import INVAL, Runtime
+
+    await _setup(store)
+    await store.register_device("acme", "alice", "phone", "p", "tok-phone")
+    provider = RecordingProvider("p")
+    manager = Manager(store, OneProviderFactory(provider), Defaults(), queue=store)
+    runtime = Runtime(manager, executor=executor)  # type: ignore[arg-type]
+    try:
+        result = await runtime.invoke("acme", SAME_ID_TWICE)
+        assert result.ok, result.error
+        assert list(struct.unpack("<2i", result.output_bytes)) == [1, INVAL]
+        assert any("different message" in e.message for e in result.logs)  # the [host] line says why
+        [sent] = result.sends
+        assert sent["ok"] and len(provider.sent) == 1  # the first send, once; the refused one never
+        rows = await backend.fetchall("SELECT id FROM sends WHERE namespace = ?", "acme")
+        assert [r[0] for r in rows] == [sent["send_id"]]
+    finally:
+        await runtime.aclose()
+        await manager.aclose()
