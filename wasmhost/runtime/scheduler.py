@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
 
 from .engine import TICK_SECONDS
 from .ffi import SLICE_FUEL, CallFuture, context_address, set_yield_interval
@@ -43,13 +42,12 @@ class DeadlinePassed(Exception):
 
 
 class _Turn:
-    __slots__ = ("future", "ctx", "waiter", "task")
+    __slots__ = ("future", "ctx", "waiter")
 
-    def __init__(self, future: CallFuture, ctx: CoreContext, waiter: asyncio.Future[bool], task: asyncio.Task[Any]):
+    def __init__(self, future: CallFuture, ctx: CoreContext, waiter: asyncio.Future[bool]):
         self.future: CallFuture | None = future
         self.ctx = ctx
         self.waiter = waiter
-        self.task = task
 
 
 class GuestScheduler:
@@ -101,9 +99,7 @@ class GuestScheduler:
             while True:
                 if self._ready or self._spent >= self._budget:
                     waiter = self._loop.create_future()
-                    task = asyncio.current_task()
-                    assert task is not None
-                    turn = _Turn(future, ctx, waiter, task)
+                    turn = _Turn(future, ctx, waiter)
                     self._ready.setdefault(namespace, deque()).append(turn)
                     self._schedule_run()
                     try:
@@ -167,8 +163,8 @@ class GuestScheduler:
             if turn.waiter.done() or future is None:  # its invocation was cancelled meanwhile
                 continue
             ctx = turn.ctx
-            # A poll granted here runs outside its invocation's task: host calls never await (they
-            # queue sends and suspend the guest; `InvocationContext.pause` does the waiting in the task).
+            # A poll granted here runs outside its invocation's task: host calls never await here (an
+            # accept they would start waits for `InvocationContext.pause`, which runs in the task).
             done = self._poll(future, ctx)
             if done or ctx.must_pause() or time.monotonic() >= ctx.deadline:
                 turn.waiter.set_result(done)
