@@ -283,3 +283,36 @@ async def test_the_worker_delivers_a_namespace_in_bounded_lanes_and_a_slow_one_h
 
     await _until(all_done, timeout=10)
     await manager.aclose()
+
+
+async def test_a_claimed_send_that_waited_an_attempts_time_for_a_lane_is_given_back(sqlite_store: SQLiteStore) -> None:
+    provider = Gated()
+    settings = QueueSettings(poll_interval=0.05, lease_seconds=30, batch=500, attempt_timeout=0.3,
+                             retry_base=0.05, retry_max=0.1)
+    manager = await _manager(sqlite_store, provider, settings)
+    assert manager.queue is not None
+    for i in range(100):  # more than the lanes can start within one attempt's time
+        await manager.send_to_user("acme", "alice", PushMessage(title=f"slow-{i}"), wait=False)
+    manager.queue.start()
+
+    async def states() -> list[tuple[str, int]]:
+        await manager.queue.flush()  # type: ignore[union-attr]
+        sends = await sqlite_store.list_sends("acme", user_id="alice", limit=100)
+        return [(d.state, d.attempts) for s in sends for d in s.deliveries]
+
+    async def all_claimed() -> bool:
+        return all(state == "sending" for state, _ in await states())
+
+    async def given_back() -> bool:  # queued again without an attempt: not held under this worker's lease
+        return ("queued", 0) in await states()
+
+    await _until(all_claimed, timeout=5)
+    await _until(given_back, timeout=5)
+    provider.release.set()
+
+    async def all_delivered() -> bool:
+        return all(state == "delivered" for state, _ in await states())
+
+    await _until(all_delivered, timeout=15)
+    assert len(provider.sent) == 200  # every delivery exactly once
+    await manager.aclose()

@@ -50,27 +50,24 @@ class FakeSender:
         self, namespace: str, user_id: str, message: PushMessage, *, deadline: float | None = None
     ) -> Accepted:
         self.calls.append((namespace, user_id, message, deadline))
-        try:
-            if self.hang_accept:
-                await asyncio.Event().wait()
-            if self.accept_delay:
-                await asyncio.sleep(self.accept_delay)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+        await self._pause(self.hang_accept, self.accept_delay)
         if self.error is not None:
             raise self.error
         self.accepted += 1
         return Accepted(deliver=self._deliver)
 
     async def _deliver(self) -> SendReport:
+        await self._pause(self.hang, self.delay)
+        self.delivered += 1
+        return SendReport([DeviceResult(f"d{i}", "outbox", True, 200, attempts=1) for i in range(self.devices)])
+
+    async def _pause(self, hang: bool, delay: float) -> None:
+        """Wait forever (`hang`) or `delay` seconds, counting a cancellation."""
         try:
-            if self.hang:
+            if hang:
                 await asyncio.Event().wait()
-            if self.delay:
-                await asyncio.sleep(self.delay)
+            if delay:
+                await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        self.delivered += 1
-        return SendReport([DeviceResult(f"d{i}", "outbox", True, 200, attempts=1) for i in range(self.devices)])

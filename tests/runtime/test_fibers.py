@@ -23,14 +23,17 @@ pytestmark = pytest.mark.skipif(not engine_host().on_loop, reason="guests run on
 
 QUICK = '(module (memory (export "memory") 1) (func (export "handle") (result i32) (i32.const 7)))'
 
-#: Sends to "alice", optionally waits for it, then spins until stopped.
-SEND_THEN_SPIN = """(module
+#: What the sending guests below share: the two push imports, "alice" at 16, {"title":"hi"} (14 bytes) at 64.
+SENDER = """(module
   (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
   (import "wasmhost" "push_wait" (func $wait (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "alice")
   (data (i32.const 64) "{\\"title\\":\\"hi\\"}")
-  (func (export "handle") (result i32) (local $t i32)
+"""
+
+#: Sends to "alice", optionally waits for it, then spins until stopped.
+SEND_THEN_SPIN = SENDER + """  (func (export "handle") (result i32) (local $t i32)
     (local.set $t (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 14)))
     (if (i32.eqz (i32.const WAIT)) (then) (else (drop (call $wait (local.get $t) (i32.const 1024) (i32.const 256)))))
     (loop $forever (br $forever))
@@ -174,13 +177,7 @@ async def test_many_guests_interleave_and_all_deliver() -> None:
 
 
 #: Spins for a few milliseconds (many slices), then sends to "alice" and waits for it.
-SPIN_THEN_SEND = """(module
-  (import "wasmhost" "push_send_to_user" (func $send (param i32 i32 i32 i32) (result i32)))
-  (import "wasmhost" "push_wait" (func $wait (param i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "alice")
-  (data (i32.const 64) "{\\"title\\":\\"hi\\"}")
-  (func (export "handle") (result i32) (local $i i32)
+SPIN_THEN_SEND = SENDER + """  (func (export "handle") (result i32) (local $i i32)
     (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $l (i32.lt_u (local.get $i) (i32.const 3000000))))
     (drop (call $wait (call $send (i32.const 16) (i32.const 5) (i32.const 64) (i32.const 14))

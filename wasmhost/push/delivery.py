@@ -86,8 +86,8 @@ QUEUED_RECOUNT = 1.0
 PRUNE_EVERY = 600.0
 #: Seconds between a worker's readings of the queue's depth and oldest entry (for /metrics).
 STATS_EVERY = 5.0
-#: Claimed sends of one namespace a worker delivers at once (`DeliveryQueue._enqueue`); APNs multiplexes
-#: 32 requests per connection, so more would only wait.
+#: Claimed sends of one namespace a worker delivers at once (`DeliveryQueue._enqueue`): as many as APNs
+#: multiplexes on its connection (`providers.apns.APNS_CONCURRENCY`); more would only wait for a stream.
 LANES_PER_NAMESPACE = 32
 #: Namespaces whose count is kept between sends.
 QUEUED_COUNTS_KEPT = 10_000
@@ -131,6 +131,17 @@ class PendingSend:
     ids: dict[str, str]
     deadline: float
     expires_at: float
+
+
+class _Lanes:
+    """One namespace's claimed sends waiting for a lane (with when they were claimed), and its lanes:
+    at most `LANES_PER_NAMESPACE` (`DeliveryQueue._enqueue`)."""
+
+    __slots__ = ("backlog", "tasks")
+
+    def __init__(self) -> None:
+        self.backlog: deque[tuple[list[ClaimedDelivery], list[Device] | None, float]] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
 
 
 class DispatcherSource(Protocol):
@@ -179,10 +190,8 @@ class DeliveryQueue:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
-        #: Claimed sends not yet delivered, per namespace, and the lanes (tasks) delivering each
-        #: namespace's: at most `LANES_PER_NAMESPACE` (see `_enqueue`).
-        self._backlog: dict[str, deque[tuple[list[ClaimedDelivery], list[Device] | None]]] = {}
-        self._lanes: dict[str, set[asyncio.Task[None]]] = {}
+        #: Per namespace with claimed sends not yet delivered: those sends and the lanes delivering them.
+        self._lanes: dict[str, _Lanes] = {}
         #: Claimed sends in the backlog or being delivered (what the worker's `batch` bounds).
         self._claimed_sends = 0
         #: namespace -> (deliveries queued or in flight as last counted, plus those accepted here since;
@@ -419,48 +428,52 @@ class DeliveryQueue:
 
     def _enqueue(self, group: list[ClaimedDelivery], devices: list[Device] | None) -> None:
         """Deliver one claimed send soon: in one of its namespace's lanes, each a task that delivers the
-        namespace's backlog one send after another. A lane per send would park most of a large claim as
-        tasks waiting for a provider's streams (APNs multiplexes 32), each holding its whole stack of
-        frames and futures, which the garbage collector then walks over and over; waiting as rows, they
-        cost nothing. Lanes are per namespace, so one tenant's slow provider holds only its own."""
+        namespace's backlog one send after another. A task per send would park most of a large claim on
+        a provider's streams (`providers.apns.APNS_CONCURRENCY`), each holding its whole stack of frames
+        and futures for the garbage collector to walk again and again; waiting as rows, they cost
+        nothing. Lanes are per namespace, so one tenant's slow provider holds only its own."""
         namespace = group[0].namespace
-        self._backlog.setdefault(namespace, deque()).append((group, devices))
-        self._claimed_sends += 1
-        lanes = self._lanes.setdefault(namespace, set())
-        if len(lanes) < LANES_PER_NAMESPACE:
-            lane = self._spawn(self._lane(namespace))
-            lanes.add(lane)
-            lane.add_done_callback(lambda t: self._lane_done(namespace, t))
-
-    async def _lane(self, namespace: str) -> None:
-        backlog = self._backlog[namespace]
-        while backlog:
-            group, devices = backlog.popleft()
-            try:
-                await self._deliver(group, devices)
-            except Exception as exc:  # `_deliver` records every outcome; this is only a guard
-                LOG.error("push: delivering a claimed send failed: %s", type(exc).__name__)
-            finally:
-                self._claimed_sends -= 1
-                self._wake.set()  # room to claim more
-
-    def _lane_done(self, namespace: str, lane: asyncio.Task[None]) -> None:
         lanes = self._lanes.get(namespace)
         if lanes is None:
-            return
-        lanes.discard(lane)
-        if not lanes:
-            del self._lanes[namespace]
-            backlog = self._backlog.pop(namespace, None)
-            if backlog:  # its lanes were cancelled (closing): the rows keep their lease
-                self._claimed_sends -= len(backlog)
+            lanes = self._lanes[namespace] = _Lanes()
+        lanes.backlog.append((group, devices, time.monotonic()))
+        self._claimed_sends += 1
+        if len(lanes.tasks) < LANES_PER_NAMESPACE:
+            lanes.tasks.add(self._spawn(self._lane(namespace, lanes)))
+
+    async def _lane(self, namespace: str, lanes: _Lanes) -> None:
+        backlog = lanes.backlog
+        try:
+            while backlog:
+                group, devices, claimed_at = backlog.popleft()
+                try:
+                    if time.monotonic() - claimed_at < self.settings.attempt_timeout:
+                        await self._deliver(group, devices)
+                    else:
+                        # It waited as long as an attempt may take (a slow provider): give it back now, as
+                        # a task per send would have timed out waiting for a stream, rather than hold its
+                        # lease (a takeover would deliver it twice) and the worker's room any longer.
+                        self._record([DeliveryUpdate(c.id, "queued", 0, next_attempt_at=time.time()
+                                                     + self.settings.retry_base) for c in group], namespace)
+                except Exception as exc:  # `_deliver` records every outcome; this is only a guard
+                    LOG.error("push: delivering a claimed send failed: %s", type(exc).__name__)
+                finally:
+                    self._claimed_sends -= 1
+                    self._wake.set()  # room to claim more
+        finally:
+            # Decided here, with no await since the backlog was last seen empty: a send enqueued from now
+            # on finds a lane, or starts one.
+            lanes.tasks.difference_update((asyncio.current_task(),))
+            if not lanes.tasks:
+                del self._lanes[namespace]
+                self._claimed_sends -= len(backlog)  # left by cancelled lanes (closing): they keep their lease
 
     async def _deliver_claimed(self, groups: list[tuple[list[ClaimedDelivery], list[Device] | None]]) -> None:
         """Enqueue `groups` and wait until every lane is idle (tests and benchmarks drive the worker so)."""
         for group, devices in groups:
             self._enqueue(group, devices)
         while self._lanes:
-            await asyncio.wait([t for lanes in self._lanes.values() for t in lanes])
+            await asyncio.wait([t for lanes in self._lanes.values() for t in lanes.tasks])
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.discard(task)

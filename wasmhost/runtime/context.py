@@ -1,18 +1,19 @@
 """Per-invocation state shared by every guest flavour (core modules and components).
 
 Host functions only validate and hand off; the context is where they hand off to. It owns the
-invocation's output, logs and sends. A guest runs in one of two places, and sends follow it:
+invocation's output, logs and sends.
 
 A guest gets its ticket only once the push manager has accepted the send — with durable delivery,
 once the send and its delivery rows are committed — so a refused send (not configured, a full queue, a
 reused ``message_id``, the store down) answers ``push_send_to_user`` itself with its code, and a ticket
-is a promise the store keeps. The delivery then goes on concurrently with the guest.
+is a promise the store keeps. The delivery then goes on concurrently with the guest. A guest runs in
+one of two places, and sends follow it:
 
 * On the event loop's thread (core modules, see `ffi`): ``admit_send`` checks the caps and the
   limiter (before the message is parsed, so a refused message counts too); ``accept_now`` runs the
   sender's accept in place, inside the host call, so an accept that never waits (a commit on the
   loop's own SQLite connection) answers without a task or a turn of the loop. One that must wait
-  suspends the guest (``accepting``), and ``pause`` — run whenever the guest suspends (a fuel slice or
+  suspends the guest (``_stepped``), and ``pause`` — run whenever the guest suspends (a fuel slice or
   an epoch tick ended, or ``push_send_to_user``/``push_wait``/``poll_oneoff`` must wait) — finishes it
   in the invocation's task, or waits for what the guest waits for, within the deadline. An accepted
   send's delivery runs as a task of its own. No thread is crossed.
@@ -150,8 +151,6 @@ class InvocationContext:
         self.on_loop = on_loop
         #: On the loop: the send whose ``push_wait`` has suspended the guest.
         self.waiting: SendRecord | None = None
-        #: On the loop: the send whose ``push_send_to_user`` has suspended the guest until it is accepted.
-        self.accepting: SendRecord | None = None
         #: On the loop: when the guest's ``poll_oneoff`` wants to be woken (monotonic seconds).
         self.sleep_until: float | None = None
         #: A host wait (a sleep) was cut short by the deadline: the invocation is a timeout even if
@@ -159,7 +158,8 @@ class InvocationContext:
         self.timed_out_in_host = False
         #: Worker threads' sends, for the loop to start.
         self._queue: deque[SendRecord] = deque()
-        #: An accept `accept_now` started that had to wait: (record, its coroutine, what it awaits).
+        #: On the loop: an accept `accept_now` started that had to wait, its guest suspended in
+        #: ``push_send_to_user``: (record, its coroutine, what it awaits).
         self._stepped: tuple[SendRecord, Coroutine[Any, Any, None], Any] | None = None
         self._scheduled = False
         self._cond = None if on_loop else threading.Condition(threading.Lock())
@@ -479,29 +479,28 @@ class InvocationContext:
             record.code, record.error = abi.UNAVAILABLE, f"internal error ({type(exc).__name__})"
 
     def _accepted(self, record: SendRecord) -> None:
-        if self._cond is None:
-            record.accepted = True
-            return
-        with self._cond:
-            record.accepted = True
-            self._cond.notify_all()
+        self._mark(record, "accepted")
 
     def _complete(self, record: SendRecord) -> None:
+        self._mark(record, "done")
+
+    def _mark(self, record: SendRecord, flag: str) -> None:
+        """Set ``record.<flag>``; a worker thread waiting on it (`_wait_for`) is woken."""
         if self._cond is None:
-            record.done = True
+            setattr(record, flag, True)
             return
         with self._cond:
-            record.done = True
+            setattr(record, flag, True)
             self._cond.notify_all()
 
     def in_host_wait(self) -> bool:
         """The guest is suspended in a host call (``push_send_to_user``, ``push_wait``, ``poll_oneoff``),
         not by a slice."""
-        return self.waiting is not None or self.accepting is not None or self.sleep_until is not None
+        return self.waiting is not None or self._stepped is not None or self.sleep_until is not None
 
     def must_pause(self) -> bool:
         """The guest suspended for something `pause` does: start sends, or wait in a host call."""
-        return bool(self._queue) or self._stepped is not None or self.in_host_wait()
+        return bool(self._queue) or self.in_host_wait()
 
     async def pause(self) -> None:
         """The guest suspended (loop thread): finish what it waits for, or let the loop run.
@@ -514,7 +513,6 @@ class InvocationContext:
         if self._queue:
             self._flush()
         record, self.waiting = self.waiting, None
-        self.accepting = None
         wake, self.sleep_until = self.sleep_until, None
         if wake is not None:  # WASI poll_oneoff: sleep, but never past the deadline
             delay = min(wake, self.deadline) - time.monotonic()

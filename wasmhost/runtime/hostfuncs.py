@@ -30,7 +30,7 @@ from typing import Any
 import wasmtime
 from wasmtime import Store
 
-from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, parse_message
+from wasmhost.push.message import MAX_MESSAGE_BYTES, MessageError, MessageTooBig, PushMessage, parse_message
 
 from . import abi, ffi, wasi_poll
 from .context import InvocationContext, SendRecord
@@ -189,8 +189,8 @@ def log_(ctx: CoreContext, caller: int, a: Any) -> int:
 log_.__name__ = "log"
 
 
-def _submit_send(ctx: CoreContext, caller: int, up: int, ul: int, mp: int, ml: int) -> SendRecord | int:
-    """``push_send_to_user``'s checks, then the send queued for acceptance; or the code refusing it."""
+def _checked_send(ctx: CoreContext, caller: int, up: int, ul: int, mp: int, ml: int) -> tuple[str, PushMessage] | int:
+    """``push_send_to_user``'s checks: the user id and the parsed message, or the code refusing them."""
     base, size = _memory(ctx, caller)
     if up < 0 or ul < 0 or up + ul > size or mp < 0 or ml < 0 or mp + ml > size:
         return abi.FAULT
@@ -219,24 +219,22 @@ def _submit_send(ctx: CoreContext, caller: int, up: int, ul: int, mp: int, ml: i
     except MessageError as exc:
         ctx.note(3, f"push_send_to_user: {exc}")
         return abi.INVAL
-    return ctx.submit_send(user, message)
+    return user, message
 
 
 def push_send_to_user(ctx: CoreContext, caller: int, a: Any) -> int:
     """Worker-thread flavour: blocks the thread (never the loop) until the send is accepted."""
-    record = _submit_send(ctx, caller, a[0], a[4], a[8], a[12])
-    if isinstance(record, int):
-        return record
-    ctx.wait_accepted(record)
-    return ctx.ticket_for(record)
+    checked = _checked_send(ctx, caller, a[0], a[4], a[8], a[12])
+    return checked if isinstance(checked, int) else ctx.send(*checked)
 
 
 def push_send_to_user_on_loop(ctx: CoreContext, caller: int, args: Any, results: Any, cont: Any) -> int | None:
     """Event-loop flavour: the accept starts here; if it must wait, the guest is suspended (see `ffi`)
     until the send is accepted or refused."""
-    record = _submit_send(ctx, caller, *(args[i].of.i32 for i in range(4)))
-    if isinstance(record, int):
-        return record
+    checked = _checked_send(ctx, caller, *(args[i].of.i32 for i in range(4)))
+    if isinstance(checked, int):
+        return checked
+    record = ctx.submit_send(*checked)
     if ctx.accept_now(record):  # accepted (or refused) without waiting: no suspension
         return ctx.ticket_for(record)
 
@@ -246,7 +244,6 @@ def push_send_to_user_on_loop(ctx: CoreContext, caller: int, args: Any, results:
         ffi.set_i32_result(results, ctx.ticket_for(record))
         return True
 
-    ctx.accepting = record
     _suspend(ctx, cont, check)
     return None
 
