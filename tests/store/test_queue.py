@@ -207,3 +207,44 @@ async def test_a_guests_ticket_is_a_committed_send_and_a_refusal_answers_the_cal
     finally:
         await runtime.aclose()
         await manager.aclose()
+
+
+async def test_every_queue_read_finds_its_rows_through_an_index_on_sqlite(tmp_path: Any, keyring: KeyRing) -> None:
+    """The queue's indexes are partial (migration 8): SQLite uses one only when the query repeats its
+    condition word for word, and otherwise scans every delivery ever kept. Each statement the queue
+    runs here is planned again, and none may scan the deliveries or sends tables themselves."""
+    import sqlite3
+
+    from wasmhost.store import SQLiteStore
+
+    store = await SQLiteStore(tmp_path / "plans.db", keyring).open()
+    seen: list[str] = []
+    try:
+        await _setup(store)
+        assert store.driver.loop_db is not None
+        store.driver.loop_db.conn.set_trace_callback(seen.append)
+        await store.driver.db.set_trace_callback(seen.append)
+        await store.accept_send("acme", "alice", MSG, TARGETS, ttl_seconds=60)
+        await store.accept_send("acme", "alice", MSG, TARGETS, ttl_seconds=60, idempotency_key="k")
+        await store.accept_send("acme", "alice", MSG, TARGETS, ttl_seconds=60, idempotency_key="k")
+        claimed = await store.claim_deliveries("w1", 30, 10)
+        await store.update_deliveries("w1", [DeliveryUpdate(claimed[0].id, "sent", 1, 200, next_attempt_at=0,
+                                                            receipt_id="r", receipt_at=1)])
+        await store.claim_receipts("w1", 30, 10)
+        await store.queued_in_namespace("acme")
+        await store.queue_stats()
+        await store.list_sends("acme", state="pending")
+        await store.list_sends("acme", state="completed", user_id="alice")
+        await store.release_leases("w1")
+        await store.prune_sends(0)
+    finally:
+        await store.aclose()
+    queries = {s for s in seen if "deliveries" in s or "sends" in s}
+    assert any("'queued'" in q for q in queries) and any("state = 'sent'" in q for q in queries)
+    with sqlite3.connect(tmp_path / "plans.db") as db:
+        for sql in queries:
+            if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+                continue
+            plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql)]
+            scans = [p for p in plan if p.startswith("SCAN") and "INDEX" not in p]
+            assert not scans, (sql, plan)

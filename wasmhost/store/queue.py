@@ -46,7 +46,10 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 _SEND_COLUMNS = "id, namespace, user_id, message_json, created_at, expires_at"
 _DELIVERY_COLUMNS = ("id, device_id, provider, state, attempts, next_attempt_at, status, reason, error, updated_at")
 #: States a worker still acts on (for "pending" sends, and what pruning keeps).
+#: The condition of the ``deliveries_unfinished`` index, which a reader repeats word for word (migration 8).
 _UNFINISHED = "('queued', 'sending', 'sent')"
+#: Queued or in flight: unfinished, less those the service has (``sent``, awaiting a receipt).
+_QUEUED = f"state IN {_UNFINISHED} AND state <> 'sent'"
 _UPDATE = (
     "UPDATE deliveries SET state = ?, attempts = attempts + ?, status = ?, reason = ?, error = ?,"
     " next_attempt_at = ?, receipt_id = ?, receipt_at = ?, lease_owner = '', lease_until = 0, updated_at = ?"
@@ -257,7 +260,8 @@ class QueueStatements:
                     "UPDATE sends SET idempotency_key = NULL WHERE namespace = ? AND idempotency_key = ?"
                     " AND created_at < ?", (namespace, idempotency_key, now - IDEMPOTENCY_WINDOW),
                 )
-                written = await tx.execute(insert_send + " ON CONFLICT (namespace, idempotency_key) DO NOTHING",
+                written = await tx.execute(insert_send + " ON CONFLICT (namespace, idempotency_key)"
+                                           " WHERE idempotency_key IS NOT NULL DO NOTHING",
                                            send_row)
                 if not written:
                     [(earlier, earlier_hash)] = await tx.fetch(
@@ -417,13 +421,13 @@ class QueueStatements:
         ``sent`` and awaiting a receipt are not queued: the service has them."""
         [(depth, oldest)] = await self.driver.fetch(
             "SELECT COUNT(*), MIN(s.created_at) FROM deliveries d JOIN sends s ON s.id = d.send_id"
-            " WHERE d.state IN ('queued', 'sending')"
+            f" WHERE {_QUEUED}"  # sends has no `state`: it is the delivery's
         )
         return {"depth": float(depth or 0), "oldest_age": (time.time() - oldest) if oldest else 0.0}
 
     async def queued_in_namespace(self, namespace: str) -> int:
         [(n,)] = await self.driver.fetch(
-            "SELECT COUNT(*) FROM deliveries WHERE namespace = ? AND state IN ('queued', 'sending')", (namespace,),
+            f"SELECT COUNT(*) FROM deliveries WHERE namespace = ? AND {_QUEUED}", (namespace,),
             quick=True,
         )
         return int(n)
