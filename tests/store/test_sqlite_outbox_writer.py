@@ -217,3 +217,22 @@ async def test_a_writer_that_fails_outside_sqlite_answers_every_caller(store: SQ
     for write in done:
         with pytest.raises(StoreError, match="outbox write failed"):
             write.result()
+
+
+@pytest.mark.parametrize("steps_before_cancel", [0, 1, 2, 3])
+async def test_a_transaction_cancelled_anywhere_leaves_no_lock_behind(store: SQLiteStore, tmp_path: Path,
+                                                                       steps_before_cancel: int) -> None:
+    """A task cancelled while aiosqlite's thread still has its BEGIN (or a statement) in hand: the BEGIN
+    runs after the cancel, so the rollback must be queued behind it, not decided from `in_transaction`
+    as seen before it ran. Left open, it held the write lock for good and every later write waited on it
+    (a gateway's worker is cancelled this way when it stops, mid-claim)."""
+    await store.accept_send("acme", "alice", MSG, [], ttl_seconds=60)
+    task = asyncio.ensure_future(store.claim_deliveries("w", 30, 10))
+    for _ in range(steps_before_cancel):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await store.driver.db.execute("SELECT 1")  # whatever the thread had in hand has run
+    assert not store.driver.db.in_transaction
+    with sqlite3.connect(tmp_path / "w.db", timeout=0) as other:  # another process can write at once
+        other.execute("INSERT INTO namespaces (name, created_at) VALUES ('other', 0)")

@@ -301,6 +301,18 @@ class _GroupWriter:
             self._conn = None
 
 
+async def _roll_back(db: aiosqlite.Connection) -> None:
+    """Roll back whatever transaction the connection has once the statements already handed to its thread
+    have run. Deciding from `in_transaction` now would miss a BEGIN still in the thread's queue (a task
+    cancelled while awaiting it), which then held the write lock for good. Submitted at once, so a second
+    cancellation cannot stop it; "no transaction is active" (the BEGIN failed, or a COMMIT ran first) is
+    nothing to undo."""
+    try:
+        await db.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        pass
+
+
 class _SQLiteTx:
     """A ``BEGIN IMMEDIATE`` transaction: it holds the file's write lock, so `lock` has nothing to add."""
 
@@ -434,15 +446,17 @@ class SQLiteDriver:
             db = self.db
             try:
                 await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _store_error(exc) from None
+            except BaseException as exc:
+                await _roll_back(db)  # cancelled with the BEGIN in the thread's hands: it runs all the same
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error(exc) from None
+                raise
             tx = _SQLiteTx(db)
             try:
                 yield tx
                 await db.execute("COMMIT")
             except BaseException as exc:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
+                await _roll_back(db)
                 if isinstance(exc, sqlite3.Error):
                     raise _store_error(exc) from None
                 raise
