@@ -32,6 +32,20 @@ def test_a_change_reaches_the_other_process_once_and_is_not_echoed(tmp_path: Pat
     a.close()
 
 
+def test_the_device_counter_moves_on_device_changes_only_in_every_process(tmp_path: Path) -> None:
+    a, _, b, _ = _pair(tmp_path)
+    start = b.device_sequence()
+    a.feed.publish(Change("acme", "deliveries"))
+    a.feed.publish(Change("acme", "api_key", "key_1"))
+    assert b.device_sequence() == start and b.sequence() == a.sequence()
+    a.feed.publish(Change("acme", "device", "row-1"))
+    assert b.device_sequence() == start + 1  # at once: no poll needed
+    a.feed.publish(Change.everything())
+    assert b.device_sequence() == start + 2
+    b.close()
+    a.close()
+
+
 def test_a_reader_that_fell_behind_drops_everything(tmp_path: Path) -> None:
     a, _, b, seen_b = _pair(tmp_path)
     for i in range(relay_module.SLOTS + 5):

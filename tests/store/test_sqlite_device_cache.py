@@ -81,3 +81,26 @@ async def test_a_foreign_write_is_seen_within_the_cache_lifetime(store: SQLiteSt
     assert len(await store.list_user_devices("acme", "alice")) == 1  # kept: nothing was announced
     await asyncio.sleep(0.4)
     assert await store.list_user_devices("acme", "alice") == []
+
+
+async def test_a_send_queued_for_the_workers_keeps_the_device_list(store: SQLiteStore, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued send announces its deliveries through the change ring (to wake the workers); that is no
+    device change, so it must not empty the cache: it did, and every ``?wait=0`` send read and decrypted
+    its devices again. Another process's device change still empties it at once."""
+    from wasmhost.store.queue import Target
+
+    (device,) = await store.list_user_devices("acme", "alice")
+    queries = _count_queries(store, monkeypatch)
+    sequence = store.relay.sequence() if store.relay is not None else 0
+    await store.accept_send("acme", "alice", {"title": "hi"}, [Target(device.id, "phone", "outbox")],
+                            ttl_seconds=60)
+    assert store.relay is not None and store.relay.sequence() > sequence  # announced for the workers
+    await store.list_user_devices("acme", "alice")
+    assert queries == []
+    other = await SQLiteStore(tmp_path / "d.db", store.keyring).open()
+    try:
+        await other.register_device("acme", "alice", "tablet", "outbox", "tok-tablet")
+    finally:
+        await other.aclose()
+    assert len(await store.list_user_devices("acme", "alice")) == 2 and len(queries) == 1

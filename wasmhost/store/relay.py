@@ -26,7 +26,7 @@ import secrets
 import struct
 from pathlib import Path
 
-from .changes import Change, LocalChangeFeed
+from .changes import EVERYTHING, Change, LocalChangeFeed
 
 __all__ = ["POLL_SECONDS", "ChangeRelay"]
 
@@ -35,11 +35,13 @@ LOG = logging.getLogger("wasmhost.store.relay")
 POLL_SECONDS = 0.01
 SLOTS = 2048
 SLOT_BYTES = 256
-_MAGIC = 0x57484331  # "WHC1"
-_HEADER = struct.Struct("<IIQ")  # magic, slot count, next sequence number
+_MAGIC = 0x57484332  # "WHC2"
+_HEADER = struct.Struct("<IIQQ")  # magic, slot count, next sequence number, device changes
 _HEADER_BYTES = 64
 _ENTRY = struct.Struct("<QH")  # sequence number, payload length
 _PAYLOAD_MAX = SLOT_BYTES - _ENTRY.size
+#: The kinds of change that move `ChangeRelay.device_sequence`.
+_DEVICE_KINDS = frozenset({"device", EVERYTHING})
 SIZE = _HEADER_BYTES + SLOTS * SLOT_BYTES
 
 
@@ -66,10 +68,10 @@ class ChangeRelay:
                 if os.fstat(fd).st_size < SIZE:
                     os.ftruncate(fd, SIZE)
                 self._map = mmap.mmap(fd, SIZE, mmap.MAP_SHARED)
-                magic, slots, _ = _HEADER.unpack_from(self._map, 0)
+                magic, slots, _, _ = _HEADER.unpack_from(self._map, 0)
                 if (magic, slots) != (_MAGIC, SLOTS):
                     self._map[:SIZE] = bytes(SIZE)
-                    _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, 1)
+                    _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, 1, 1)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
@@ -89,17 +91,24 @@ class ChangeRelay:
         """The ring's counter: it moves as soon as any process sharing the ring announces a change."""
         return self._next()
 
+    def device_sequence(self) -> int:
+        """Moves as soon as any process sharing the ring announces a change to a device (or to everything):
+        what a device cache must follow. The ring's own counter also moves on every send queued for the
+        workers, which would empty such a cache on every ``?wait=0`` send."""
+        return int(_HEADER.unpack_from(self._map, 0)[3])
+
     def _append(self, change: Change) -> None:
         if self._relaying:  # another process's change, re-published here: already in the ring
             return
         data = _encode(self.origin, change)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            seq = self._next()
+            _, _, seq, devices = _HEADER.unpack_from(self._map, 0)
             offset = _HEADER_BYTES + (seq % SLOTS) * SLOT_BYTES
             _ENTRY.pack_into(self._map, offset, seq, len(data))
             self._map[offset + _ENTRY.size:offset + _ENTRY.size + len(data)] = data
-            _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, seq + 1)
+            devices += change.kind in _DEVICE_KINDS
+            _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, seq + 1, devices)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 

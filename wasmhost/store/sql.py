@@ -100,9 +100,9 @@ class SQLStore(SQLActivity, WebhookStatements, QueueStatements):
         )
         self._devices_version: int | None = None
         #: A counter that moves (synchronously, right after the commit) whenever any process sharing this
-        #: store announces a change: the SQLite change ring's sequence (`relay.ChangeRelay.sequence`).
+        #: store announces a change to a device: the SQLite change ring's (`relay.ChangeRelay.device_sequence`).
         #: When set, the device cache follows it instead of the driver's `cache_version`.
-        self.change_counter: Callable[[], int] | None = None
+        self.device_counter: Callable[[], int] | None = None
 
     @property
     def dialect(self) -> str:
@@ -372,12 +372,13 @@ class SQLStore(SQLActivity, WebhookStatements, QueueStatements):
         return Device(row_id, namespace, user_id, device_id, provider, platform, app_version, created, now)
 
     async def list_user_devices(self, namespace: str, user_id: str, with_tokens: bool = False) -> list[Device]:
-        # Every send reads this. Where it can be told that nobody has changed a device since — the change
-        # ring every process sharing a SQLite file writes to, else SQLite's `data_version` — the answer is
-        # kept until someone does: exact, and it skips a query plus a decryption per device. The ring is
+        # Every send reads this. Where it can be told that nobody has changed a device since — the device
+        # counter of the change ring every process sharing a SQLite file writes to, else SQLite's
+        # `data_version` — the answer is kept until someone does: exact, and it skips a query plus a
+        # decryption per device. The ring is
         # preferred: `PRAGMA data_version` starts a read transaction, which waits (sleeping, on the loop)
         # while another connection rewrites the WAL index, and it moves on every commit, sends included.
-        version = self.change_counter() if self.change_counter is not None else self.driver.cache_version()
+        version = self.device_counter() if self.device_counter is not None else self.driver.cache_version()
         if version is not None:
             if version != self._devices_version:
                 self._devices.clear()

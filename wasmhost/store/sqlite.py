@@ -484,14 +484,14 @@ class SQLiteStore(SQLStore):
             resolved = Path(self.path).resolve()
             self.relay = ChangeRelay(resolved.with_name(resolved.name + "-changes"), self.changes)
             self.relay.start()
-            self.change_counter = self.relay.sequence
+            self.device_counter = self.relay.device_sequence
         return self
 
     async def aclose(self) -> None:
         if self.relay is not None:
             self.relay.close()
             self.relay = None
-            self.change_counter = None
+            self.device_counter = None
         await super().aclose()
 
     async def __aenter__(self) -> SQLiteStore:
