@@ -15,15 +15,17 @@ b. throughput — N sends queued with ``wait=0`` (100 users × 1 device), then d
 c. recovery — 1,000 deliveries left queued or ``sending`` under an expired lease by a "crashed"
    process; a fresh process (new store, new manager, new lease owner) drains them: seconds to drain.
    ``lost`` counts accepted deliveries absent from the outbox afterwards, ``duplicates`` the extra rows.
-
-d. the same drain to the APNs loopback fake (TLS, HTTP/2): ``apns_deliveries_per_s`` against
-   ``apns_direct_per_s`` (in-memory sends to it, one after another), best of 3 interleaved rounds;
-   ``apns_delivered`` counts what the fake received of the queued sends (3 × N).
+d. pages — database pages one send's commit writes (SQLite's WAL), durable and in memory: the same on
+   any machine, and what sets the ratio of the times in (a).
+e. the same drain to the APNs loopback fake (TLS, HTTP/2): ``apns_deliveries_per_s`` against
+   ``apns_direct_per_s`` (in-memory sends to it, one after another) and ``apns_direct_concurrent_per_s``
+   (the same from 32 concurrent senders), best of 3 interleaved rounds; ``apns_delivered`` counts what
+   the fake received of the queued sends (3 × N).
 
 Last line: JSON with ``accept_us``, ``memory_us``, ``accept_vs_memory`` (goal <= 1.3),
 ``welcome_us``, ``welcome_memory_us``, ``welcome_vs_memory``, ``queue_only_us``, ``deliveries_per_s``,
-``direct_per_s``, ``recovery_s``, ``lost`` (goal 0), ``duplicates``, ``apns_deliveries_per_s``,
-``apns_direct_per_s``, ``apns_delivered``.
+``direct_per_s``, ``recovery_s``, ``lost`` (goal 0), ``duplicates``, ``accept_pages``, ``memory_pages``,
+``apns_deliveries_per_s``, ``apns_direct_per_s``, ``apns_direct_concurrent_per_s``, ``apns_delivered``.
 """
 
 from __future__ import annotations
@@ -124,6 +126,28 @@ async def accept(store: SQLiteStore, iterations: int, rounds: int) -> dict[str, 
         "welcome_vs_memory": round(out["welcome"] / out["welcome_memory"], 2),
         "queue_only_us": round(out["queue"], 1),
     }
+
+
+async def pages(path: Path, sends: int = 50) -> dict[str, float]:
+    """Database pages one send's commit writes to the WAL, durable (the send, its delivery row and the
+    outbox row in one transaction) and in memory (the outbox row): the same on any machine, unlike the
+    times above, and what sets their ratio. Counted from the WAL's growth over `sends` sends from a
+    truncated WAL, on a fresh file: fewer pages than any checkpoint would wait for."""
+    store = await _open(path)
+    durable, memory = _manager(store, True), _manager(store, False)
+    [(page_size,)] = await store.driver.fetch("PRAGMA page_size")
+    wal = Path(str(path) + "-wal")
+    out: dict[str, float] = {}
+    try:
+        for name, manager in (("accept_pages", durable), ("memory_pages", memory)):
+            await store.driver.fetch("PRAGMA wal_checkpoint(TRUNCATE)")
+            for i in range(sends):
+                assert (await manager.send_to_user("bench", "alice", PushMessage(title=f"p-{i}"))).ok
+            frames = (wal.stat().st_size - 32) / (page_size + 24)  # WAL header; each frame's header
+            out[name] = round(frames / sends, 1)
+    finally:
+        await store.aclose()
+    return out
 
 
 async def _queue_sends(manager: Manager, n: int, tag: str) -> None:
@@ -252,6 +276,7 @@ async def main(quick: bool) -> dict[str, Any]:
         result.update(await throughput(store, n, rounds))
         await store.aclose()
         result.update(await recovery(Path(tmp) / "recovery.db", 1000))
+        result.update(await pages(Path(tmp) / "pages.db"))
         result.update(await throughput_apns(Path(tmp) / "apns.db", n))
     return result
 
