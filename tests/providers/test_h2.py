@@ -340,3 +340,23 @@ def test_base_url_must_be_an_https_origin() -> None:
     for bad in ("http://api.example.com", "https://api.example.com/3/device", "https://u:p@api.example.com"):
         with pytest.raises(ValueError, match="base_url"):
             H2Client(bad, ssl_context=ctx)
+
+
+async def test_a_header_new_on_every_request_stays_out_of_the_hpack_tables(serve: Any, clients: Any) -> None:
+    """``apns-collapse-id`` differs on every send. Indexed, each value took a place in both ends' HPACK
+    tables, pushing out the values that repeat (the JWT), and the encoder searches its table entry by
+    entry for every header (bench/README.md, "Durable delivery")."""
+    conns: list[_Conn] = []
+
+    async def handler(conn: _Conn, req: Request) -> Reply:
+        conns.append(conn)
+        assert req.headers["apns-collapse-id"].startswith("id-")
+        return Reply(200, {}, b"")
+
+    server = await serve(handler)
+    client = clients(server)
+    for i in range(20):
+        await client.request("POST", client.base_url + f"/3/device/{TOKEN}",
+                             [("authorization", "bearer secret"), ("apns-collapse-id", f"id-{i}")], b"{}", timeout=5.0)
+    names = [name for name, _ in conns[-1].h2.decoder.header_table.dynamic_entries]
+    assert b"authorization" in names and b"apns-collapse-id" not in names

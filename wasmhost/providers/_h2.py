@@ -92,6 +92,10 @@ MAX_RESPONSE_BODY = 16 * 1024
 MAX_UNPROCESSED_RETRIES = 2
 #: Seconds `aclose` waits for the TLS close before it aborts the connection.
 CLOSE_TIMEOUT = 1.0
+#: Headers whose value is new on every request, sent never-indexed like the path. Indexed, each takes a
+#: place in both ends' HPACK tables, pushing out values that do repeat (the provider JWT), and the
+#: encoder searches its table entry by entry for every header (bench/README.md, "Durable delivery").
+SINGLE_USE_HEADERS = frozenset({"apns-collapse-id"})
 #: Stream ids are 31 bits; a connection that has used this many opens no more streams (a new one takes over).
 _LAST_STREAM_ID = 2**31 - 1 - 2 * DEFAULT_MAX_STREAMS
 _REASON = re.compile(r"[^A-Za-z0-9_.-]")
@@ -496,7 +500,8 @@ class H2Client(HTTPClient):
             if _FORBIDDEN_IN_VALUE.search(value) or value != value.strip(" \t"):
                 raise InvalidRequest(f"the {name} header contains CR, LF, NUL or surrounding whitespace")
         full: list[Any] = [(":method", method), (":scheme", "https"), (":authority", self.authority),
-                           NeverIndexedHeaderTuple(":path", path), *headers]
+                           NeverIndexedHeaderTuple(":path", path),
+                           *(NeverIndexedHeaderTuple(n, v) if n in SINGLE_USE_HEADERS else (n, v) for n, v in headers)]
         try:
             async with asyncio.timeout(timeout):
                 for attempt in range(MAX_UNPROCESSED_RETRIES + 1):
