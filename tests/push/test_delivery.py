@@ -316,3 +316,34 @@ async def test_a_claimed_send_that_waited_an_attempts_time_for_a_lane_is_given_b
     await _until(all_delivered, timeout=15)
     assert len(provider.sent) == 200  # every delivery exactly once
     await manager.aclose()
+
+
+async def test_a_worker_holds_at_most_batch_deliveries_however_many_devices_a_send_has(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """`batch` bounds deliveries (rows under this worker's lease), not sends: counted as sends, a user's 32
+    devices let one worker hold 32 times its batch."""
+    provider = Gated()
+    manager = await _manager(sqlite_store, provider, QueueSettings(poll_interval=0.02, lease_seconds=30, batch=3))
+    assert manager.queue is not None
+    for i in range(5):  # two devices each: 10 deliveries, all held
+        await manager.send_to_user("acme", "alice", PushMessage(title=f"held-{i}"), wait=False)
+    manager.queue.start()
+
+    async def leased() -> int:
+        sends = await sqlite_store.list_sends("acme", user_id="alice", limit=10)
+        return sum(d.state == "sending" for s in sends for d in s.deliveries)
+
+    async def claimed() -> bool:
+        return provider.in_flight > 0 and await leased() > 0
+
+    await _until(claimed, timeout=5)
+    await asyncio.sleep(0.2)  # ten polls: room for more claims, had the worker miscounted
+    assert await leased() == 3
+    provider.release.set()
+
+    async def all_done() -> bool:
+        return len(provider.sent) == 10
+
+    await _until(all_done, timeout=10)
+    await manager.aclose()

@@ -192,8 +192,9 @@ class DeliveryQueue:
         self._in_flight: set[asyncio.Task[None]] = set()
         #: Per namespace with claimed sends not yet delivered: those sends and the lanes delivering them.
         self._lanes: dict[str, _Lanes] = {}
-        #: Claimed sends in the backlog or being delivered (what the worker's `batch` bounds).
-        self._claimed_sends = 0
+        #: Claimed deliveries in the backlog or being delivered (what the worker's `batch` bounds: rows, not
+        #: sends, so a user's many devices count as many).
+        self._claimed = 0
         #: namespace -> (deliveries queued or in flight as last counted, plus those accepted here since;
         #: monotonic time of the count)
         self._queued_counts: dict[str, tuple[int, float]] = {}
@@ -437,7 +438,7 @@ class DeliveryQueue:
         if lanes is None:
             lanes = self._lanes[namespace] = _Lanes()
         lanes.backlog.append((group, devices, time.monotonic()))
-        self._claimed_sends += 1
+        self._claimed += len(group)
         if len(lanes.tasks) < LANES_PER_NAMESPACE:
             lanes.tasks.add(self._spawn(self._lane(namespace, lanes)))
 
@@ -458,7 +459,7 @@ class DeliveryQueue:
                 except Exception as exc:  # `_deliver` records every outcome; this is only a guard
                     LOG.error("push: delivering a claimed send failed: %s", type(exc).__name__)
                 finally:
-                    self._claimed_sends -= 1
+                    self._claimed -= len(group)
                     self._wake.set()  # room to claim more
         finally:
             # Decided here, with no await since the backlog was last seen empty: a send enqueued from now
@@ -466,7 +467,8 @@ class DeliveryQueue:
             lanes.tasks.difference_update((asyncio.current_task(),))
             if not lanes.tasks:
                 del self._lanes[namespace]
-                self._claimed_sends -= len(backlog)  # left by cancelled lanes (closing): they keep their lease
+                # Left by cancelled lanes (closing): they keep their lease.
+                self._claimed -= sum(len(g) for g, _, _ in backlog)
 
     async def _deliver_claimed(self, groups: list[tuple[list[ClaimedDelivery], list[Device] | None]]) -> None:
         """Enqueue `groups` and wait until every lane is idle (tests and benchmarks drive the worker so)."""
@@ -514,7 +516,7 @@ class DeliveryQueue:
                                                        min(settings.receipt_retry, RECEIPTS_EVERY))
                 for receipts in await self._claim_receipts():
                     self._spawn(self._read_receipts(receipts))
-            room = settings.batch - self._claimed_sends
+            room = settings.batch - self._claimed
             claimed: list[ClaimedDelivery] = []
             if room > 0:
                 try:
