@@ -42,6 +42,8 @@ def test_the_device_counter_moves_on_device_changes_only_in_every_process(tmp_pa
     assert b.device_sequence() == start + 1  # at once: no poll needed
     a.feed.publish(Change.everything())
     assert b.device_sequence() == start + 2
+    a.feed.publish(Change("n" * 300, "webhook"))  # too long for a slot: announced as everything
+    assert b.device_sequence() == start + 3
     b.close()
     a.close()
 

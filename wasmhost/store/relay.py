@@ -45,13 +45,14 @@ _DEVICE_KINDS = frozenset({"device", EVERYTHING})
 SIZE = _HEADER_BYTES + SLOTS * SLOT_BYTES
 
 
-def _encode(origin: str, change: Change) -> bytes:
+def _encode(origin: str, change: Change) -> tuple[bytes, str]:
+    """The entry for `change`, and the kind it announces (a change too long for a slot says less)."""
     data = json.dumps([origin, change.namespace, change.kind, change.key], separators=(",", ":")).encode()
     if len(data) > _PAYLOAD_MAX:  # a long key: drop the whole namespace's entries of that kind instead
         data = json.dumps([origin, change.namespace, change.kind, ""], separators=(",", ":")).encode()
     if len(data) > _PAYLOAD_MAX:
-        data = json.dumps([origin, "", "everything", ""]).encode()
-    return data
+        return json.dumps([origin, "", EVERYTHING, ""]).encode(), EVERYTHING
+    return data, change.kind
 
 
 class ChangeRelay:
@@ -100,14 +101,14 @@ class ChangeRelay:
     def _append(self, change: Change) -> None:
         if self._relaying:  # another process's change, re-published here: already in the ring
             return
-        data = _encode(self.origin, change)
+        data, kind = _encode(self.origin, change)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             _, _, seq, devices = _HEADER.unpack_from(self._map, 0)
             offset = _HEADER_BYTES + (seq % SLOTS) * SLOT_BYTES
             _ENTRY.pack_into(self._map, offset, seq, len(data))
             self._map[offset + _ENTRY.size:offset + _ENTRY.size + len(data)] = data
-            devices += change.kind in _DEVICE_KINDS
+            devices += kind in _DEVICE_KINDS
             _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, seq + 1, devices)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
