@@ -219,7 +219,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             leases {json} NOT NULL
         )""",
     )),
-    # Every index a row is in is one more page its commit writes: an accepted send to one device wrote 16
+    # Every index a row is in is one more page its commit writes: an accepted send to one device wrote 14
     # (bench/README.md, "Durable delivery"). Partial indexes hold only the rows their readers look for, so
     # a delivered row, or a send without an idempotency key, is in none of them. A reader's WHERE must
     # repeat an index's condition word for word: SQLite proves no more than that (``state = 'queued'``

@@ -45,8 +45,8 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 _SEND_COLUMNS = "id, namespace, user_id, message_json, created_at, expires_at"
 _DELIVERY_COLUMNS = ("id, device_id, provider, state, attempts, next_attempt_at, status, reason, error, updated_at")
-#: States a worker still acts on (for "pending" sends, and what pruning keeps).
-#: The condition of the ``deliveries_unfinished`` index, which a reader repeats word for word (migration 8).
+#: States a worker still acts on (for "pending" sends, and what pruning keeps): the condition of the
+#: ``deliveries_unfinished`` index, which a reader repeats word for word (migration 8).
 _UNFINISHED = "('queued', 'sending', 'sent')"
 #: Queued or in flight: unfinished, less those the service has (``sent``, awaiting a receipt).
 _QUEUED = f"state IN {_UNFINISHED} AND state <> 'sent'"
