@@ -20,12 +20,15 @@ d. pages — database pages one send's commit writes (SQLite's WAL), durable and
 e. the same drain to the APNs loopback fake (TLS, HTTP/2): ``apns_deliveries_per_s`` against
    ``apns_direct_per_s`` (in-memory sends to it, one after another) and ``apns_direct_concurrent_per_s``
    (the same from 32 concurrent senders), best of 3 interleaved rounds; ``apns_delivered`` counts what
-   the fake received of the queued sends (3 × N).
+   the fake received of the queued sends (3 × N). Also (a) against a network service: the same sends one
+   after another, durable and delivered at once, per send (``apns_accept_us``) against the in-memory
+   path's (``apns_memory_us``).
 
 Last line: JSON with ``accept_us``, ``memory_us``, ``accept_vs_memory`` (goal <= 1.3),
 ``welcome_us``, ``welcome_memory_us``, ``welcome_vs_memory``, ``queue_only_us``, ``deliveries_per_s``,
 ``direct_per_s``, ``recovery_s``, ``lost`` (goal 0), ``duplicates``, ``accept_pages``, ``memory_pages``,
-``apns_deliveries_per_s``, ``apns_direct_per_s``, ``apns_direct_concurrent_per_s``, ``apns_delivered``.
+``apns_accept_us``, ``apns_memory_us``, ``apns_accept_vs_memory``, ``apns_deliveries_per_s``,
+``apns_direct_per_s``, ``apns_direct_concurrent_per_s``, ``apns_delivered``.
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ async def throughput_apns(path: Path, n: int, rounds: int = 3) -> dict[str, floa
     try:
         direct, durable = manager(False), manager(True)
         assert (await direct.send_to_user("bench", "u0", PushMessage(title="warm"))).ok
-        direct_per_s = concurrent_per_s = queued_per_s = 0.0
+        direct_per_s = concurrent_per_s = queued_per_s = accept_per_s = 0.0
 
         async def sender(r: int, lane: int) -> None:
             for i in range(lane, n, LANES_PER_NAMESPACE):
@@ -229,6 +232,10 @@ async def throughput_apns(path: Path, n: int, rounds: int = 3) -> dict[str, floa
             for i in range(n):
                 await direct.send_to_user("bench", f"u{i % 100}", PushMessage(title=f"d-{r}-{i}"))
             direct_per_s = max(direct_per_s, n / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for i in range(n):  # the same, durable: accepted, then delivered at once
+                assert (await durable.send_to_user("bench", f"u{i % 100}", PushMessage(title=f"s-{r}-{i}"))).ok
+            accept_per_s = max(accept_per_s, n / (time.perf_counter() - start))
             start = time.perf_counter()
             await asyncio.gather(*(sender(r, lane) for lane in range(LANES_PER_NAMESPACE)))
             concurrent_per_s = max(concurrent_per_s, n / (time.perf_counter() - start))
@@ -241,7 +248,9 @@ async def throughput_apns(path: Path, n: int, rounds: int = 3) -> dict[str, floa
     finally:
         await store.aclose()
         await fake.aclose()
-    return {"apns_deliveries_per_s": round(queued_per_s), "apns_direct_per_s": round(direct_per_s),
+    return {"apns_accept_us": round(1e6 / accept_per_s, 1), "apns_memory_us": round(1e6 / direct_per_s, 1),
+            "apns_accept_vs_memory": round(direct_per_s / accept_per_s, 2),
+            "apns_deliveries_per_s": round(queued_per_s), "apns_direct_per_s": round(direct_per_s),
             "apns_direct_concurrent_per_s": round(concurrent_per_s), "apns_delivered": delivered}
 
 
