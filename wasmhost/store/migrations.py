@@ -221,12 +221,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     # Every index a row is in is one more page its commit writes: an accepted send to one device wrote 14
     # (bench/README.md, "Durable delivery"). Partial indexes hold only the rows their readers look for, so
-    # a delivered row, or a send without an idempotency key, is in none of them. A reader's WHERE must
-    # repeat an index's condition word for word: SQLite proves no more than that (``state = 'queued'``
-    # does not imply ``state IN ('queued', ...)``).
+    # a delivered row is in none of the queue's. A reader's WHERE must repeat an index's condition word for
+    # word: SQLite proves no more than that (``state = 'queued'`` does not imply ``state IN ('queued', ...)``).
+    # `sends_by_key` stays whole: a gateway of the previous release, still running while the fleet is
+    # upgraded, names it in ``ON CONFLICT (namespace, idempotency_key)``, which a partial index does not serve.
     Migration(8, "the queue's indexes hold only the rows their readers look for", (
-        "DROP INDEX sends_by_key",
-        "CREATE UNIQUE INDEX sends_by_key ON sends (namespace, idempotency_key) WHERE idempotency_key IS NOT NULL",
         "DROP INDEX deliveries_due",
         "DROP INDEX deliveries_leased",
         "DROP INDEX deliveries_by_namespace",

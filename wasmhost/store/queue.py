@@ -260,8 +260,7 @@ class QueueStatements:
                     "UPDATE sends SET idempotency_key = NULL WHERE namespace = ? AND idempotency_key = ?"
                     " AND created_at < ?", (namespace, idempotency_key, now - IDEMPOTENCY_WINDOW),
                 )
-                written = await tx.execute(insert_send + " ON CONFLICT (namespace, idempotency_key)"
-                                           " WHERE idempotency_key IS NOT NULL DO NOTHING",
+                written = await tx.execute(insert_send + " ON CONFLICT (namespace, idempotency_key) DO NOTHING",
                                            send_row)
                 if not written:
                     [(earlier, earlier_hash)] = await tx.fetch(
