@@ -72,6 +72,25 @@ def test_a_new_process_starts_at_the_end_and_a_corrupt_file_is_reset(tmp_path: P
     late.close()
 
 
+def test_a_ring_started_again_moves_every_counter_forward_and_its_readers_drop_everything(tmp_path: Path) -> None:
+    """An earlier release's ring (format WHC1: no device counter) is started again past its counter; a
+    process still reading a ring whose counter went back (an earlier release started it again) drops
+    everything rather than skip what was written meanwhile."""
+    import struct
+
+    ring = tmp_path / "db-changes"
+    ring.write_bytes(struct.pack("<IIQ", 0x57484331, relay_module.SLOTS, 5000).ljust(relay_module.SIZE, b"\0"))
+    feed = LocalChangeFeed()
+    seen: list[Change] = []
+    feed.subscribe(seen.append)
+    reader = ChangeRelay(ring, feed)
+    assert reader.sequence() > 5000 + relay_module.SLOTS and reader.device_sequence() > 5000
+    with open(ring, "r+b") as f:  # an earlier release opens the file and starts it again at 1
+        f.write(struct.pack("<IIQ", 0x57484331, relay_module.SLOTS, 1))
+    assert reader.poll() == 1 and seen == [Change.everything()]
+    reader.close()
+
+
 async def test_the_poller_publishes_within_a_few_polls(tmp_path: Path) -> None:
     a, _, b, seen_b = _pair(tmp_path)
     b.start()

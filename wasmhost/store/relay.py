@@ -43,6 +43,8 @@ _PAYLOAD_MAX = SLOT_BYTES - _ENTRY.size
 #: The kinds of change that move `ChangeRelay.device_sequence`.
 _DEVICE_KINDS = frozenset({"device", EVERYTHING})
 SIZE = _HEADER_BYTES + SLOTS * SLOT_BYTES
+#: A counter read from a file not in this format is trusted only below this (a corrupt one restarts at 1).
+_COUNTER_LIMIT = 2**62
 
 
 def _encode(origin: str, change: Change) -> tuple[bytes, str]:
@@ -69,10 +71,15 @@ class ChangeRelay:
                 if os.fstat(fd).st_size < SIZE:
                     os.ftruncate(fd, SIZE)
                 self._map = mmap.mmap(fd, SIZE, mmap.MAP_SHARED)
-                magic, slots, _, _ = _HEADER.unpack_from(self._map, 0)
+                magic, slots, was_next, was_devices = _HEADER.unpack_from(self._map, 0)
                 if (magic, slots) != (_MAGIC, SLOTS):
+                    # Another format (an earlier release's) or a corrupt file: start again past both of
+                    # its counters, so that a process still reading it sees a jump and drops everything,
+                    # and no device counter comes back to a value some process cached its lists under.
+                    start = max(was_next, was_devices) + SLOTS + 1
+                    start = start if start < _COUNTER_LIMIT else 1
                     self._map[:SIZE] = bytes(SIZE)
-                    _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, 1, 1)
+                    _HEADER.pack_into(self._map, 0, _MAGIC, SLOTS, start, start)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
@@ -119,7 +126,7 @@ class ChangeRelay:
         if end == self._seen:
             return 0
         changes: list[Change] = []
-        if end - self._seen > SLOTS:
+        if end < self._seen or end - self._seen > SLOTS:  # started again by another process, or fell behind
             changes.append(Change.everything())
         else:
             for seq in range(self._seen, end):
