@@ -236,3 +236,56 @@ async def test_a_transaction_cancelled_anywhere_leaves_no_lock_behind(store: SQL
     assert not store.driver.db.in_transaction
     with sqlite3.connect(tmp_path / "w.db", timeout=0) as other:  # another process can write at once
         other.execute("INSERT INTO namespaces (name, created_at) VALUES ('other', 0)")
+
+
+async def test_a_write_cancelled_while_its_commit_is_queued_is_still_announced(store: SQLiteStore,
+                                                                                tmp_path: Path) -> None:
+    """The task is cancelled after its COMMIT went to aiosqlite's thread: the COMMIT runs, so the device
+    it wrote must be announced (every process's device cache follows those announcements), not lost to
+    the cancellation until the cache's lifetime runs out."""
+    await store.list_user_devices("acme", "alice")
+    db = store.driver.db
+    original = db.execute
+
+    async def commit_then_cancelled(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql == "COMMIT":
+            asyncio.ensure_future(original(sql, *args, **kwargs))  # handed to the thread
+            await asyncio.sleep(0)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation lands here
+        return await original(sql, *args, **kwargs)
+
+    db.execute = commit_then_cancelled  # type: ignore[method-assign]
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await store.register_device("acme", "alice", "phone", "outbox", "tok-phone")
+    finally:
+        db.execute = original  # type: ignore[method-assign]
+    assert [d.device_id for d in await store.list_user_devices("acme", "alice")] == ["phone"]
+
+
+async def test_a_statement_cancelled_in_the_threads_hands_is_still_announced(store: SQLiteStore) -> None:
+    device = await store.register_device("acme", "alice", "phone", "outbox", "tok-phone")
+    assert len(await store.list_user_devices("acme", "alice")) == 1
+    db = store.driver.db
+    original = db.execute
+
+    async def cancelled_while_running(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith("DELETE FROM devices"):
+            asyncio.ensure_future(original(sql, *args, **kwargs))  # handed to the thread
+            await asyncio.sleep(0)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+        return await original(sql, *args, **kwargs)
+
+    db.execute = cancelled_while_running  # type: ignore[method-assign]
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await store.delete_device("acme", device.id)
+    finally:
+        db.execute = original  # type: ignore[method-assign]
+    assert await store.list_user_devices("acme", "alice") == []

@@ -301,16 +301,19 @@ class _GroupWriter:
             self._conn = None
 
 
-async def _roll_back(db: aiosqlite.Connection) -> None:
+async def _roll_back(db: aiosqlite.Connection) -> bool:
     """Roll back whatever transaction the connection has once the statements already handed to its thread
-    have run. Deciding from `in_transaction` now would miss a BEGIN still in the thread's queue (a task
-    cancelled while awaiting it), which then held the write lock for good. Submitted at once, so a second
-    cancellation cannot stop it; "no transaction is active" (the BEGIN failed, or a COMMIT ran first) is
-    nothing to undo."""
+    have run; whether there was one. Deciding from `in_transaction` before would miss a BEGIN still in the
+    thread's queue (a task cancelled while awaiting it), which then held the write lock for good.
+    Submitted at once, so a second cancellation cannot stop it. None open (the BEGIN failed, or a COMMIT
+    ran first) is nothing to undo; a ROLLBACK that fails with one open is a `StoreError`."""
     try:
         await db.execute("ROLLBACK")
-    except sqlite3.OperationalError:
-        pass
+        return True
+    except sqlite3.OperationalError as exc:
+        if db.in_transaction:  # exact now: everything queued before the ROLLBACK has run
+            raise _store_error(exc) from None
+        return False
 
 
 class _SQLiteTx:
@@ -411,6 +414,13 @@ class SQLiteDriver:
                 cur = await self.db.execute(sql, tuple(params))
             except sqlite3.Error as exc:
                 raise _store_error(exc) from None
+            except asyncio.CancelledError:
+                if change is not None:
+                    # Cancelled with the statement in the thread's hands: it runs all the same. Once it
+                    # has, announce what it may have changed (announcing nothing costs a cache refill).
+                    await self.db.execute("SELECT 1")
+                    self.changes.publish(change)
+                raise
         count = max(cur.rowcount, 0)
         if change is not None and count:
             self.changes.publish(change)
@@ -452,11 +462,16 @@ class SQLiteDriver:
                     raise _store_error(exc) from None
                 raise
             tx = _SQLiteTx(db)
+            committing = False
             try:
                 yield tx
+                committing = True
                 await db.execute("COMMIT")
             except BaseException as exc:
-                await _roll_back(db)
+                if not await _roll_back(db) and committing:
+                    # Cancelled with the COMMIT in the thread's hands, and it ran: announce what it wrote.
+                    for change in tx.changes:
+                        self.changes.publish(change)
                 if isinstance(exc, sqlite3.Error):
                     raise _store_error(exc) from None
                 raise
