@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,30 @@ async def test_a_writer_that_fails_outside_sqlite_answers_every_caller(store: SQ
             write.result()
 
 
+@contextmanager
+def _cancelled_once_handed_over(store: SQLiteStore, matches: Callable[[str], bool]) -> Iterator[None]:
+    """While the block runs, the statement `matches` picks out is handed to aiosqlite's thread and then its
+    caller's task is cancelled: the race between a cancellation and a statement already on its way."""
+    db = store.driver.db
+    original = db.execute
+
+    async def handed_over_then_cancelled(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if matches(sql):
+            asyncio.ensure_future(original(sql, *args, **kwargs))  # on the thread's queue now
+            await asyncio.sleep(0)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation lands here
+        return await original(sql, *args, **kwargs)
+
+    db.execute = handed_over_then_cancelled  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        db.execute = original  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("steps_before_cancel", [0, 1, 2, 3])
 async def test_a_transaction_cancelled_anywhere_leaves_no_lock_behind(store: SQLiteStore, tmp_path: Path,
                                                                        steps_before_cancel: int) -> None:
@@ -244,48 +270,15 @@ async def test_a_write_cancelled_while_its_commit_is_queued_is_still_announced(s
     it wrote must be announced (every process's device cache follows those announcements), not lost to
     the cancellation until the cache's lifetime runs out."""
     await store.list_user_devices("acme", "alice")
-    db = store.driver.db
-    original = db.execute
-
-    async def commit_then_cancelled(sql: str, *args: Any, **kwargs: Any) -> Any:
-        if sql == "COMMIT":
-            asyncio.ensure_future(original(sql, *args, **kwargs))  # handed to the thread
-            await asyncio.sleep(0)
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-            await asyncio.sleep(0)  # the cancellation lands here
-        return await original(sql, *args, **kwargs)
-
-    db.execute = commit_then_cancelled  # type: ignore[method-assign]
-    try:
-        with pytest.raises(asyncio.CancelledError):
-            await store.register_device("acme", "alice", "phone", "outbox", "tok-phone")
-    finally:
-        db.execute = original  # type: ignore[method-assign]
+    with _cancelled_once_handed_over(store, lambda sql: sql == "COMMIT"), pytest.raises(asyncio.CancelledError):
+        await store.register_device("acme", "alice", "phone", "outbox", "tok-phone")
     assert [d.device_id for d in await store.list_user_devices("acme", "alice")] == ["phone"]
 
 
 async def test_a_statement_cancelled_in_the_threads_hands_is_still_announced(store: SQLiteStore) -> None:
     device = await store.register_device("acme", "alice", "phone", "outbox", "tok-phone")
     assert len(await store.list_user_devices("acme", "alice")) == 1
-    db = store.driver.db
-    original = db.execute
-
-    async def cancelled_while_running(sql: str, *args: Any, **kwargs: Any) -> Any:
-        if sql.startswith("DELETE FROM devices"):
-            asyncio.ensure_future(original(sql, *args, **kwargs))  # handed to the thread
-            await asyncio.sleep(0)
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-            await asyncio.sleep(0)
-        return await original(sql, *args, **kwargs)
-
-    db.execute = cancelled_while_running  # type: ignore[method-assign]
-    try:
-        with pytest.raises(asyncio.CancelledError):
-            await store.delete_device("acme", device.id)
-    finally:
-        db.execute = original  # type: ignore[method-assign]
+    with (_cancelled_once_handed_over(store, lambda sql: sql.startswith("DELETE FROM devices")),
+          pytest.raises(asyncio.CancelledError)):
+        await store.delete_device("acme", device.id)
     assert await store.list_user_devices("acme", "alice") == []

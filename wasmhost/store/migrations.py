@@ -219,8 +219,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             leases {json} NOT NULL
         )""",
     )),
-    # Every index a row is in is one more page its commit writes: an accepted send to one device wrote 14
-    # (bench/README.md, "Durable delivery"). Partial indexes hold only the rows their readers look for, so
+    # Every index a row is in is one more page its commit writes (`bench.delivery`'s `accept_pages`;
+    # bench/README.md, "Durable delivery"). Partial indexes hold only the rows their readers look for, so
     # a delivered row is in none of the queue's. A reader's WHERE must repeat an index's condition word for
     # word: SQLite proves no more than that (``state = 'queued'`` does not imply ``state IN ('queued', ...)``).
     # `sends_by_key` stays whole: a gateway of the previous release, still running while the fleet is

@@ -7,9 +7,10 @@ gateway workers, and CLI commands writing to the same state — polls the ring's
 `POLL_SECONDS` and re-publishes, in its own feed, what the others appended. Caches are therefore
 dropped within one poll of a change (plus the time the callbacks take), whichever process made it.
 
-The ring is fixed-size shared memory: a header with the next sequence number and `SLOTS` entries, each
-carrying its own sequence number. Writers append under ``flock``; readers never lock: a writer fills the
-entry first and then moves the counter. A reader that fell more than `SLOTS` behind, or finds an entry
+The ring is fixed-size shared memory: a header with the next sequence number and a count of device
+changes (what device caches follow, `ChangeRelay.device_sequence`), then `SLOTS` entries, each carrying its
+own sequence number. Writers append under ``flock``; readers never lock: a writer fills the entry first
+and then moves the counters. A reader that fell more than `SLOTS` behind, or finds an entry
 overwritten under it, publishes `Change.everything()` instead (every cache drops all it holds), which is
 always safe. A process's own entries carry its origin id and are skipped.
 """

@@ -375,9 +375,9 @@ class SQLStore(SQLActivity, WebhookStatements, QueueStatements):
         # Every send reads this. Where it can be told that nobody has changed a device since — the device
         # counter of the change ring every process sharing a SQLite file writes to, else SQLite's
         # `data_version` — the answer is kept until someone does: exact, and it skips a query plus a
-        # decryption per device. The ring is
-        # preferred: `PRAGMA data_version` starts a read transaction, which waits (sleeping, on the loop)
-        # while another connection rewrites the WAL index, and it moves on every commit, sends included.
+        # decryption per device. The ring is preferred: `PRAGMA data_version` starts a read transaction,
+        # which waits (sleeping, on the loop) while another connection rewrites the WAL index, and it
+        # moves on every commit, sends included.
         version = self.device_counter() if self.device_counter is not None else self.driver.cache_version()
         if version is not None:
             if version != self._devices_version:
